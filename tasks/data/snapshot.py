@@ -1,0 +1,132 @@
+"""Build the validated, immutable snapshot of one run date.
+
+Input: every ratings file below the raw prefix, except those in a ``ds=YYYY-MM-DD``
+partition later than the run date (so a backfill sees what existed then).
+Output: ``ratings.parquet``, ``items.parquet`` and ``_manifest.json`` below ``out``.
+On invalid input nothing is written to ``out``: the rejected files and a
+``_reason.json`` go to ``quarantine`` and :class:`DataValidationError` is raised.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+
+import pandas as pd
+
+from tasks import storage
+from tasks.constants import ITEM_ID, ITEMS_FILE, MANIFEST_FILE, RATINGS_FILE, TIMESTAMP, TITLE, USER_ID
+from tasks.data.schema import DataValidationError, Problem, read_items, read_ratings, validate_ratings
+
+log = logging.getLogger(__name__)
+_PARTITION = re.compile(r"(?:^|/)ds=(\d{4}-\d{2}-\d{2})(?:/|$)")
+
+
+def _skipped(uri: str) -> bool:
+    """Marker and hidden files (``_SUCCESS``, ``.keep``) are not data."""
+    return storage.basename(uri).startswith(("_", "."))
+
+
+def select_files(files: list[str], ds: str) -> list[str]:
+    chosen = []
+    for uri in files:
+        if _skipped(uri):
+            continue
+        match = _PARTITION.search(uri)
+        if match and match.group(1) > ds:
+            log.info("skipping %s: partition is later than the run date %s", uri, ds)
+            continue
+        chosen.append(uri)
+    return chosen
+
+
+def end_of_day(ds: str) -> int:
+    day = dt.datetime.strptime(ds, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
+    return int((day + dt.timedelta(days=1)).timestamp()) - 1
+
+
+def quarantine(files: list[str], dest: str, error: DataValidationError, ds: str) -> None:
+    for uri in files:
+        storage.copy(uri, storage.join(dest, storage.basename(uri)))
+    storage.write_json(
+        storage.join(dest, "_reason.json"),
+        {
+            "ds": ds,
+            "rejected_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "files": files,
+            "problems": [str(p) for p in error.problems],
+        },
+    )
+
+
+def build_snapshot(
+    raw: str,
+    ds: str,
+    out: str,
+    quarantine_uri: str,
+    items: str | None = None,
+    rating_min: float = 0.5,
+    rating_max: float = 5.0,
+) -> dict:
+    """Validate every input file, then write the snapshot; returns its manifest."""
+    files = select_files(storage.list_files(raw), ds)
+    if not files:
+        raise DataValidationError([Problem(raw, f"no ratings files for run date {ds}")])
+    max_ts = end_of_day(ds)
+    frames, problems, rejected = [], [], []
+    for uri in files:
+        try:
+            df, first = read_ratings(uri)
+            frames.append(
+                validate_ratings(uri, df, first, rating_min=rating_min, rating_max=rating_max,
+                                 max_timestamp=max_ts)
+            )
+            log.info("%s: %d valid rows", uri, len(df))
+        except DataValidationError as err:
+            problems.extend(err.problems)
+            rejected.append(uri)
+    item_files = [u for u in storage.list_files(items) if not _skipped(u)] if items else []
+    catalogue = []
+    for uri in item_files:
+        try:
+            catalogue.append(read_items(uri))
+        except DataValidationError as err:
+            problems.extend(err.problems)
+            rejected.append(uri)
+    if problems:
+        error = DataValidationError(problems)
+        quarantine(rejected, quarantine_uri, error, ds)
+        log.error("rejected %d file(s), copied to %s", len(rejected), quarantine_uri)
+        raise error
+
+    ratings = pd.concat(frames, ignore_index=True)
+    # A user who re-rates an item keeps the latest rating: one row per (user, item).
+    before = len(ratings)
+    ratings = (ratings.sort_values([USER_ID, ITEM_ID, TIMESTAMP], kind="stable")
+               .drop_duplicates([USER_ID, ITEM_ID], keep="last").reset_index(drop=True))
+    if catalogue:
+        cat = pd.concat(catalogue, ignore_index=True).drop_duplicates(ITEM_ID, keep="last")
+    else:
+        cat = pd.DataFrame({ITEM_ID: pd.Series(dtype=str), TITLE: pd.Series(dtype=str)})
+    known = set(cat[ITEM_ID])
+    missing = sorted(set(ratings[ITEM_ID].unique()) - known)
+    if missing:  # items without a catalogue entry still get a printable title
+        cat = pd.concat([cat, pd.DataFrame({ITEM_ID: missing, TITLE: missing})], ignore_index=True)
+
+    storage.write_parquet(storage.join(out, RATINGS_FILE), ratings)
+    storage.write_parquet(storage.join(out, ITEMS_FILE), cat)
+    manifest = {
+        "ds": ds,
+        "sources": files,
+        "item_sources": item_files,
+        "rows": len(ratings),
+        "rows_read": before,
+        "users": int(ratings[USER_ID].nunique()),
+        "items": int(ratings[ITEM_ID].nunique()),
+        "catalogue_items": len(cat),
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+    }
+    # Written last: a snapshot without its manifest is incomplete.
+    storage.write_json(storage.join(out, MANIFEST_FILE), manifest)
+    return manifest

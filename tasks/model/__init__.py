@@ -1,0 +1,224 @@
+"""The biased matrix-factorisation model, its artifact format and the batch API.
+
+Artifact (a folder or S3 prefix, see DESIGN.md):
+
+- ``model.pt``  -- the ``state_dict`` (tutorial parameter names, loads with
+  ``weights_only=True``);
+- ``meta.json`` -- constructor args, raw id maps, rating scale, data snapshot,
+  hyper-parameters, library versions;
+- ``seen.npz``  -- which items each user had rated in the snapshot (CSR), so
+  ``recommend(..., exclude_seen=True)`` needs nothing else.
+
+``load(uri)`` gives a :class:`Recommender` with ``predict`` and ``recommend``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+
+import numpy as np
+import torch
+from torch import nn
+
+from tasks import storage
+from tasks.constants import META_FILE, SEEN_FILE, WEIGHTS_FILE
+
+log = logging.getLogger(__name__)
+
+
+class MF(nn.Module):
+    """Biased MF: ``bias + user_bias[u] + item_bias[i] + <user[u], item[i]>``.
+
+    Parameter names match the seed tutorial, so its ``state_dict`` loads as is.
+    """
+
+    def __init__(self, n_user: int, n_item: int, k: int = 10, c_vector: float = 1e-6,
+                 c_bias: float = 1e-6):
+        super().__init__()
+        self.n_user, self.n_item, self.k = n_user, n_item, k
+        self.c_vector, self.c_bias = c_vector, c_bias
+        self.user_bias = nn.Embedding(n_user, 1)
+        self.item_bias = nn.Embedding(n_item, 1)
+        self.user = nn.Embedding(n_user, k)
+        self.item = nn.Embedding(n_item, k)
+        self.bias = nn.Parameter(torch.ones(1))
+
+    def forward(self, u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        # (B, k) * (B, k) -> (B,)
+        dot = (self.user(u) * self.item(i)).sum(dim=1)
+        return self.bias + self.user_bias(u).squeeze(1) + self.item_bias(i).squeeze(1) + dot
+
+    def constructor_args(self) -> dict:
+        return {"n_user": self.n_user, "n_item": self.n_item, "k": self.k,
+                "c_vector": self.c_vector, "c_bias": self.c_bias}
+
+
+class Recommender:
+    """Raw-id API over a trained :class:`MF` (numpy/torch on CPU, batch first)."""
+
+    def __init__(self, model: MF, user_ids, item_ids, *, seen_indptr=None, seen_indices=None,
+                 rating_range=(0.5, 5.0), meta: dict | None = None):
+        self.model = model.eval()
+        self.meta = meta or {}
+        self.user_ids = np.asarray(user_ids, dtype=object).astype(str)
+        self.item_ids = np.asarray(item_ids, dtype=object).astype(str)
+        if len(self.user_ids) != model.n_user or len(self.item_ids) != model.n_item:
+            raise ValueError(
+                f"id maps ({len(self.user_ids)} users, {len(self.item_ids)} items) do not match the "
+                f"model ({model.n_user} users, {model.n_item} items)")
+        self.user_index = {u: n for n, u in enumerate(self.user_ids)}
+        self.item_index = {i: n for n, i in enumerate(self.item_ids)}
+        self.rating_range = rating_range
+        with torch.no_grad():
+            self._p = model.user.weight.detach().float()  # (U, k)
+            self._q = model.item.weight.detach().float()  # (I, k)
+            self._bu = model.user_bias.weight.detach().float().squeeze(1)  # (U,)
+            self._bi = model.item_bias.weight.detach().float().squeeze(1)  # (I,)
+            self._mu = float(model.bias.detach().reshape(-1)[0])
+        if seen_indptr is None:
+            seen_indptr = np.zeros(model.n_user + 1, dtype=np.int64)
+            seen_indices = np.zeros(0, dtype=np.int64)
+        self.set_seen(seen_indptr, seen_indices)
+
+    # -- seen items ---------------------------------------------------------
+    def set_seen(self, indptr, indices) -> None:
+        indptr = np.asarray(indptr, dtype=np.int64)
+        if indptr.shape != (self.model.n_user + 1,):
+            raise ValueError(f"seen indptr must have shape ({self.model.n_user + 1},), got {indptr.shape}")
+        self._seen_indptr = indptr
+        self._seen_indices = np.asarray(indices, dtype=np.int64)
+
+    def set_seen_from_ratings(self, user_ids, item_ids) -> None:
+        """Replace the seen sets by exactly these (user, item) pairs; unknown ids are ignored."""
+        u = self.user_index_of(user_ids)
+        i = self.item_index_of(item_ids)
+        keep = (u >= 0) & (i >= 0)
+        u, i = u[keep], i[keep]
+        order = np.lexsort((i, u))
+        counts = np.bincount(u, minlength=self.model.n_user)
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        self.set_seen(indptr, i[order])
+
+    # -- id mapping ---------------------------------------------------------
+    def user_index_of(self, user_ids) -> np.ndarray:
+        get = self.user_index.get
+        return np.fromiter((get(str(u), -1) for u in user_ids), dtype=np.int64, count=len(user_ids))
+
+    def item_index_of(self, item_ids) -> np.ndarray:
+        get = self.item_index.get
+        return np.fromiter((get(str(i), -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+
+    # -- API ----------------------------------------------------------------
+    def predict(self, user_ids, item_ids) -> np.ndarray:
+        """Predicted ratings for pairs; unknown users or items fall back to the biases."""
+        if len(user_ids) != len(item_ids):
+            raise ValueError(f"user_ids and item_ids differ in length ({len(user_ids)} != {len(item_ids)})")
+        u = torch.from_numpy(self.user_index_of(user_ids))
+        i = torch.from_numpy(self.item_index_of(item_ids))
+        return self.predict_index(u, i)
+
+    def predict_index(self, u: torch.Tensor, i: torch.Tensor) -> np.ndarray:
+        ku, ki = u >= 0, i >= 0
+        uu, ii = u.clamp(min=0), i.clamp(min=0)
+        with torch.no_grad():
+            dot = (self._p[uu] * self._q[ii]).sum(1) * (ku & ki)  # (B,)
+            pred = self._mu + self._bu[uu] * ku + self._bi[ii] * ki + dot
+        lo, hi = self.rating_range
+        return pred.clamp(lo, hi).numpy()
+
+    def scores_index(self, users: torch.Tensor) -> torch.Tensor:
+        """Predicted rating of every item for internal user indexes: (B, I)."""
+        # (B, k) @ (k, I) -> (B, I)
+        return (self._p[users] @ self._q.T) + self._bi + (self._bu[users] + self._mu)[:, None]
+
+    def recommend(self, user_ids, n: int = 10, exclude_seen: bool = True,
+                  chunk_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``n`` raw item ids and scores per user, best first: shapes (U, n).
+
+        Unknown users get the items ranked by item bias (the non-personal part
+        of the model). Rows shorter than ``n`` (a user who has seen nearly
+        everything) are padded with ``""`` and ``-inf``.
+        """
+        if n <= 0:
+            raise ValueError(f"n must be positive, got {n}")
+        idx = self.user_index_of(user_ids)
+        n_items = self.model.n_item
+        k = min(n, n_items)
+        out_idx = np.full((len(idx), n), -1, dtype=np.int64)
+        out_scores = np.full((len(idx), n), -np.inf, dtype=np.float32)
+        with torch.no_grad():
+            for start in range(0, len(idx), chunk_size):
+                rows = idx[start:start + chunk_size]
+                known = rows >= 0
+                users = torch.from_numpy(np.where(known, rows, 0))
+                scores = self.scores_index(users)
+                if (~known).any():
+                    scores[torch.from_numpy(~known)] = self._bi + self._mu
+                if exclude_seen:
+                    self._mask_seen(scores, rows)
+                top_s, top_i = _topk_stable(scores, k)
+                out_idx[start:start + len(rows), :k] = top_i.numpy()
+                out_scores[start:start + len(rows), :k] = top_s.numpy()
+        items = np.where(out_idx >= 0, self.item_ids[np.maximum(out_idx, 0)], "")
+        items[~np.isfinite(out_scores)] = ""
+        return items, out_scores
+
+    def _mask_seen(self, scores: torch.Tensor, rows: np.ndarray) -> None:
+        ptr = self._seen_indptr
+        safe = np.maximum(rows, 0)
+        starts, ends = ptr[safe], ptr[safe + 1]
+        lengths = np.where(rows >= 0, ends - starts, 0)
+        if lengths.sum() == 0:
+            return
+        row_of = np.repeat(np.arange(len(rows)), lengths)
+        # positions start..end-1 of each row, without a Python loop
+        offs = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        cols = self._seen_indices[np.repeat(starts, lengths) + offs]
+        scores[torch.from_numpy(row_of), torch.from_numpy(cols)] = -torch.inf
+
+
+def _topk_stable(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k per row, ties broken by the lower item index (deterministic)."""
+    top_s, top_i = torch.topk(scores, k, dim=1, sorted=True)
+    # Re-order equal scores by index; topk itself gives no order guarantee for ties.
+    key = torch.argsort(top_i, dim=1, stable=True)
+    top_s, top_i = top_s.gather(1, key), top_i.gather(1, key)
+    order = torch.argsort(-top_s, dim=1, stable=True)
+    return top_s.gather(1, order), top_i.gather(1, order)
+
+
+def save(out: str, model: MF, meta: dict, seen_indptr: np.ndarray, seen_indices: np.ndarray) -> None:
+    """Write the artifact below ``out`` (weights first, ``meta.json`` last)."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    storage.write_bytes(storage.join(out, WEIGHTS_FILE), buf.getvalue())
+    buf = io.BytesIO()
+    np.savez_compressed(buf, indptr=seen_indptr, indices=seen_indices)
+    storage.write_bytes(storage.join(out, SEEN_FILE), buf.getvalue())
+    meta = {**meta, "constructor": model.constructor_args(), "torch": torch.__version__}
+    storage.write_json(storage.join(out, META_FILE), meta)
+
+
+def load(uri: str) -> Recommender:
+    """Load an artifact written by :func:`save` (no pickle: ``weights_only=True``)."""
+    meta = storage.read_json(storage.join(uri, META_FILE))
+    state = torch.load(io.BytesIO(storage.read_bytes(storage.join(uri, WEIGHTS_FILE))),
+                       weights_only=True, map_location="cpu")
+    model = MF(**meta["constructor"])
+    model.load_state_dict(state)
+    seen_uri = storage.join(uri, SEEN_FILE)
+    indptr = indices = None
+    if storage.exists(seen_uri):
+        with np.load(io.BytesIO(storage.read_bytes(seen_uri))) as npz:
+            indptr, indices = npz["indptr"], npz["indices"]
+    return Recommender(model, meta["user_ids"], meta["item_ids"], seen_indptr=indptr,
+                       seen_indices=indices, rating_range=tuple(meta.get("rating_range", (0.5, 5.0))),
+                       meta=meta)
+
+
+def set_threads() -> None:
+    """Use every core the container was given (torch defaults to physical cores)."""
+    n = int(os.environ.get("RECSYS_THREADS", "0")) or os.cpu_count() or 1
+    torch.set_num_threads(n)

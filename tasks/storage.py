@@ -1,0 +1,144 @@
+"""Read and write ``s3://`` URIs and local paths through one small interface.
+
+boto3 picks up credentials, region and ``AWS_ENDPOINT_URL`` from the standard
+environment, so the same code talks to real AWS or to an emulator.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> ``("bucket", "a/b")``."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URI or path segments with single slashes."""
+    out = base.rstrip("/")
+    for part in parts:
+        out = f"{out}/{part.strip('/')}"
+    return out
+
+
+def basename(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+@functools.lru_cache(maxsize=None)
+def client(service: str):
+    """A boto3 client with adaptive retries (throttling, 5xx, connection errors)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        service,
+        config=Config(retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=32),
+    )
+
+
+def read_bytes(uri: str) -> bytes:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        return client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    return Path(uri).read_bytes()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        client("s3").put_object(Bucket=bucket, Key=key, Body=data)
+        return
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)  # atomic on one filesystem: readers never see half a file
+
+
+def exists(uri: str) -> bool:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        s3 = client("s3")
+        try:
+            s3.head_object(Bucket=bucket, Key=key)
+        except s3.exceptions.ClientError as err:
+            if err.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+    return Path(uri).exists()
+
+
+def list_files(prefix: str) -> list[str]:
+    """Every object (file) below ``prefix``, sorted, as full URIs or paths."""
+    if is_s3(prefix):
+        bucket, key = split_s3(prefix)
+        key = key.rstrip("/") + "/" if key else ""
+        paginator = client("s3").get_paginator("list_objects_v2")
+        out = []
+        for page in paginator.paginate(Bucket=bucket, Prefix=key):
+            out.extend(f"s3://{bucket}/{obj['Key']}" for obj in page.get("Contents", []))
+        return sorted(out)
+    root = Path(prefix)
+    if root.is_file():
+        return [str(root)]
+    return sorted(str(p) for p in root.rglob("*") if p.is_file())
+
+
+def copy(src: str, dst: str) -> None:
+    if is_s3(src) and is_s3(dst):
+        sb, sk = split_s3(src)
+        db, dk = split_s3(dst)
+        client("s3").copy_object(Bucket=db, Key=dk, CopySource={"Bucket": sb, "Key": sk})
+    elif not is_s3(src) and not is_s3(dst):
+        Path(dst).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+    else:
+        write_bytes(dst, read_bytes(src))
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(read_bytes(uri))
+
+
+def write_json(uri: str, obj: Any) -> None:
+    write_bytes(uri, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+def read_parquet(uri: str, columns: list[str] | None = None):
+    import pandas as pd
+
+    return pd.read_parquet(io.BytesIO(read_bytes(uri)), columns=columns)
+
+
+def write_parquet(uri: str, df) -> None:
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    write_bytes(uri, buf.getvalue())
+
+
+def setup_logging() -> None:
+    """Log format for container entrypoints: one line per event, to stderr."""
+    logging.basicConfig(
+        level=os.environ.get("RECSYS_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

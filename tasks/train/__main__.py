@@ -1,0 +1,38 @@
+"""``python -m tasks.train --ratings URI --out URI``: the training container entrypoint."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from tasks import storage
+from tasks.train import TrainConfig, train
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tasks.train", description=__doc__)
+    parser.add_argument("--ratings", required=True, help="snapshot prefix or ratings file (s3:// or path)")
+    parser.add_argument("--out", required=True, help="model prefix, e.g. s3://bucket/models/v20261123")
+    parser.add_argument("--champion", default="", help="live model URI to compare on the same holdout")
+    parser.add_argument("--ds", default=None, help="run date, recorded in meta.json")
+    parser.add_argument("--model-version", default=None, help="recorded in meta.json")
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        parser.add_argument(flag, type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name),
+                            help=f"default {getattr(defaults, f.name)}")
+    parser.add_argument("--holdout", type=float, dest="holdout_fraction", help="alias of --holdout-fraction")
+    args = parser.parse_args(argv)
+    storage.setup_logging()
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) if getattr(args, f.name) is not None
+                         else getattr(defaults, f.name) for f in dataclasses.fields(TrainConfig)})
+    metrics = train(args.ratings, args.out, cfg, champion=args.champion or None, ds=args.ds,
+                    model_version=args.model_version)
+    print(json.dumps({k: metrics[k] for k in ("candidate", "holdout", "fit_seconds")}, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
