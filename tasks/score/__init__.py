@@ -1,0 +1,128 @@
+"""Precompute top-N unseen items for every user of a shard and publish them.
+
+``score_shard`` writes one row per user to DynamoDB (or Parquet with ``out``)
+plus a shard manifest next to the model; ``finalize`` checks that every user of
+the snapshot has a row for the version, writes the popularity fallback list and
+then the completion marker. Serving refuses a version without its marker.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+
+from tasks import storage, table
+from tasks.constants import FALLBACK_USER, ITEM_ID, ITEMS_FILE, RATINGS_FILE, TITLE, USER_ID
+
+log = logging.getLogger(__name__)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/8"`` -> ``(2, 8)``; shards are numbered from 0."""
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like I/N, got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"--shard {text}: need 0 <= I < N")
+    return index, count
+
+
+def shard_users(user_ids: np.ndarray, index: int, count: int) -> np.ndarray:
+    """Users of one shard: every count-th of the sorted distinct ids (balanced, stable)."""
+    return np.sort(np.unique(user_ids.astype(str)))[index::count]
+
+
+def manifest_uri(model_uri: str, index: int, count: int) -> str:
+    return storage.join(model_uri, "shards", f"{index:04d}-of-{count:04d}.json")
+
+
+def load_inputs(ratings_uri: str) -> tuple[pd.DataFrame, dict[str, str]]:
+    if ratings_uri.endswith(".parquet"):
+        return storage.read_parquet(ratings_uri, [USER_ID, ITEM_ID]), {}
+    ratings = storage.read_parquet(storage.join(ratings_uri, RATINGS_FILE), [USER_ID, ITEM_ID])
+    titles: dict[str, str] = {}
+    items_uri = storage.join(ratings_uri, ITEMS_FILE)
+    if storage.exists(items_uri):
+        items = storage.read_parquet(items_uri, [ITEM_ID, TITLE])
+        titles = dict(zip(items[ITEM_ID].astype(str), items[TITLE].astype(str), strict=True))
+    return ratings, titles
+
+
+def expiry(days: int) -> int:
+    return int(time.time() + days * 86400)
+
+
+def score_shard(model_uri: str, ratings_uri: str, model_version: str, top_n: int,
+                shard: tuple[int, int] = (0, 1), table_name: str | None = None, out: str | None = None,
+                ttl_days: int = 30, chunk_size: int = 4096) -> dict:
+    from tasks.model import load, set_threads
+
+    if top_n <= 0:
+        raise ValueError(f"--top-n must be positive, got {top_n}")
+    set_threads()
+    t0 = time.perf_counter()
+    rec = load(model_uri)
+    ratings, titles = load_inputs(ratings_uri)
+    rec.set_seen_from_ratings(ratings[USER_ID].astype(str).to_numpy(), ratings[ITEM_ID].astype(str).to_numpy())
+    users = shard_users(ratings[USER_ID].to_numpy(), *shard)
+    items, scores = rec.recommend(users, top_n, exclude_seen=True, chunk_size=chunk_size)
+    t_score = time.perf_counter() - t0
+    generated = dt.datetime.now(dt.timezone.utc).isoformat()
+    if out:
+        rows = [{"user_id": u, "model_version": model_version, "rank": r + 1, "item_id": it, "score": float(s),
+                 "title": titles.get(it, it)}
+                for u, its, ss in zip(users, items, scores, strict=True)
+                for r, (it, s) in enumerate(zip(its, ss, strict=True)) if it]
+        storage.write_parquet(storage.join(out, f"part-{shard[0]:04d}-of-{shard[1]:04d}.parquet"),
+                              pd.DataFrame(rows))
+    if table_name:
+        exp = expiry(ttl_days)
+        rows = (table.rec_item(u, model_version,
+                               table.encode_items([i for i in its if i], ss[: sum(1 for i in its if i)],
+                                                  [titles.get(i, i) for i in its if i]), generated, exp)
+                for u, its, ss in zip(users, items, scores, strict=True))
+        table.write_items(table_name, rows)
+    result = {"model_version": model_version, "shard": f"{shard[0]}/{shard[1]}", "users": int(len(users)),
+              "top_n": top_n, "score_seconds": round(t_score, 3),
+              "total_seconds": round(time.perf_counter() - t0, 3), "generated_at": generated}
+    storage.write_json(manifest_uri(model_uri, *shard), result)
+    log.info("shard %s: %d users scored in %.2fs", result["shard"], len(users), t_score)
+    return result
+
+
+def popular_items(ratings: pd.DataFrame, n: int) -> tuple[list[str], list[float]]:
+    """The n most-rated items and their rating counts; ties by id, so deterministic."""
+    counts = ratings[ITEM_ID].astype(str).value_counts()
+    order = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+    return [k for k, _ in order], [float(c) for _, c in order]
+
+
+def finalize(model_uri: str, ratings_uri: str, model_version: str, top_n: int, shards: int,
+             table_name: str, ttl_days: int = 30) -> dict:
+    """Verify every shard and every user, write the fallback list, then the marker."""
+    missing = [i for i in range(shards) if not storage.exists(manifest_uri(model_uri, i, shards))]
+    if missing:
+        raise RuntimeError(f"shards {missing} of {shards} have no manifest under {model_uri}/shards: "
+                           "re-run those score tasks")
+    ratings, titles = load_inputs(ratings_uri)
+    expected = np.unique(ratings[USER_ID].astype(str).to_numpy())
+    found = table.existing_users(table_name, model_version, list(expected))
+    absent = sorted(set(expected) - found)
+    if absent:
+        raise RuntimeError(f"{len(absent)} of {len(expected)} users have no row for {model_version} in "
+                           f"{table_name} (e.g. {absent[:5]}); the version stays invisible")
+    popular, scores = popular_items(ratings, top_n)
+    generated = dt.datetime.now(dt.timezone.utc).isoformat()
+    exp = expiry(ttl_days)
+    table.write_items(table_name, [table.rec_item(FALLBACK_USER, model_version,
+                                                  table.encode_items(popular, scores,
+                                                                     [titles.get(i, i) for i in popular]),
+                                                  generated, exp)])
+    table.put_marker(table_name, model_version, len(expected), top_n, generated, exp)
+    log.info("version %s complete: %d users", model_version, len(expected))
+    return {"model_version": model_version, "users": int(len(expected)), "complete": True}

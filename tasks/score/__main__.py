@@ -1,0 +1,55 @@
+"""``python -m tasks.score``: the scoring container entrypoint.
+
+Score one shard:  ``--model URI --ratings URI --model-version V --top-n N [--shard I/N] [--table T | --out URI]``
+Finalize:         ``--finalize --model URI --ratings URI --model-version V --top-n N --shards N --table T``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from tasks import storage
+from tasks.constants import DEFAULT_TABLE, DEFAULT_TOP_N
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tasks.score", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="model prefix (s3:// or path)")
+    parser.add_argument("--ratings", required=True, help="snapshot prefix or ratings Parquet file")
+    parser.add_argument("--model-version", required=True)
+    parser.add_argument("--top-n", type=int, default=DEFAULT_TOP_N)
+    parser.add_argument("--shard", default="0/1", help="I/N: score the I-th of N user shards (from 0)")
+    dest = parser.add_mutually_exclusive_group()
+    dest.add_argument("--table", help=f"DynamoDB table (default $RECSYS_TABLE or {DEFAULT_TABLE})")
+    dest.add_argument("--out", help="write Parquet below this prefix instead of DynamoDB")
+    parser.add_argument("--ttl-days", type=int, default=int(os.environ.get("RECSYS_TTL_DAYS", "30")))
+    parser.add_argument("--chunk-size", type=int, default=4096, help="users scored per matrix multiply")
+    parser.add_argument("--finalize", action="store_true", help="verify all shards and mark the version complete")
+    parser.add_argument("--shards", type=int, default=1, help="with --finalize: how many shards ran")
+    args = parser.parse_args(argv)
+    storage.setup_logging()
+    from tasks.score import finalize, parse_shard, score_shard
+
+    table_name = args.table or (None if args.out else os.environ.get("RECSYS_TABLE", DEFAULT_TABLE))
+    if args.finalize:
+        if not table_name:
+            parser.error("--finalize needs a table")
+        result = finalize(args.model, args.ratings, args.model_version, args.top_n, args.shards, table_name,
+                          args.ttl_days)
+    else:
+        try:
+            shard = parse_shard(args.shard)
+        except ValueError as err:
+            parser.error(str(err))
+        result = score_shard(args.model, args.ratings, args.model_version, args.top_n, shard, table_name,
+                             args.out, args.ttl_days, args.chunk_size)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""``python -m tasks.serve [--host H] [--port P]``: run the recommendations service."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pydantic import ValidationError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tasks.serve", description=__doc__)
+    parser.add_argument("--host", default="0.0.0.0", help="default 0.0.0.0 (all interfaces, as in a container)")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    import uvicorn
+
+    from tasks import storage
+    from tasks.serve import create_app
+    from tasks.serve.config import Settings
+
+    storage.setup_logging()
+    try:
+        settings = Settings()
+    except ValidationError as err:
+        missing = ", ".join(str(e["loc"][0]).upper() for e in err.errors())
+        print(f"tasks.serve: invalid or missing environment: {missing}\n{err}", file=sys.stderr)
+        return 2
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

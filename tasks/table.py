@@ -1,0 +1,151 @@
+"""The recommendations table: item encoding, a retrying parallel batch writer, reads.
+
+Schema (DESIGN.md): partition key ``user_id`` (S), sort key ``model_version`` (S),
+``items`` = ordered list of ``{item_id, score, title}`` maps, ``generated_at``,
+``expires_at`` (TTL, epoch seconds). Two reserved partition keys per version:
+``__complete__`` (the completion marker) and ``__popular__`` (the fallback list).
+Shared by ``tasks.score`` (writes) and ``tasks.serve`` (reads).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from tasks import storage
+from tasks.constants import (
+    ATTR_EXPIRES_AT,
+    ATTR_GENERATED_AT,
+    ATTR_ITEMS,
+    ATTR_TOP_N,
+    ATTR_USER,
+    ATTR_USERS,
+    ATTR_VERSION,
+    FALLBACK_USER,
+    MARKER_USER,
+)
+
+log = logging.getLogger(__name__)
+BATCH_SIZE = 25  # BatchWriteItem's limit
+GET_BATCH_SIZE = 100  # BatchGetItem's limit
+
+
+class UnwrittenItemsError(RuntimeError):
+    """Items DynamoDB still refused after every retry."""
+
+    def __init__(self, table: str, keys: list[tuple[str, str]]):
+        self.keys = keys
+        shown = ", ".join(f"{u}/{v}" for u, v in keys[:10])
+        more = f" and {len(keys) - 10} more" if len(keys) > 10 else ""
+        super().__init__(f"{len(keys)} item(s) not written to {table} after retries: {shown}{more}")
+
+
+def encode_items(item_ids: Sequence[str], scores: Sequence[float], titles: Sequence[str]) -> dict:
+    return {"L": [{"M": {"item_id": {"S": str(i)}, "score": {"N": f"{float(s):.5f}"}, "title": {"S": str(t)}}}
+                  for i, s, t in zip(item_ids, scores, titles, strict=True)]}
+
+
+def decode_items(attr: dict) -> list[dict]:
+    return [{"item_id": m["M"]["item_id"]["S"], "score": float(m["M"]["score"]["N"]),
+             "title": m["M"]["title"]["S"]} for m in attr.get("L", [])]
+
+
+def rec_item(user_id: str, version: str, items: dict, generated_at: str, expires_at: int) -> dict:
+    return {ATTR_USER: {"S": user_id}, ATTR_VERSION: {"S": version}, ATTR_ITEMS: items,
+            ATTR_GENERATED_AT: {"S": generated_at}, ATTR_EXPIRES_AT: {"N": str(int(expires_at))}}
+
+
+def _key(item: dict) -> tuple[str, str]:
+    return item[ATTR_USER]["S"], item[ATTR_VERSION]["S"]
+
+
+def write_batch(table: str, items: list[dict], *, client=None, max_attempts: int = 8,
+                base_delay: float = 0.05, max_delay: float = 5.0, sleep=time.sleep) -> None:
+    """One ``BatchWriteItem`` of <= 25 items, resending ``UnprocessedItems`` with
+    capped exponential backoff and full jitter; raises :class:`UnwrittenItemsError`."""
+    client = client or storage.client("dynamodb")
+    pending = [{"PutRequest": {"Item": it}} for it in items]
+    for attempt in range(max_attempts):
+        resp = client.batch_write_item(RequestItems={table: pending})
+        pending = resp.get("UnprocessedItems", {}).get(table, [])
+        if not pending:
+            return
+        delay = random.uniform(0, min(max_delay, base_delay * 2 ** attempt))
+        log.warning("%d unprocessed item(s), retry %d in %.2fs", len(pending), attempt + 1, delay)
+        sleep(delay)
+    raise UnwrittenItemsError(table, [_key(p["PutRequest"]["Item"]) for p in pending])
+
+
+def write_items(table: str, items: Iterable[dict], *, workers: int = 8, client=None, **retry) -> int:
+    """Write all items in parallel batches of 25; returns how many were written."""
+    items = list(items)
+    batches = [items[n:n + BATCH_SIZE] for n in range(0, len(items), BATCH_SIZE)]
+    client = client or storage.client("dynamodb")
+    failed: list[tuple[str, str]] = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(write_batch, table, b, client=client, **retry) for b in batches]
+        for fut in futures:
+            try:
+                fut.result()
+            except UnwrittenItemsError as err:
+                failed.extend(err.keys)
+    if failed:
+        raise UnwrittenItemsError(table, failed)
+    return len(items)
+
+
+def existing_users(table: str, version: str, user_ids: Sequence[str], *, workers: int = 8,
+                   client=None) -> set[str]:
+    """Which of ``user_ids`` have a row for ``version`` (BatchGetItem, keys only)."""
+    client = client or storage.client("dynamodb")
+
+    def get(chunk: Sequence[str]) -> list[str]:
+        keys = [{ATTR_USER: {"S": u}, ATTR_VERSION: {"S": version}} for u in chunk]
+        found: list[str] = []
+        request = {table: {"Keys": keys, "ProjectionExpression": ATTR_USER}}
+        for attempt in range(10):
+            resp = client.batch_get_item(RequestItems=request)
+            found.extend(it[ATTR_USER]["S"] for it in resp["Responses"].get(table, []))
+            request = resp.get("UnprocessedKeys") or {}
+            if not request:
+                return found
+            time.sleep(random.uniform(0, min(5.0, 0.05 * 2 ** attempt)))
+        raise RuntimeError(f"BatchGetItem on {table} kept returning unprocessed keys")
+
+    chunks = [user_ids[n:n + GET_BATCH_SIZE] for n in range(0, len(user_ids), GET_BATCH_SIZE)]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return {u for part in pool.map(get, chunks) for u in part}
+
+
+def put_marker(table: str, version: str, users: int, top_n: int, generated_at: str, expires_at: int,
+               *, client=None) -> None:
+    client = client or storage.client("dynamodb")
+    client.put_item(TableName=table, Item={
+        ATTR_USER: {"S": MARKER_USER}, ATTR_VERSION: {"S": version}, ATTR_USERS: {"N": str(users)},
+        ATTR_TOP_N: {"N": str(top_n)}, ATTR_GENERATED_AT: {"S": generated_at},
+        ATTR_EXPIRES_AT: {"N": str(int(expires_at))}})
+
+
+def get_marker(table: str, version: str, *, client=None) -> dict | None:
+    client = client or storage.client("dynamodb")
+    item = client.get_item(TableName=table, Key={ATTR_USER: {"S": MARKER_USER}, ATTR_VERSION: {"S": version}},
+                           ConsistentRead=True).get("Item")
+    if not item:
+        return None
+    return {"users": int(item[ATTR_USERS]["N"]), "top_n": int(item[ATTR_TOP_N]["N"]),
+            "generated_at": item[ATTR_GENERATED_AT]["S"]}
+
+
+def get_recommendations(table: str, version: str, user_id: str, *, client=None) -> list[dict] | None:
+    client = client or storage.client("dynamodb")
+    item = client.get_item(TableName=table, Key={ATTR_USER: {"S": user_id}, ATTR_VERSION: {"S": version}},
+                           ProjectionExpression=ATTR_ITEMS).get("Item")
+    return None if item is None else decode_items(item[ATTR_ITEMS])
+
+
+__all__ = ["FALLBACK_USER", "MARKER_USER", "UnwrittenItemsError", "decode_items", "encode_items",
+           "existing_users", "get_marker", "get_recommendations", "put_marker", "rec_item",
+           "write_batch", "write_items"]
