@@ -142,7 +142,8 @@ def get_marker(table: str, version: str, *, client=None) -> dict | None:
 def get_recommendations(table: str, version: str, user_id: str, *, client=None) -> list[dict] | None:
     client = client or storage.client("dynamodb")
     item = client.get_item(TableName=table, Key={ATTR_USER: {"S": user_id}, ATTR_VERSION: {"S": version}},
-                           ProjectionExpression=ATTR_ITEMS).get("Item")
+                           ProjectionExpression="#items",  # "items" is a reserved word
+                           ExpressionAttributeNames={"#items": ATTR_ITEMS}).get("Item")
     return None if item is None else decode_items(item[ATTR_ITEMS])
 
 

@@ -9,10 +9,12 @@ data set with the same shape (943 users, 1682 items, 100 000 ratings).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import socket
+import sys
 from pathlib import Path
 
 from tasks import storage
@@ -39,7 +41,8 @@ def download_movielens_100k(timeout: float = 15.0) -> Path | None:
     try:
         from surprise import Dataset
 
-        Dataset.load_builtin("ml-100k", prompt=False)
+        with contextlib.redirect_stdout(sys.stderr):  # surprise prints progress to stdout
+            Dataset.load_builtin("ml-100k", prompt=False)
     except Exception as err:  # offline, blocked, or a partial download
         log.warning("MovieLens 100k download failed (%s: %s)", type(err).__name__, err)
         return None

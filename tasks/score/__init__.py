@@ -88,7 +88,7 @@ def score_shard(model_uri: str, ratings_uri: str, model_version: str, top_n: int
                 for u, its, ss in zip(users, items, scores, strict=True))
         table.write_items(table_name, rows)
     result = {"model_version": model_version, "shard": f"{shard[0]}/{shard[1]}", "users": int(len(users)),
-              "top_n": top_n, "score_seconds": round(t_score, 3),
+              "first_user": str(users[0]) if len(users) else None, "top_n": top_n, "score_seconds": round(t_score, 3),
               "total_seconds": round(time.perf_counter() - t0, 3), "generated_at": generated}
     storage.write_json(manifest_uri(model_uri, *shard), result)
     log.info("shard %s: %d users scored in %.2fs", result["shard"], len(users), t_score)

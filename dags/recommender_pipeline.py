@@ -1,0 +1,186 @@
+"""
+### Nightly recommender pipeline
+
+Retrains the biased matrix-factorisation recommender on the run date's ratings,
+gates it against baselines and the live model, precomputes top-N per user into
+DynamoDB and rolls the serving service.
+
+`plan` → `snapshot` → `train` → `gate` → `score` (one task per user shard) →
+`publish` (verify + completion marker) → `latest_only` → `deploy_enabled` →
+`build_image` → `deploy` → `record_live`; `summary` runs last either way.
+
+* Container stages run on `RECSYS_COMPUTE` = `local` | `docker` | `ecs`, same command line.
+* Backfills re-run snapshot → publish for past dates; `latest_only` never lets them roll the service.
+* Any failure publishes to the SNS topic `RECSYS_ALERT_TOPIC`.
+
+See README.md for configuration and deployment.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.standard.operators.latest_only import LatestOnlyOperator
+from airflow.sdk import Param, dag, task
+
+from recsys.compute import compute_mapped, compute_task
+from recsys.notifiers import failure_notifier
+from recsys.settings import Settings
+
+settings = Settings()
+
+
+def plan_value(key: str) -> str:
+    """Jinja for one value of the ``plan`` task's XCom."""
+    return '{{ ti.xcom_pull(task_ids="plan")["%s"] }}' % key
+
+
+@dag(
+    dag_id="recommender_pipeline",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["recsys", "ml", "nightly"],
+    default_args={
+        "owner": "recsys",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=2),
+        "retry_exponential_backoff": True,
+        "on_failure_callback": failure_notifier(settings),
+    },
+    params={
+        "top_n": Param(10, type="integer", minimum=1, maximum=100, description="Items stored per user"),
+        "factors": Param(32, type="integer", minimum=1, maximum=512, description="Latent factors (k)"),
+        "epochs": Param(40, type="integer", minimum=1, maximum=500, description="Maximum training epochs"),
+        "shards": Param(2, type="integer", minimum=1, maximum=1000, description="User shards scored in parallel"),
+        "tolerance": Param(0.01, type="number", minimum=0, maximum=1,
+                           description="How much worse than the live model a candidate may be (relative)"),
+        "force_promote": Param(False, type="boolean", description="Promote even if the gate says no"),
+        "deploy": Param(True, type="boolean", description="Roll the serving service (latest run only)"),
+    },
+)
+def recommender_pipeline():
+    @task
+    def plan(params=None, ds=None, dag_run=None) -> dict:
+        """Every URI and value of this run, derived from its date only."""
+        from recsys import pipeline
+
+        run_ds = ds or dag_run.run_after.strftime("%Y-%m-%d")
+        live = pipeline.read_json(settings, pipeline.LIVE_POINTER)
+        return pipeline.plan(run_ds, params, settings, live)
+
+    snapshot = compute_task("snapshot", [
+        "python", "-m", "tasks.data", "snapshot", "--raw", plan_value("raw"), "--items", plan_value("items"),
+        "--ds", plan_value("ds"), "--out", plan_value("snapshot"), "--quarantine", plan_value("quarantine"),
+    ], settings)
+
+    train = compute_task("train", [
+        "python", "-m", "tasks.train", "--ratings", plan_value("snapshot"), "--out", plan_value("model"),
+        "--champion", plan_value("champion"), "--ds", plan_value("ds"),
+        "--model-version", plan_value("model_version"),
+        "--factors", "{{ params.factors }}", "--epochs", "{{ params.epochs }}",
+    ], settings)
+
+    @task
+    def gate(p: dict, params=None) -> dict:
+        """Stop a model that is worse than the baselines or the live model."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from recsys import pipeline
+
+        metrics = pipeline.read_json(settings, pipeline.key_of(p["model"]) + "/metrics.json")
+        promote, reasons = pipeline.gate(metrics, float(params["tolerance"]), bool(params["force_promote"]))
+        if not promote:
+            raise AirflowFailException(f"model {p['model_version']} rejected: " + "; ".join(reasons)
+                                       + f". The live model ({p['live_version'] or 'none'}) keeps serving.")
+        return {"candidate": metrics["candidate"], "champion": metrics.get("champion"), "overridden": reasons}
+
+    @task
+    def shard_commands(p: dict) -> list:
+        from recsys import compute, pipeline
+
+        return compute.mapped_values(pipeline.score_argvs(p, settings.ttl_days), settings)
+
+    publish = compute_task("publish", [
+        "python", "-m", "tasks.score", "--finalize", "--model", plan_value("model"),
+        "--ratings", plan_value("snapshot"), "--model-version", plan_value("model_version"),
+        "--top-n", plan_value("top_n"), "--shards", plan_value("shards"), "--table", plan_value("table"),
+        "--ttl-days", str(settings.ttl_days),
+    ], settings)
+
+    latest_only = LatestOnlyOperator(task_id="latest_only")
+
+    @task.short_circuit
+    def deploy_enabled(params=None) -> bool:
+        return bool(params["deploy"])
+
+    @task
+    def build_image() -> str:
+        """Build and push the serving image unless its content-hash tag exists."""
+        from airflow.providers.amazon.aws.hooks.ecr import EcrHook
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from recsys import deploy
+
+        ecr = EcrHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).conn
+        repo = ecr.describe_repositories(repositoryNames=[settings.ecr_repository])["repositories"][0]
+        tag = deploy.image_tag(settings.project_root)
+        image = f"{repo['repositoryUri']}:{tag}"
+        if deploy.image_exists(ecr, settings.ecr_repository, tag):
+            print(f"image {image} already in ECR: not rebuilt")
+            return image
+        ok, why = deploy.docker_engine_available()
+        if not ok:
+            raise AirflowSkipException(f"serving image not built: {why}. Deploy uses tag {tag} as computed.")
+        return deploy.build_and_push(ecr, settings, repo["repositoryUri"], tag)
+
+    @task
+    def deploy(p: dict, image: str | None = None) -> dict:
+        """Roll the service onto the new version (ECS, or the app on this machine)."""
+        from recsys import deploy as rollout
+        from recsys import pipeline
+
+        if settings.deploy == "ecs":
+            from airflow.providers.amazon.aws.hooks.ecs import EcsHook
+
+            ecs = EcsHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).conn
+            return rollout.deploy_ecs(ecs, settings, image, p["model_version"])
+        shard0 = pipeline.read_json(settings, pipeline.key_of(p["model"]) + "/shards/0000-of-%04d.json" % p["shards"])
+        return rollout.deploy_local(settings, p["model_version"], (shard0 or {}).get("first_user"))
+
+    @task
+    def record_live(p: dict, deployed: dict) -> dict:
+        from recsys import pipeline
+
+        pointer = {"model_version": p["model_version"], "model_uri": p["model"], "ds": p["ds"],
+                   "deployed": deployed, "deployed_at": pendulum.now("UTC").isoformat()}
+        pipeline.write_json(settings, pipeline.LIVE_POINTER, pointer)
+        return pointer
+
+    @task(trigger_rule="none_failed")
+    def summary(p: dict, verdict: dict) -> dict:
+        """One record per run: what was trained, how good, how many users, what is live."""
+        from recsys import pipeline
+
+        return pipeline.summarize(settings, p, verdict)
+
+    p = plan()
+    verdict = gate(p)
+    commands = shard_commands(p)
+    scores = compute_mapped("score", commands, settings)
+    enabled = deploy_enabled()
+    image = build_image()
+    p >> snapshot >> train >> verdict >> commands >> scores >> publish >> latest_only >> enabled >> image
+    if settings.deploy == "ecs":
+        deployed = deploy(p, image)  # ECS needs the image: a skipped build skips the roll
+    else:
+        deployed = deploy(p)  # the local app runs from source; the image build is independent
+        enabled >> deployed
+    live = record_live(p, deployed)
+    live >> summary(p, verdict)
+
+
+recommender_pipeline()

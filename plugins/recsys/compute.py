@@ -1,0 +1,119 @@
+"""One container command, three ways to run it (``RECSYS_COMPUTE``).
+
+Every stage is an argv such as ``["python", "-m", "tasks.train", "--ratings", URI, ...]``:
+
+- ``local``  -> ``BashOperator`` running it as a subprocess in the project root;
+- ``docker`` -> ``DockerOperator`` running it in ``RECSYS_JOB_IMAGE``;
+- ``ecs``    -> ``EcsRunTaskOperator`` running it on Fargate as a container override
+  of ``RECSYS_ECS_JOB_TASK_DEFINITION``, logs fetched from CloudWatch.
+
+Arguments may hold Jinja (rendered by each operator's templated field). For a
+mapped stage, :func:`mapped_values` turns literal argvs into what the backend's
+mapped field expects, and :func:`compute_mapped` expands over them.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Sequence
+from datetime import timedelta
+
+from recsys.settings import Settings
+
+# Environment variables a job container needs; resolved on the worker at run time
+# (never at parse time, so credentials do not end up in the serialized DAG).
+PASSTHROUGH_ENV = (
+    "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN", "RECSYS_BUCKET", "RECSYS_TABLE", "RECSYS_TTL_DAYS", "RECSYS_THREADS",
+)
+
+
+def to_bash(argv: Sequence[str], settings: Settings) -> str:
+    """argv -> a shell line; ``python`` becomes this worker's interpreter."""
+    argv = [settings.python if n == 0 and a == "python" else a for n, a in enumerate(argv)]
+    return "exec " + shlex.join(argv)
+
+
+def to_overrides(argv: Sequence[str], settings: Settings) -> dict:
+    return {"containerOverrides": [{"name": settings.ecs_container, "command": list(argv)}]}
+
+
+def mapped_values(argvs: Sequence[Sequence[str]], settings: Settings | None = None) -> list:
+    """Literal argvs -> the values of the backend's mapped field (run inside a task)."""
+    settings = settings or Settings()
+    if settings.compute == "local":
+        return [to_bash(a, settings) for a in argvs]
+    if settings.compute == "ecs":
+        return [to_overrides(a, settings) for a in argvs]
+    return [list(a) for a in argvs]
+
+
+def _docker_operator():
+    from airflow.providers.docker.operators.docker import DockerOperator
+
+    class RecsysDockerOperator(DockerOperator):
+        """``DockerOperator`` that forwards AWS/recsys variables from the worker at run time."""
+
+        def execute(self, context):
+            self.private_environment = {
+                **{k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ},
+                **(self.private_environment or {}),
+            }
+            return super().execute(context)
+
+    return RecsysDockerOperator
+
+
+def _common(settings: Settings, stage: str) -> tuple[type, dict]:
+    """Operator class and its fixed arguments for the configured backend."""
+    if settings.compute == "local":
+        from airflow.providers.standard.operators.bash import BashOperator
+
+        return BashOperator, {"cwd": settings.project_root, "append_env": True,
+                              "env": {"PYTHONPATH": settings.project_root, "PYTHONUNBUFFERED": "1"}}
+    if settings.compute == "docker":
+        return _docker_operator(), {"image": settings.job_image, "docker_url": settings.docker_url,
+                                    "network_mode": settings.docker_network, "auto_remove": "success",
+                                    "mount_tmp_dir": False, "tty": False}
+    from airflow.providers.amazon.aws.operators.ecs import EcsRunTaskOperator
+
+    network = {"awsvpcConfiguration": {"subnets": settings.ecs_subnets,
+                                       "securityGroups": settings.ecs_security_groups,
+                                       "assignPublicIp": "DISABLED"}} if settings.ecs_subnets else None
+    return EcsRunTaskOperator, {
+        "aws_conn_id": settings.aws_conn_id, "region_name": settings.region,
+        "cluster": settings.ecs_cluster, "task_definition": settings.ecs_job_task_definition,
+        "launch_type": "FARGATE", "network_configuration": network, "container_name": settings.ecs_container,
+        "awslogs_group": settings.ecs_log_group, "awslogs_region": settings.region,
+        "awslogs_stream_prefix": f"jobs/{settings.ecs_container}", "reattach": True,
+        "deferrable": settings.deferrable, "propagate_tags": "TASK_DEFINITION",
+        "tags": {"recsys:stage": stage},
+    }
+
+
+_FIELD = {"local": "bash_command", "docker": "command", "ecs": "overrides"}
+
+
+def compute_task(task_id: str, argv: Sequence[str], settings: Settings | None = None,
+                 execution_timeout: timedelta | None = timedelta(hours=4), **kwargs):
+    """An operator that runs ``argv`` on the configured backend."""
+    settings = settings or Settings()
+    cls, common = _common(settings, task_id)
+    if settings.compute == "local":
+        value = to_bash(argv, settings)
+    elif settings.compute == "ecs":
+        value = to_overrides(argv, settings)
+    else:
+        value = list(argv)
+    return cls(task_id=task_id, execution_timeout=execution_timeout, **{**common, **kwargs},
+               **{_FIELD[settings.compute]: value})
+
+
+def compute_mapped(task_id: str, values, settings: Settings | None = None,
+                   execution_timeout: timedelta | None = timedelta(hours=4), **kwargs):
+    """A mapped operator: one task instance per element of ``values`` (see :func:`mapped_values`)."""
+    settings = settings or Settings()
+    cls, common = _common(settings, task_id)
+    return cls.partial(task_id=task_id, execution_timeout=execution_timeout, **{**common, **kwargs}).expand(
+        **{_FIELD[settings.compute]: values})

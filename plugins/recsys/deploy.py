@@ -1,0 +1,236 @@
+"""Build the serving image, roll it out, and roll back when the new version is unhealthy.
+
+- :func:`image_tag` hashes what goes into the serving image, so an unchanged
+  image is never rebuilt or pushed twice.
+- :func:`deploy_ecs` registers a task-definition revision (new image + ``MODEL_VERSION``),
+  updates the service, waits for steady state and restores the previous revision
+  on failure.
+- :func:`deploy_local` (re)starts ``python -m tasks.serve`` on this machine with
+  the new ``MODEL_VERSION`` and smoke-tests it, restarting the previous version on failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from recsys.settings import Settings
+
+log = logging.getLogger(__name__)
+
+IMAGE_INPUTS = ("tasks", "requirements-serve.txt")
+# Fields of a described task definition that register_task_definition accepts back.
+TASKDEF_FIELDS = ("family", "taskRoleArn", "executionRoleArn", "networkMode", "volumes", "placementConstraints",
+                  "requiresCompatibilities", "cpu", "memory", "pidMode", "ipcMode", "proxyConfiguration",
+                  "inferenceAccelerators", "ephemeralStorage", "runtimePlatform")
+
+
+def image_tag(root: str) -> str:
+    """Content hash of the serving image's inputs (sources, Dockerfile, requirements)."""
+    digest = hashlib.sha256()
+    base = Path(root)
+    files = []
+    for entry in IMAGE_INPUTS:
+        path = base / entry
+        files.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
+    for path in files:
+        if path.exists() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            digest.update(str(path.relative_to(base)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def docker_engine_available(timeout: float = 10.0) -> tuple[bool, str]:
+    if shutil.which("docker") is None:
+        return False, "no docker client on PATH"
+    try:
+        res = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True,
+                             text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return False, "docker info timed out"
+    if res.returncode != 0:
+        return False, f"no Docker engine reachable ({res.stderr.strip().splitlines()[-1] if res.stderr.strip() else 'docker info failed'})"
+    return True, f"Docker engine {res.stdout.strip()}"
+
+
+def image_exists(ecr, repository: str, tag: str) -> bool:
+    try:
+        ecr.describe_images(repositoryName=repository, imageIds=[{"imageTag": tag}])
+    except ecr.exceptions.ImageNotFoundException:
+        return False
+    return True
+
+
+def build_and_push(ecr, settings: Settings, repository_uri: str, tag: str) -> str:
+    """docker build + push to ECR; the caller has checked that the tag is new."""
+    image = f"{repository_uri}:{tag}"
+    root = settings.project_root
+    subprocess.run(["docker", "build", "-f", "tasks/serve/Dockerfile", "-t", image, "."], cwd=root, check=True)
+    auth = ecr.get_authorization_token()["authorizationData"][0]
+    import base64
+
+    user, password = base64.b64decode(auth["authorizationToken"]).decode().split(":", 1)
+    subprocess.run(["docker", "login", "--username", user, "--password-stdin", auth["proxyEndpoint"]],
+                   input=password, text=True, check=True, capture_output=True)
+    subprocess.run(["docker", "push", image], check=True)
+    return image
+
+
+# -- ECS ---------------------------------------------------------------------
+
+def new_task_definition(current: dict, container: str, image: str, model_version: str) -> dict:
+    """Arguments of register_task_definition: ``current`` with a new image and MODEL_VERSION."""
+    args = {k: current[k] for k in TASKDEF_FIELDS if current.get(k)}
+    containers = []
+    found = False
+    for c in current["containerDefinitions"]:
+        c = json.loads(json.dumps(c))  # deep copy
+        if c["name"] == container:
+            found = True
+            c["image"] = image
+            env = [e for e in c.get("environment", []) if e["name"] != "MODEL_VERSION"]
+            c["environment"] = [*env, {"name": "MODEL_VERSION", "value": model_version}]
+        containers.append(c)
+    if not found:
+        names = [c["name"] for c in current["containerDefinitions"]]
+        raise ValueError(f"container {container!r} not in task definition {current.get('family')} ({names}); "
+                         "set RECSYS_ECS_CONTAINER")
+    args["containerDefinitions"] = containers
+    return args
+
+
+def deploy_ecs(ecs, settings: Settings, image: str, model_version: str, *, wait_delay: int = 15,
+               wait_attempts: int = 40) -> dict:
+    """Register a revision, roll the service, wait for steady state; roll back on failure."""
+    service = ecs.describe_services(cluster=settings.ecs_cluster, services=[settings.ecs_service])["services"][0]
+    previous = service["taskDefinition"]
+    current = ecs.describe_task_definition(taskDefinition=previous)["taskDefinition"]
+    registered = ecs.register_task_definition(**new_task_definition(current, settings.ecs_container, image,
+                                                                    model_version))
+    new_arn = registered["taskDefinition"]["taskDefinitionArn"]
+    log.info("registered %s (image %s, MODEL_VERSION=%s); rolling %s", new_arn, image, model_version,
+             settings.ecs_service)
+    ecs.update_service(cluster=settings.ecs_cluster, service=settings.ecs_service, taskDefinition=new_arn)
+    try:
+        ecs.get_waiter("services_stable").wait(cluster=settings.ecs_cluster, services=[settings.ecs_service],
+                                               WaiterConfig={"Delay": wait_delay, "MaxAttempts": wait_attempts})
+        if settings.smoke_url:
+            smoke_test(settings.smoke_url, model_version)
+    except Exception:
+        log.exception("deployment of %s failed; rolling back to %s", new_arn, previous)
+        ecs.update_service(cluster=settings.ecs_cluster, service=settings.ecs_service, taskDefinition=previous)
+        raise
+    return {"task_definition": new_arn, "previous": previous, "image": image}
+
+
+# -- local -------------------------------------------------------------------
+
+def http_json(url: str, timeout: float = 5.0) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def smoke_test(base_url: str, model_version: str, user_id: str | None = None, timeout: float = 60.0) -> dict:
+    """Wait for /readyz to report ``model_version``, then fetch one user's recommendations."""
+    deadline = time.monotonic() + timeout
+    status, body = 0, {}
+    while time.monotonic() < deadline:
+        try:
+            status, body = http_json(f"{base_url}/readyz")
+            if status == 200 and body.get("model_version") == model_version:
+                break
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    else:
+        raise RuntimeError(f"{base_url}/readyz did not report {model_version} within {timeout:.0f}s "
+                           f"(last: {status} {body})")
+    if user_id is not None:
+        status, recs = http_json(f"{base_url}/recommendations/{user_id}?n=5")
+        if status != 200 or not recs.get("items"):
+            raise RuntimeError(f"smoke test: /recommendations/{user_id} answered {status} {recs}")
+        return recs
+    return body
+
+
+class LocalServer:
+    """The serving app as a background process on this machine (pid + version in the state dir)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.dir = settings.state_path
+        self.pid_file = self.dir / "serve.json"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.serve_host}:{self.settings.serve_port}"
+
+    def current(self) -> dict | None:
+        try:
+            state = json.loads(self.pid_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        try:
+            os.kill(state["pid"], 0)
+        except ProcessLookupError:
+            return None
+        return state
+
+    def stop(self) -> None:
+        state = self.current()
+        if state:
+            try:
+                os.killpg(state["pid"], signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            for _ in range(50):
+                try:
+                    os.kill(state["pid"], 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
+
+    def start(self, model_version: str) -> dict:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "MODEL_VERSION": model_version, "RECSYS_TABLE": self.settings.table,
+               "PYTHONPATH": self.settings.project_root}
+        log_file = open(self.dir / "serve.log", "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(
+            [self.settings.python, "-m", "tasks.serve", "--host", self.settings.serve_host,
+             "--port", str(self.settings.serve_port)],
+            cwd=self.settings.project_root, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            start_new_session=True)  # survives the task process, like a real service
+        state = {"pid": proc.pid, "model_version": model_version, "url": self.url}
+        self.pid_file.write_text(json.dumps(state))
+        return state
+
+
+def deploy_local(settings: Settings, model_version: str, smoke_user: str | None) -> dict:
+    server = LocalServer(settings)
+    previous = server.current()
+    server.stop()
+    state = server.start(model_version)
+    try:
+        smoke_test(server.url, model_version, smoke_user)
+    except Exception:
+        log.exception("local deploy of %s failed; see %s", model_version, server.dir / "serve.log")
+        server.stop()
+        if previous:
+            log.warning("restarting the previous version %s", previous["model_version"])
+            server.start(previous["model_version"])
+        raise
+    log.info("serving %s at %s (pid %s)", model_version, server.url, state["pid"])
+    return {**state, "previous": previous and previous["model_version"]}

@@ -1,0 +1,119 @@
+"""Decisions and bookkeeping of the DAG's small Airflow-side tasks.
+
+Everything here is a plain function of small values (params, URIs, metrics
+dicts), so it is unit-tested without Airflow running. I/O goes through the
+amazon provider's ``S3Hook``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import Any
+
+from recsys.settings import Settings
+
+log = logging.getLogger(__name__)
+LIVE_POINTER = "models/_live.json"
+
+
+def model_version_for(ds: str) -> str:
+    """Derived from the run date only: re-running a date overwrites the same keys."""
+    dt.date.fromisoformat(ds)  # validates
+    return "v" + ds.replace("-", "")
+
+
+def plan(ds: str, params: dict, settings: Settings, live: dict | None) -> dict[str, Any]:
+    """Every URI and value of one run, keyed by its date."""
+    version = model_version_for(ds)
+    shards = int(params.get("shards", 1))
+    if shards < 1:
+        raise ValueError(f"param shards must be >= 1, got {shards}")
+    champion = ""
+    if live and live.get("model_uri") and live.get("model_version") != version:
+        champion = live["model_uri"]
+    return {
+        "ds": ds, "model_version": version, "bucket": settings.bucket, "table": settings.table,
+        "raw": settings.s3("raw/ratings"), "items": settings.s3("raw/items"),
+        "snapshot": settings.s3(f"datasets/ds={ds}"), "quarantine": settings.s3(f"quarantine/ds={ds}"),
+        "model": settings.s3(f"models/{version}"), "champion": champion,
+        "live_version": (live or {}).get("model_version", ""),
+        "top_n": int(params.get("top_n", 10)), "shards": shards,
+    }
+
+
+def score_argvs(p: dict, ttl_days: int) -> list[list[str]]:
+    return [["python", "-m", "tasks.score", "--model", p["model"], "--ratings", p["snapshot"],
+             "--model-version", p["model_version"], "--top-n", str(p["top_n"]), "--shard", f"{i}/{p['shards']}",
+             "--table", p["table"], "--ttl-days", str(ttl_days)] for i in range(p["shards"])]
+
+
+def gate(metrics: dict, tolerance: float, force: bool = False) -> tuple[bool, list[str]]:
+    """Promote the candidate? Returns (promote, reasons); reasons explain every failed check.
+
+    The candidate must beat the global-mean and bias-only baselines on holdout
+    RMSE, and must not be worse than the live model (champion), evaluated on the
+    same holdout, by more than ``tolerance`` (relative) in RMSE or NDCG@10.
+    """
+    cand = metrics.get("candidate") or {}
+    reasons = []
+    if not cand:
+        reasons.append("no holdout metrics for the candidate (holdout is empty)")
+    else:
+        base = metrics.get("baselines", {})
+        gm = base.get("global_mean", {}).get("rmse")
+        if gm is not None and not cand["rmse"] < gm:
+            reasons.append(f"RMSE {cand['rmse']:.4f} does not beat the global mean ({gm:.4f})")
+        bias = base.get("bias", {}).get("rmse")
+        if bias is not None and cand["rmse"] > bias * (1 + tolerance):
+            reasons.append(f"RMSE {cand['rmse']:.4f} is worse than user+item biases ({bias:.4f}) "
+                           f"beyond tolerance {tolerance:.1%}")
+        champ = metrics.get("champion")
+        if champ:
+            if cand["rmse"] > champ["rmse"] * (1 + tolerance):
+                reasons.append(f"RMSE {cand['rmse']:.4f} is worse than the live model's {champ['rmse']:.4f} "
+                               f"beyond tolerance {tolerance:.1%}")
+            if cand["ndcg@10"] < champ["ndcg@10"] * (1 - tolerance):
+                reasons.append(f"NDCG@10 {cand['ndcg@10']:.4f} is worse than the live model's "
+                               f"{champ['ndcg@10']:.4f} beyond tolerance {tolerance:.1%}")
+    if reasons and force:
+        log.warning("force_promote is set: promoting despite: %s", "; ".join(reasons))
+        return True, reasons
+    return not reasons, reasons
+
+
+def s3_hook(settings: Settings):
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=settings.aws_conn_id, region_name=settings.region)
+
+
+def read_json(settings: Settings, key: str) -> dict | None:
+    hook = s3_hook(settings)
+    if not hook.check_for_key(key, bucket_name=settings.bucket):
+        return None
+    return json.loads(hook.read_key(key, bucket_name=settings.bucket))
+
+
+def write_json(settings: Settings, key: str, obj: dict) -> None:
+    s3_hook(settings).load_string(json.dumps(obj, indent=2, sort_keys=True, default=str), key,
+                                  bucket_name=settings.bucket, replace=True)
+
+
+def key_of(uri: str) -> str:
+    return uri.split("://", 1)[1].split("/", 1)[1]
+
+
+def summarize(settings: Settings, p: dict, verdict: dict) -> dict:
+    """Write ``runs/ds=…/summary.json`` and log it as one line."""
+    model_key = key_of(p["model"])
+    users = sum((read_json(settings, f"{model_key}/shards/{i:04d}-of-{p['shards']:04d}.json") or {}).get("users", 0)
+                for i in range(p["shards"]))
+    live = read_json(settings, LIVE_POINTER) or {}
+    out = {"ds": p["ds"], "model_version": p["model_version"], "users_written": users,
+           "holdout": verdict["candidate"], "champion": verdict.get("champion"),
+           "live_version": live.get("model_version"), "report": f"{p['model']}/metrics.json"}
+    write_json(settings, f"runs/ds={p['ds']}/summary.json", out)
+    log.info("RUN SUMMARY %s", json.dumps(out, default=str))
+    return out

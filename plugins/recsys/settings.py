@@ -1,0 +1,69 @@
+"""Resource names and switches, read from the environment in one place.
+
+Reading ``os.environ`` is cheap and safe at DAG parse time (no network, no DB).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def _list(name: str) -> list[str]:
+    return [x.strip() for x in os.environ.get(name, "").split(",") if x.strip()]
+
+
+@dataclass(frozen=True)
+class Settings:
+    bucket: str = field(default_factory=lambda: _env("RECSYS_BUCKET", "recsys"))
+    table: str = field(default_factory=lambda: _env("RECSYS_TABLE", "recommendations"))
+    compute: str = field(default_factory=lambda: _env("RECSYS_COMPUTE", "local"))
+    deploy: str = field(default_factory=lambda: _env("RECSYS_DEPLOY", "local"))
+    aws_conn_id: str = field(default_factory=lambda: _env("RECSYS_AWS_CONN_ID", "aws_default"))
+    region: str = field(default_factory=lambda: _env("AWS_DEFAULT_REGION", "us-east-1"))
+    alert_topic: str = field(default_factory=lambda: _env("RECSYS_ALERT_TOPIC", "recsys-alerts"))
+    ecs_cluster: str = field(default_factory=lambda: _env("RECSYS_ECS_CLUSTER", "recsys"))
+    ecs_service: str = field(default_factory=lambda: _env("RECSYS_ECS_SERVICE", "recsys-serve"))
+    ecs_serve_family: str = field(default_factory=lambda: _env("RECSYS_ECS_SERVE_FAMILY", "recsys-serve"))
+    ecs_job_task_definition: str = field(default_factory=lambda: _env("RECSYS_ECS_JOB_TASK_DEFINITION", "recsys-jobs"))
+    ecs_container: str = field(default_factory=lambda: _env("RECSYS_ECS_CONTAINER", "recsys"))
+    ecs_subnets: list[str] = field(default_factory=lambda: _list("RECSYS_ECS_SUBNETS"))
+    ecs_security_groups: list[str] = field(default_factory=lambda: _list("RECSYS_ECS_SECURITY_GROUPS"))
+    ecs_log_group: str = field(default_factory=lambda: _env("RECSYS_ECS_LOG_GROUP", "/ecs/recsys"))
+    ecs_execution_role: str = field(default_factory=lambda: _env("RECSYS_ECS_EXECUTION_ROLE", ""))
+    ecr_repository: str = field(default_factory=lambda: _env("RECSYS_ECR_REPOSITORY", "recsys-serve"))
+    job_image: str = field(default_factory=lambda: _env("RECSYS_JOB_IMAGE", "recsys-jobs:latest"))
+    docker_url: str = field(default_factory=lambda: _env("RECSYS_DOCKER_URL", "unix://var/run/docker.sock"))
+    docker_network: str = field(default_factory=lambda: _env("RECSYS_DOCKER_NETWORK", "host"))
+    serve_host: str = field(default_factory=lambda: _env("RECSYS_SERVE_HOST", "127.0.0.1"))
+    serve_port: int = field(default_factory=lambda: int(_env("RECSYS_SERVE_PORT", "8080")))
+    smoke_url: str = field(default_factory=lambda: _env("RECSYS_SMOKE_URL", ""))
+    project_root: str = field(default_factory=lambda: _env(
+        "RECSYS_PROJECT_ROOT", str(Path(__file__).resolve().parents[2])))
+    state_dir: str = field(default_factory=lambda: _env("RECSYS_STATE_DIR", ""))
+    python: str = field(default_factory=lambda: _env("RECSYS_PYTHON", sys.executable))
+    deferrable: bool = field(default_factory=lambda: _env("RECSYS_DEFERRABLE", "false").lower() == "true")
+    ttl_days: int = field(default_factory=lambda: int(_env("RECSYS_TTL_DAYS", "30")))
+
+    def __post_init__(self):
+        if self.compute not in ("local", "docker", "ecs"):
+            raise ValueError(f"RECSYS_COMPUTE must be local, docker or ecs, got {self.compute!r}")
+        if self.deploy not in ("local", "ecs"):
+            raise ValueError(f"RECSYS_DEPLOY must be local or ecs, got {self.deploy!r}")
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir or Path(self.project_root) / ".state")
+
+    def s3(self, *parts: str) -> str:
+        return "/".join([f"s3://{self.bucket}", *(p.strip("/") for p in parts)])
+
+
+def get() -> Settings:
+    return Settings()
