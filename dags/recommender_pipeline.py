@@ -33,7 +33,7 @@ settings = Settings()
 
 def plan_value(key: str) -> str:
     """Jinja for one value of the ``plan`` task's XCom."""
-    return '{{ ti.xcom_pull(task_ids="plan")["%s"] }}' % key
+    return '{{ ti.xcom_pull(task_ids="plan")["' + key + '"] }}'
 
 
 @dag(
@@ -148,7 +148,7 @@ def recommender_pipeline():
 
             ecs = EcsHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).conn
             return rollout.deploy_ecs(ecs, settings, image, p["model_version"])
-        shard0 = pipeline.read_json(settings, pipeline.key_of(p["model"]) + "/shards/0000-of-%04d.json" % p["shards"])
+        shard0 = pipeline.read_json(settings, f"{pipeline.key_of(p['model'])}/shards/0000-of-{p['shards']:04d}.json")
         return rollout.deploy_local(settings, p["model_version"], (shard0 or {}).get("first_user"))
 
     @task

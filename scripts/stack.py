@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -45,33 +46,26 @@ def stop_pidfile(path: Path, key: str | None = None) -> None:
     except FileNotFoundError:
         return
     pid = json.loads(text)[key] if key else int(text)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     path.unlink(missing_ok=True)
 
 
 def task_states(log_file: str) -> None:
-    """One line per task from the dags-test log: final state of each task (and map index)."""
+    """Final state of every task instance, read from the ``airflow dags test`` log."""
     text = Path(log_file).read_text(errors="replace")
-    ids = {}
-    for m in re.finditer(r"ti_id=(\S+).*?|task_id='(\w+)'.*?map_index=(-?\d+)", text):
-        pass
-    order, final = [], {}
-    for m in re.finditer(r"task_id='(\w+)', dag_id='recommender_pipeline'.*?map_index=(-?\d+)", text):
+    order, ti_of = [], {}
+    pattern = r"\[DAG TEST\] starting task_id=(\w+) map_index=(-?\d+).*?\[DAG TEST\] running task .*? ti_id=([\w-]+)>"
+    for m in re.finditer(pattern, text, flags=re.S):
         key = m.group(1) + ("" if m.group(2) == "-1" else f"[{m.group(2)}]")
-        if key not in order:
+        if key not in ti_of:
             order.append(key)
-    for m in re.finditer(r"Task instance state updated.*?new_state=(\w+).*?ti_id=(\S+)", text):
-        ids[m.group(2)] = m.group(1)
-    for m in re.finditer(r"RuntimeTaskInstance\(id=UUID\('([^']+)'\), task_id='(\w+)'.*?map_index=(-?\d+)", text):
-        key = m.group(2) + ("" if m.group(3) == "-1" else f"[{m.group(3)}]")
-        final[key] = ids.get(m.group(1), "?")
+        ti_of[key] = m.group(3)
+    states = {m.group(2): m.group(1) for m in re.finditer(r"new_state=(\w+) rows_affected=\d+ ti_id=([\w-]+)", text)}
     for key in order:
-        print(f"   {key:<18} {final.get(key, '?')}")
-    for m in re.finditer(r"Marking task as (\w+)", text):
-        pass
+        print(f"   {key:<18} {states.get(ti_of[key], '?')}")
+    for m in re.finditer(r"(serving image not built: [^\n\[]*)", text):
+        print(f"   note: {m.group(1).strip()}")
 
 
 def summary(ds: str) -> None:

@@ -43,7 +43,7 @@ def basename(uri: str) -> str:
     return uri.rstrip("/").rsplit("/", 1)[-1]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def client(service: str):
     """A boto3 client with adaptive retries (throttling, 5xx, connection errors)."""
     import boto3

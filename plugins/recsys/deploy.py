@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -191,10 +192,8 @@ class LocalServer:
     def stop(self) -> None:
         state = self.current()
         if state:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(state["pid"], signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             for _ in range(50):
                 try:
                     os.kill(state["pid"], 0)

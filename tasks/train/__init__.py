@@ -56,7 +56,8 @@ def read_ratings(uri: str) -> pd.DataFrame:
         return storage.read_parquet(uri)
     if not any(uri.endswith(ext) for ext in (".csv", ".tsv", ".dat", ".data", ".gz")):
         return storage.read_parquet(storage.join(uri, RATINGS_FILE))
-    from tasks.data.schema import read_ratings as read_raw, validate_ratings
+    from tasks.data.schema import read_ratings as read_raw
+    from tasks.data.schema import validate_ratings
 
     raw, first = read_raw(uri)
     return validate_ratings(uri, raw, first, rating_min=-np.inf, rating_max=np.inf, max_timestamp=None)
