@@ -180,11 +180,27 @@ class Recommender:
 
 
 def _topk_stable(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k per row, ties broken by the lower item index (deterministic)."""
+    """Top-k per row, best first; equal scores rank by lower item index (deterministic).
+
+    ``torch.topk`` gives no order among ties, so rows where a tie crosses the
+    k-th place are re-selected exactly: everything above the k-th score, then
+    the lowest-index items equal to it.
+    """
     top_s, top_i = torch.topk(scores, k, dim=1, sorted=True)
-    # Re-order equal scores by index; topk itself gives no order guarantee for ties.
-    key = torch.argsort(top_i, dim=1, stable=True)
-    top_s, top_i = top_s.gather(1, key), top_i.gather(1, key)
+    kth = top_s[:, -1:]  # (B, 1)
+    crossing = (scores == kth).sum(1) > (top_s == kth).sum(1)  # (B,)
+    if crossing.any():
+        rows = crossing.nonzero().squeeze(1)
+        sub, t = scores[rows], kth[rows]
+        above, equal = sub > t, sub == t
+        need = k - above.sum(1, keepdim=True)
+        chosen = above | (equal & (equal.cumsum(1) <= need))  # exactly k per row
+        idx = chosen.nonzero()[:, 1].view(len(rows), k)  # ascending item index
+        top_i[rows] = idx
+        top_s[rows] = sub.gather(1, idx)
+    # order by score, ties by index: sort by index first, then a stable sort by score
+    by_index = torch.argsort(top_i, dim=1)
+    top_s, top_i = top_s.gather(1, by_index), top_i.gather(1, by_index)
     order = torch.argsort(-top_s, dim=1, stable=True)
     return top_s.gather(1, order), top_i.gather(1, order)
 

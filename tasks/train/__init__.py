@@ -118,7 +118,7 @@ def fit(u: torch.Tensor, i: torch.Tensor, r: torch.Tensor, val: tuple, n_users: 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(mse) * len(b)
+            total += float(mse.detach()) * len(b)
         model.eval()
         with torch.no_grad():
             val_rmse = float(torch.sqrt(torch.mean((model(vu, vi).clamp(0.5, 5.0) - vr) ** 2))) if len(vr) else np.nan

@@ -1,0 +1,68 @@
+"""Shared fixtures: one moto *server* over HTTP per session, reset before each test.
+
+Code under test reaches it exactly as it would reach AWS: through the standard
+``AWS_ENDPOINT_URL`` variable and the ``aws_default`` Airflow connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import urllib.request
+
+import pytest
+from moto.server import ThreadedMotoServer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {
+        "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws", "extra": {"endpoint_url": endpoint,
+                                                                              "region_name": "us-east-1"}}),
+    }
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield endpoint
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_endpoint, monkeypatch):
+    """A clean account with the pipeline's bucket, table and topic (no ECS)."""
+    from tasks import storage
+
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
+    storage.client.cache_clear()
+    monkeypatch.setenv("RECSYS_BUCKET", "recsys-test")
+    monkeypatch.setenv("RECSYS_TABLE", "recs-test")
+    from recsys import infra
+    from recsys.settings import Settings
+
+    out = infra.up(Settings(), ecs=False)
+    yield {**out, "endpoint": moto_endpoint, "bucket": "recsys-test", "table": "recs-test"}
+    storage.client.cache_clear()
+
+
+@pytest.fixture
+def boto(aws):
+    import boto3
+
+    return lambda service: boto3.client(service, region_name="us-east-1")

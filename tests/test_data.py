@@ -1,0 +1,153 @@
+"""Readers, validation (one test per problem class), snapshot and quarantine."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks import storage
+from tasks.data import DataValidationError, build_snapshot, generate
+from tasks.data.schema import read_items, read_ratings, validate_ratings
+
+DS = "2026-11-23"
+HEADER = "user_id,item_id,rating,timestamp\n"
+
+
+def check(tmp_path, name: str, body: bytes | str, **kw) -> DataValidationError:
+    path = tmp_path / name
+    path.write_bytes(body.encode() if isinstance(body, str) else body)
+    with pytest.raises(DataValidationError) as err:
+        raw, first = read_ratings(str(path))
+        validate_ratings(str(path), raw, first, rating_min=kw.get("lo", 0.5), rating_max=kw.get("hi", 5.0),
+                         max_timestamp=kw.get("max_ts", 2_000_000_000))
+    return err.value
+
+
+@pytest.mark.parametrize("body, line, column, words", [
+    (HEADER + "1,2,4,100\n1,3,abc,101\n", 3, "rating", "not a number"),
+    (HEADER + "1,2,4,100\n1,3,,101\n", 3, "rating", "missing rating"),
+    (HEADER + "1,2,4,100\n1,3,NaN,101\n", 3, "rating", "missing rating"),
+    (HEADER + "1,2,4,100\n1,3,7,101\n", 3, "rating", "outside the declared scale"),
+    (HEADER + "1,2,4,100\n1,2,4,100\n", 3, None, "duplicate (user_id, item_id, timestamp)"),
+    (HEADER + "1,2,4,100\n,3,4,101\n", 3, "user_id", "empty id"),
+    (HEADER + "1,2,4,100\n1," + "x" * 65 + ",4,101\n", 3, "item_id", "longer than 64"),
+    (HEADER + "1,2,4,100\n__x,3,4,101\n", 3, "user_id", "reserved"),
+    (HEADER + "1,2,4,100\n1,3,4,yesterday\n", 3, "timestamp", "Unix seconds"),
+    (HEADER + "1,2,4,100\n1,3,4,3000000000\n", 3, "timestamp", "after the end of the run date"),
+])
+def test_each_problem_names_file_line_column(tmp_path, body, line, column, words):
+    err = check(tmp_path, "ratings.csv", body)
+    problem = err.problems[0]
+    assert problem.uri.endswith("ratings.csv")
+    assert problem.line == line
+    assert problem.column == column
+    assert words in problem.problem
+    assert f"line {line}" in str(err)
+
+
+def test_missing_and_extra_columns(tmp_path):
+    err = check(tmp_path, "r.csv", "user_id,item,rating,timestamp,extra\n1,2,3,4,5\n")
+    text = str(err)
+    assert "missing ['item_id']" in text and "unexpected ['item', 'extra']" in text
+
+
+def test_empty_file_and_header_only(tmp_path):
+    assert "empty" in str(check(tmp_path, "a.csv", ""))
+    assert "no rating rows" in str(check(tmp_path, "b.csv", HEADER))
+
+
+def test_wrong_encoding_names_the_line(tmp_path):
+    err = check(tmp_path, "r.csv", (HEADER + "1,2,4,100\n").encode() + b"1,\xff\xfe,4,101\n")
+    assert err.problems[0].line == 3 and "utf-8" in err.problems[0].problem
+
+
+def test_corrupt_parquet(tmp_path):
+    buf = io.BytesIO()
+    pd.DataFrame({"user_id": [1], "item_id": [2], "rating": [4.0], "timestamp": [1]}).to_parquet(buf)
+    err = check(tmp_path, "r.parquet", buf.getvalue()[:-40])
+    assert "not a readable Parquet file" in str(err)
+
+
+def test_unknown_file_type(tmp_path):
+    assert "unknown file type" in str(check(tmp_path, "ratings.xlsx", "x"))
+
+
+def test_movielens_native_layouts(tmp_path):
+    (tmp_path / "u.data").write_text("196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
+    raw, first = read_ratings(str(tmp_path / "u.data"))
+    df = validate_ratings("u.data", raw, first, rating_min=1, rating_max=5, max_timestamp=None)
+    assert df.to_dict("list") == {"user_id": ["196", "186"], "item_id": ["242", "302"], "rating": [3.0, 3.0],
+                                  "timestamp": [881250949, 891717742]}
+    (tmp_path / "ratings.dat").write_text("1::1193::5::978300760\n")
+    raw, first = read_ratings(str(tmp_path / "ratings.dat"))
+    assert raw.iloc[0].tolist() == ["1", "1193", "5", "978300760"]
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n")
+    raw, _ = read_ratings(str(tmp_path / "ratings.csv"))
+    assert list(raw.columns) == ["user_id", "item_id", "rating", "timestamp"]
+    (tmp_path / "u.item").write_bytes("1|Toy Story (1995)|01-Jan-1995||http://x|0|0\n2|Caf\xe9 (1994)|x||y|0|1\n"
+                                      .encode("latin-1"))
+    items = read_items(str(tmp_path / "u.item"))
+    assert items.to_dict("list") == {"item_id": ["1", "2"], "title": ["Toy Story (1995)", "Café (1994)"]}
+
+
+def test_synthetic_has_movielens_shape_and_is_deterministic():
+    a, items = generate(943, 1682, 100_000, seed=7)
+    b, _ = generate(943, 1682, 100_000, seed=7)
+    pd.testing.assert_frame_equal(a, b)
+    assert len(a) == 100_000 and a.user_id.nunique() == 943 and len(items) == 1682
+    assert not a.duplicated(["user_id", "item_id"]).any()
+    assert a.groupby("user_id").size().min() >= 20
+    hist = a.rating.value_counts(normalize=True).sort_index().to_numpy()
+    np.testing.assert_allclose(hist, [0.061, 0.114, 0.271, 0.342, 0.212], atol=0.01)
+    counts = a.item_id.value_counts()
+    assert counts.iloc[:17].sum() > 0.1 * len(a)  # top 1% of items carry >10% of ratings: popularity skew
+
+
+def put_csv(uri: str, df: pd.DataFrame) -> None:
+    storage.write_bytes(uri, df.to_csv(index=False).encode())
+
+
+def test_snapshot_on_s3_and_partition_filter(aws):
+    ratings, items = generate(50, 80, 1500, seed=1)
+    base = f"s3://{aws['bucket']}"
+    put_csv(f"{base}/raw/ratings/initial/part.csv", ratings.iloc[:1000])
+    put_csv(f"{base}/raw/ratings/ds=2026-11-22/more.csv", ratings.iloc[1000:1200])
+    put_csv(f"{base}/raw/ratings/ds=2026-11-24/later.csv", ratings.iloc[1200:])  # after the run date
+    storage.write_bytes(f"{base}/raw/ratings/_SUCCESS", b"")
+    put_csv(f"{base}/raw/items/items.csv", items)
+    out = f"{base}/datasets/ds={DS}"
+    manifest = build_snapshot(f"{base}/raw/ratings", DS, out, f"{base}/quarantine/ds={DS}", f"{base}/raw/items")
+    assert manifest["rows"] == 1200 and len(manifest["sources"]) == 2
+    snap = storage.read_parquet(f"{out}/ratings.parquet")
+    assert len(snap) == 1200 and list(snap.columns) == ["user_id", "item_id", "rating", "timestamp"]
+    assert storage.read_json(f"{out}/_manifest.json")["users"] == snap.user_id.nunique()
+    assert storage.list_files(f"{base}/quarantine") == []
+
+
+def test_bad_input_is_quarantined_and_nothing_is_written(aws):
+    base = f"s3://{aws['bucket']}"
+    good, _ = generate(30, 40, 600, seed=2)
+    put_csv(f"{base}/raw/ratings/good.csv", good)
+    storage.write_bytes(f"{base}/raw/ratings/bad.csv", (HEADER + "1,2,4,100\n1,3,nine,101\n").encode())
+    out, quarantine = f"{base}/datasets/ds={DS}", f"{base}/quarantine/ds={DS}"
+    with pytest.raises(DataValidationError) as err:
+        build_snapshot(f"{base}/raw/ratings", DS, out, quarantine)
+    assert "bad.csv, line 3, column 'rating': not a number" in str(err.value)
+    assert storage.list_files(out) == []
+    assert storage.read_bytes(f"{quarantine}/bad.csv").endswith(b"nine,101\n")
+    reason = storage.read_json(f"{quarantine}/_reason.json")
+    assert reason["files"] == [f"{base}/raw/ratings/bad.csv"] and "not a number" in reason["problems"][0]
+
+
+def test_snapshot_cli_exit_code_and_message(tmp_path, capsys):
+    from tasks.data.__main__ import main
+
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "r.csv").write_text(HEADER + "1,2,4,100\n1,3,6,101\n")
+    code = main(["snapshot", "--raw", str(tmp_path / "raw"), "--ds", DS, "--out", str(tmp_path / "out"),
+                 "--quarantine", str(tmp_path / "q")])
+    assert code == 2
+    assert (tmp_path / "q" / "r.csv").exists() and not (tmp_path / "out").exists()

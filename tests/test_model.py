@@ -1,0 +1,88 @@
+"""The MF model's batch API with known answers, and its artifact format."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from tasks.model import MF, Recommender, load, save
+
+
+def checkerboard(n_users=4, n_items=6) -> Recommender:
+    """Users 0,2 like even items, users 1,3 like odd items; item i's strength grows with i."""
+    model = MF(n_users, n_items, k=1)
+    with torch.no_grad():
+        model.user.weight[:] = torch.tensor([[1.0], [-1.0]] * (n_users // 2))
+        model.item.weight[:] = torch.tensor([[(1 if i % 2 == 0 else -1) * (1 + i / 10)] for i in range(n_items)])
+        model.user_bias.weight.zero_()
+        model.item_bias.weight.zero_()
+        model.bias.fill_(3.0)
+    return Recommender(model, [f"u{u}" for u in range(n_users)], [f"i{i}" for i in range(n_items)])
+
+
+def test_recommend_known_answer_and_exclude_seen():
+    rec = checkerboard()
+    items, scores = rec.recommend(["u0", "u1"], 2, exclude_seen=True)
+    assert items.tolist() == [["i4", "i2"], ["i5", "i3"]]
+    assert scores.shape == (2, 2) and (np.diff(scores, axis=1) <= 0).all()
+    rec.set_seen_from_ratings(["u0", "u1"], ["i4", "i5"])
+    assert rec.recommend(["u0", "u1"], 2)[0].tolist() == [["i2", "i0"], ["i3", "i1"]]
+    assert rec.recommend(["u0"], 1, exclude_seen=False)[0].tolist() == [["i4"]]
+
+
+def test_recommend_pads_when_user_has_seen_almost_everything():
+    rec = checkerboard()
+    rec.set_seen_from_ratings(["u0"] * 5, ["i0", "i1", "i2", "i3", "i4"])
+    items, scores = rec.recommend(["u0"], 3)
+    assert items.tolist() == [["i5", "", ""]] and np.isneginf(scores[0, 1:]).all()
+
+
+def test_ties_are_broken_by_item_order():
+    model = MF(1, 5, k=1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    rec = Recommender(model, ["u"], ["a", "b", "c", "d", "e"])
+    assert rec.recommend(["u"], 3)[0].tolist() == [["a", "b", "c"]]
+
+
+def test_unknown_ids_fall_back_to_biases():
+    rec = checkerboard()
+    with torch.no_grad():
+        rec.model.item_bias.weight[3] = 0.5
+    rec = Recommender(rec.model, rec.user_ids, rec.item_ids)
+    pred = rec.predict(["u0", "nobody", "u0"], ["i0", "i3", "unknown"])
+    assert pred[1] == pytest.approx(3.5) and pred[2] == pytest.approx(3.0)
+    assert rec.recommend(["nobody"], 1)[0].tolist() == [["i3"]]  # highest item bias
+
+
+def test_bad_arguments_raise_precise_errors():
+    rec = checkerboard()
+    with pytest.raises(ValueError, match="differ in length"):
+        rec.predict(["u0"], ["i0", "i1"])
+    with pytest.raises(ValueError, match="n must be positive"):
+        rec.recommend(["u0"], 0)
+
+
+def test_artifact_roundtrip_without_pickle(tmp_path):
+    rec = checkerboard()
+    save(str(tmp_path), rec.model, {"user_ids": rec.user_ids.tolist(), "item_ids": rec.item_ids.tolist(),
+                                    "rating_range": [1, 5]}, np.array([0, 1, 1, 1, 1]), np.array([4]))
+    loaded = load(str(tmp_path))
+    assert loaded.recommend(["u0"], 1)[0].tolist() == [["i2"]]  # i4 is seen
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert set(state) == {"user_bias.weight", "item_bias.weight", "user.weight", "item.weight", "bias"}
+
+
+def test_tutorial_state_dict_loads():
+    """The seed tutorial's MF(n_user, n_item, k=10, c_bias=1e-6, c_vector=1e-6) state_dict."""
+    tutorial = MF(944, 1683, k=10, c_bias=1e-6, c_vector=1e-6)
+    buf = io.BytesIO()
+    torch.save(tutorial.state_dict(), buf)
+    buf.seek(0)
+    model = MF(944, 1683, k=10)
+    model.load_state_dict(torch.load(buf, weights_only=True))
+    assert torch.equal(model.user.weight, tutorial.user.weight)

@@ -1,0 +1,121 @@
+"""Scoring shards into DynamoDB (moto server), the retry loop, verification and the marker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tasks import storage, table
+from tasks.data import generate
+from tasks.score import finalize, parse_shard, score_shard, shard_users
+from tasks.train import TrainConfig, train
+
+
+@pytest.fixture
+def trained(aws, tmp_path):
+    ratings, items = generate(60, 90, 2_400, seed=5)
+    ratings = ratings.astype({"user_id": str, "item_id": str})
+    items = items.astype({"item_id": str})
+    base = f"s3://{aws['bucket']}"
+    snap = f"{base}/datasets/ds=2026-11-23"
+    storage.write_parquet(f"{snap}/ratings.parquet", ratings)
+    storage.write_parquet(f"{snap}/items.parquet", items)
+    model = f"{base}/models/v20261123"
+    train(snap, model, TrainConfig(epochs=2))
+    return {"snapshot": snap, "model": model, "ratings": ratings, "items": items, "table": aws["table"]}
+
+
+def scan_all(client, name):
+    items, kwargs = [], {}
+    while True:
+        page = client.scan(TableName=name, **kwargs)
+        items.extend(page["Items"])
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def test_shards_cover_every_user_once():
+    users = np.array([str(u) for u in range(103)])
+    parts = [shard_users(users, i, 4) for i in range(4)]
+    assert sorted(np.concatenate(parts).tolist()) == sorted(users.tolist())
+    assert max(len(p) for p in parts) - min(len(p) for p in parts) <= 1
+    with pytest.raises(ValueError):
+        parse_shard("4/4")
+
+
+def test_score_publish_and_rerun_is_idempotent(trained, boto):
+    ddb = boto("dynamodb")
+    args = (trained["model"], trained["snapshot"], "v20261123", 5)
+    for _ in range(2):  # a retry or re-run of the same date overwrites, never duplicates
+        for i in range(3):
+            score_shard(*args, shard=(i, 3), table_name=trained["table"])
+        result = finalize(*args, shards=3, table_name=trained["table"])
+    rows = scan_all(ddb, trained["table"])
+    users = trained["ratings"].user_id.unique()
+    assert result == {"model_version": "v20261123", "users": len(users), "complete": True}
+    keys = [(r["user_id"]["S"], r["model_version"]["S"]) for r in rows]
+    assert len(keys) == len(set(keys)) == len(users) + 2  # + marker + fallback list
+    assert table.get_marker(trained["table"], "v20261123")["users"] == len(users)
+    seen = trained["ratings"].groupby("user_id").item_id.apply(set)
+    titles = dict(zip(trained["items"].item_id, trained["items"].title, strict=True))
+    for user in users[:10]:
+        recs = table.get_recommendations(trained["table"], "v20261123", user)
+        assert len(recs) == 5 and not {r["item_id"] for r in recs} & seen[user]
+        assert [r["score"] for r in recs] == sorted((r["score"] for r in recs), reverse=True)
+        assert all(r["title"] == titles[r["item_id"]] for r in recs)
+
+
+def test_finalize_refuses_missing_shard_or_users(trained):
+    args = (trained["model"], trained["snapshot"], "v20261123", 5)
+    score_shard(*args, shard=(0, 2), table_name=trained["table"])
+    with pytest.raises(RuntimeError, match=r"shards \[1\] of 2 have no manifest"):
+        finalize(*args, shards=2, table_name=trained["table"])
+    # the manifest exists but the rows were lost: verification reads DynamoDB itself
+    storage.write_json(f"{trained['model']}/shards/0001-of-0002.json", {"users": 30})
+    with pytest.raises(RuntimeError, match="users have no row"):
+        finalize(*args, shards=2, table_name=trained["table"])
+    assert table.get_marker(trained["table"], "v20261123") is None
+
+
+class FlakyClient:
+    """Returns part of every batch as UnprocessedItems a few times, as DynamoDB does under throttling."""
+
+    def __init__(self, fail_times: int):
+        self.fail_times, self.calls, self.written = fail_times, 0, []
+
+    def batch_write_item(self, RequestItems):
+        (name, requests), = RequestItems.items()
+        self.calls += 1
+        if self.calls <= self.fail_times:
+            self.written.extend(requests[:1])
+            return {"UnprocessedItems": {name: requests[1:]}}
+        self.written.extend(requests)
+        return {"UnprocessedItems": {}}
+
+
+def item(n):
+    return table.rec_item(str(n), "v1", table.encode_items(["a"], [1.0], ["A"]), "now", 0)
+
+
+def test_unprocessed_items_are_retried_with_capped_backoff():
+    client, sleeps = FlakyClient(fail_times=3), []
+    table.write_batch("t", [item(n) for n in range(25)], client=client, sleep=sleeps.append,
+                      base_delay=1.0, max_delay=3.0)
+    assert sorted(int(r["PutRequest"]["Item"]["user_id"]["S"]) for r in client.written) == list(range(25))
+    assert len(sleeps) == 3 and all(0 <= s <= 3.0 for s in sleeps)
+
+
+def test_items_still_unprocessed_after_retries_fail_loudly_with_their_keys():
+    client = FlakyClient(fail_times=100)
+    with pytest.raises(table.UnwrittenItemsError, match=r"20 item\(s\) not written to t after retries: 1/v1, 2/v1.* and 10 more"):
+        table.write_batch("t", [item(n) for n in range(21)], client=client, sleep=lambda s: None,
+                          max_attempts=1)
+
+
+def test_score_to_parquet_for_inspection(trained, tmp_path):
+    score_shard(trained["model"], trained["snapshot"], "v20261123", 3, out=str(tmp_path / "recs"))
+    import pandas as pd
+
+    df = pd.read_parquet(tmp_path / "recs" / "part-0000-of-0001.parquet")
+    assert df.groupby("user_id").size().eq(3).all() and df.user_id.nunique() == 60
