@@ -23,6 +23,7 @@ from datetime import timedelta
 import pendulum
 from airflow.providers.standard.operators.latest_only import LatestOnlyOperator
 from airflow.sdk import Param, dag, task
+from airflow.timetables.interval import CronDataIntervalTimetable
 
 from recsys.compute import compute_mapped, compute_task
 from recsys.notifiers import failure_notifier
@@ -38,7 +39,9 @@ def plan_value(key: str) -> str:
 
 @dag(
     dag_id="recommender_pipeline",
-    schedule="@daily",
+    # Data intervals (not Airflow 3's default CronTriggerTimetable): LatestOnlyOperator
+    # needs them to tell the latest run from a backfill, which must never deploy.
+    schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -47,7 +50,7 @@ def plan_value(key: str) -> str:
     default_args={
         "owner": "recsys",
         "retries": 2,
-        "retry_delay": timedelta(minutes=2),
+        "retry_delay": timedelta(seconds=settings.retry_delay_seconds),
         "retry_exponential_backoff": True,
         "on_failure_callback": failure_notifier(settings),
     },

@@ -49,6 +49,7 @@ class Settings:
     state_dir: str = field(default_factory=lambda: _env("RECSYS_STATE_DIR", ""))
     python: str = field(default_factory=lambda: _env("RECSYS_PYTHON", sys.executable))
     deferrable: bool = field(default_factory=lambda: _env("RECSYS_DEFERRABLE", "false").lower() == "true")
+    retry_delay_seconds: int = field(default_factory=lambda: int(_env("RECSYS_RETRY_DELAY_SECONDS", "120")))
     ttl_days: int = field(default_factory=lambda: int(_env("RECSYS_TTL_DAYS", "30")))
 
     def __post_init__(self):

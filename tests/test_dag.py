@@ -1,0 +1,158 @@
+"""The DAG in three layers (import, policy, structure) and the operators each backend builds."""
+
+from __future__ import annotations
+
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+from airflow.providers.amazon.aws.operators.ecs import EcsRunTaskOperator
+from airflow.providers.docker.operators.docker import DockerOperator
+from airflow.providers.standard.operators.bash import BashOperator
+
+from recsys import compute, pipeline
+from recsys.notifiers import TopicSnsNotifier
+from recsys.settings import Settings
+
+DAG_ID = "recommender_pipeline"
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    return DagBag(dag_folder="dags")
+
+
+@pytest.fixture(scope="module")
+def dag(dagbag):
+    return dagbag.dags[DAG_ID]
+
+
+def test_import_zero_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert list(dagbag.dags) == [DAG_ID]
+
+
+def test_policy(dag):
+    assert dag.tags and "recsys" in dag.tags
+    assert dag.catchup is False and dag.max_active_runs == 1
+    assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"  # real data intervals
+    assert dag.timetable.summary == "0 2 * * *"
+    assert dag.start_date.tzinfo is not None
+    assert dag.doc_md and "Nightly recommender pipeline" in dag.doc_md
+    for task in dag.tasks:
+        assert task.retries >= 2, task.task_id
+        assert isinstance(task.on_failure_callback[0], TopicSnsNotifier), task.task_id
+    params = dag.params
+    assert {"top_n", "factors", "epochs", "shards", "tolerance", "force_promote", "deploy"} <= set(params.keys())
+
+
+def test_structure(dag):
+    edges = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
+    chain = ["plan", "snapshot", "train", "gate", "shard_commands", "score", "publish", "latest_only",
+             "deploy_enabled", "deploy", "record_live", "summary"]
+    for up, down in zip(chain, chain[1:], strict=False):
+        assert down in edges[up], f"{up} -> {down}"
+    assert "build_image" in edges["deploy_enabled"]
+    assert dag.get_task("latest_only").__class__.__name__ == "LatestOnlyOperator"
+    assert dag.get_task("summary").trigger_rule == "none_failed"
+    assert dag.get_task("snapshot").bash_command.startswith("exec ")  # local backend by default
+
+
+ARGV = ["python", "-m", "tasks.train", "--ratings", "s3://b/datasets/ds=2026-11-23", "--out", "s3://b/models/v1"]
+
+
+def test_local_backend_runs_the_argv_with_this_python(monkeypatch):
+    op = compute.compute_task("train", ARGV, Settings(compute="local", python="/venv/bin/python"))
+    assert isinstance(op, BashOperator)
+    assert op.bash_command == ("exec /venv/bin/python -m tasks.train --ratings s3://b/datasets/ds=2026-11-23 "
+                               "--out s3://b/models/v1")
+
+
+def test_docker_backend_builds_docker_operator():
+    op = compute.compute_task("train", ARGV, Settings(compute="docker", job_image="recsys-jobs:1"))
+    assert isinstance(op, DockerOperator)
+    assert op.command == ARGV and op.image == "recsys-jobs:1"
+    assert "AWS_SECRET_ACCESS_KEY" not in (op.environment or {})  # resolved at run time, never serialized
+
+
+def test_ecs_backend_builds_run_task_with_the_same_command(monkeypatch):
+    monkeypatch.setenv("RECSYS_ECS_SUBNETS", "subnet-1,subnet-2")
+    monkeypatch.setenv("RECSYS_ECS_SECURITY_GROUPS", "sg-1")
+    op = compute.compute_task("train", ARGV, Settings(compute="ecs"))
+    assert isinstance(op, EcsRunTaskOperator)
+    assert op.overrides == {"containerOverrides": [{"name": "recsys", "command": ARGV}]}
+    assert op.launch_type == "FARGATE" and op.cluster == "recsys" and op.task_definition == "recsys-jobs"
+    assert op.network_configuration == {"awsvpcConfiguration": {
+        "subnets": ["subnet-1", "subnet-2"], "securityGroups": ["sg-1"], "assignPublicIp": "DISABLED"}}
+    assert op.awslogs_group == "/ecs/recsys" and op.reattach is True
+
+
+@pytest.mark.parametrize("backend, expected", [
+    ("local", "exec /py -m tasks.score --shard 1/2"),
+    ("docker", ["python", "-m", "tasks.score", "--shard", "1/2"]),
+    ("ecs", {"containerOverrides": [{"name": "recsys", "command": ["python", "-m", "tasks.score", "--shard", "1/2"]}]}),
+])
+def test_mapped_values_per_backend(backend, expected):
+    argvs = [["python", "-m", "tasks.score", "--shard", "0/2"], ["python", "-m", "tasks.score", "--shard", "1/2"]]
+    values = compute.mapped_values(argvs, Settings(compute=backend, python="/py"))
+    assert len(values) == 2 and values[1] == expected
+
+
+def test_bad_backend_name_is_rejected():
+    with pytest.raises(ValueError, match="RECSYS_COMPUTE must be local, docker or ecs"):
+        Settings(compute="lambda")
+
+
+def test_plan_is_keyed_by_the_run_date():
+    s = Settings(bucket="b", table="t")
+    p = pipeline.plan("2026-11-23", {"top_n": 5, "shards": 3}, s, {"model_version": "v20261122",
+                                                                   "model_uri": "s3://b/models/v20261122"})
+    assert p["model_version"] == "v20261123" and p["model"] == "s3://b/models/v20261123"
+    assert p["snapshot"] == "s3://b/datasets/ds=2026-11-23" and p["quarantine"] == "s3://b/quarantine/ds=2026-11-23"
+    assert p["champion"] == "s3://b/models/v20261122"
+    # re-running the live date does not compare the model with itself
+    assert pipeline.plan("2026-11-22", {}, s, {"model_version": "v20261122", "model_uri": "x"})["champion"] == ""
+    argvs = pipeline.score_argvs(p, 30)
+    assert [a[a.index("--shard") + 1] for a in argvs] == ["0/3", "1/3", "2/3"]
+
+
+METRICS = {"candidate": {"rmse": 0.90, "ndcg@10": 0.30},
+           "baselines": {"global_mean": {"rmse": 1.12}, "bias": {"rmse": 0.94}}}
+
+
+def test_gate_promotes_a_better_model():
+    assert pipeline.gate({**METRICS, "champion": {"rmse": 0.905, "ndcg@10": 0.29}}, 0.01) == (True, [])
+
+
+def test_gate_stops_a_worse_model_and_says_why():
+    ok, reasons = pipeline.gate({**METRICS, "champion": {"rmse": 0.85, "ndcg@10": 0.40}}, 0.01)
+    assert not ok and len(reasons) == 2
+    assert "worse than the live model's 0.8500" in reasons[0] and "NDCG@10" in reasons[1]
+    ok, reasons = pipeline.gate({"candidate": {"rmse": 1.2, "ndcg@10": 0.1}, "baselines": METRICS["baselines"]}, 0.01)
+    assert not ok and "does not beat the global mean" in reasons[0]
+
+
+def test_gate_force_promote_overrides_but_keeps_reasons():
+    ok, reasons = pipeline.gate({**METRICS, "champion": {"rmse": 0.5, "ndcg@10": 0.3}}, 0.0, force=True)
+    assert ok and reasons
+
+
+class FakeRun:
+    def __init__(self, run_type, start):
+        import pendulum
+
+        self.run_type = run_type
+        self.logical_date = self.data_interval_start = pendulum.parse(start)
+        self.data_interval_end = self.data_interval_start.add(days=1)
+        self.run_after = self.data_interval_end
+
+
+@pytest.mark.parametrize("run_type, start, deploys", [
+    ("backfill", "2026-01-05T02:00:00+00:00", False),
+    ("scheduled", "2026-01-05T02:00:00+00:00", False),
+    ("manual", "2026-01-05T02:00:00+00:00", True),
+])
+def test_latest_only_keeps_backfills_away_from_deploy(dag, run_type, start, deploys):
+    from airflow.utils.types import DagRunType
+
+    op = dag.get_task("latest_only")
+    branches = op.choose_branch({"dag_run": FakeRun(DagRunType(run_type), start)})
+    assert (list(branches) == ["deploy_enabled"]) is deploys

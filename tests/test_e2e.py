@@ -1,0 +1,107 @@
+"""`airflow dags test` end to end on the embedded stack (moto server, SQLite, local compute)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[1]
+DAY1, DAY2 = "2026-11-20", "2026-11-21"
+
+
+@pytest.fixture
+def stack(aws, tmp_path, boto):
+    from recsys import infra
+    from recsys.settings import Settings
+
+    infra.up(Settings(), ecs=True)
+    env = {**os.environ,
+           "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+           "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "RECSYS_STATE_DIR": str(tmp_path / "state"), "RECSYS_SERVE_PORT": str(free_port()),
+           "RECSYS_RETRY_DELAY_SECONDS": "1", "RECSYS_PROJECT_ROOT": str(ROOT),
+           "PYTHONPATH": f"{ROOT}:{ROOT / 'plugins'}"}
+    airflow = str(Path(sys.executable).parent / "airflow")
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "tasks.data", "bootstrap", "--no-download",
+                    "--raw", f"s3://{aws['bucket']}/raw/ratings", "--items", f"s3://{aws['bucket']}/raw/items"],
+                   env=env, check=True, capture_output=True, timeout=120)
+
+    def dags_test(ds: str) -> subprocess.CompletedProcess:
+        return subprocess.run([airflow, "dags", "test", "recommender_pipeline", ds], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=900)
+
+    yield {"run": dags_test, "env": env, "bucket": aws["bucket"], "table": aws["table"], **aws}
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "stack.py"), "stop-serve"], env=env, check=False)
+    from recsys.deploy import LocalServer
+
+    LocalServer(Settings(state_dir=str(tmp_path / "state"))).stop()
+
+
+def s3_json(s3, bucket, key):
+    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def rows_for(ddb, table, version):
+    out, kwargs = [], {}
+    while True:
+        page = ddb.scan(TableName=table, FilterExpression="model_version = :v",
+                        ExpressionAttributeValues={":v": {"S": version}}, **kwargs)
+        out.extend(page["Items"])
+        if "LastEvaluatedKey" not in page:
+            return out
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def test_pipeline_end_to_end_twice_is_idempotent_and_serves(stack, boto):
+    s3, ddb = boto("s3"), boto("dynamodb")
+    for attempt in range(2):
+        res = stack["run"](DAY1)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    versions = {k["Key"].split("/")[1] for k in s3.list_objects_v2(Bucket=stack["bucket"], Prefix="models/")["Contents"]}
+    assert versions == {"v20261120", "_live.json"}
+    rows = rows_for(ddb, stack["table"], "v20261120")
+    users = [r["user_id"]["S"] for r in rows]
+    assert len(users) == len(set(users)) == 943 + 2  # one row per user, + marker + fallback list
+    summary = s3_json(s3, stack["bucket"], f"runs/ds={DAY1}/summary.json")
+    assert summary["users_written"] == 943 and summary["live_version"] == "v20261120"
+    assert summary["holdout"]["rmse"] < 1.0
+    # the serving app the deploy task started answers over HTTP
+    state = json.loads((Path(stack["env"]["RECSYS_STATE_DIR"]) / "serve.json").read_text())
+    import urllib.request
+
+    with urllib.request.urlopen(f"{state['url']}/recommendations/1?n=3", timeout=5) as resp:
+        body = json.loads(resp.read())
+    assert body["model_version"] == "v20261120" and len(body["items"]) == 3 and body["source"] == "personal"
+
+
+def test_malformed_input_fails_quarantines_alerts_and_keeps_live_model(stack, boto):
+    s3, sqs, sns = boto("s3"), boto("sqs"), boto("sns")
+    queue = sqs.create_queue(QueueName="e2e-alerts")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=stack["alert_topic"], Protocol="sqs", Endpoint=arn)
+    live_key = "models/_live.json"
+    before = s3.list_objects_v2(Bucket=stack["bucket"], Prefix=live_key).get("Contents")
+    bad = "user_id,item_id,rating,timestamp\n1,2,4,1700000000\n1,3,lots,1700000001\n"
+    s3.put_object(Bucket=stack["bucket"], Key=f"raw/ratings/ds={DAY2}/bad.csv", Body=bad.encode())
+
+    res = stack["run"](DAY2)
+    assert res.returncode != 0
+    log = res.stdout + res.stderr
+    assert "bad.csv, line 3, column 'rating': not a number" in log
+    quarantined = s3.get_object(Bucket=stack["bucket"], Key=f"quarantine/ds={DAY2}/bad.csv")["Body"].read()
+    assert quarantined.decode() == bad
+    assert "Contents" not in s3.list_objects_v2(Bucket=stack["bucket"], Prefix=f"datasets/ds={DAY2}/")
+    assert "Contents" not in s3.list_objects_v2(Bucket=stack["bucket"], Prefix="models/v20261121/")
+    assert s3.list_objects_v2(Bucket=stack["bucket"], Prefix=live_key).get("Contents") == before
+    messages = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=2, MaxNumberOfMessages=10).get("Messages", [])
+    alerts = [json.loads(m["Body"]) for m in messages]
+    assert any("Task snapshot of recommender_pipeline failed" in a["Message"] for a in alerts), alerts
