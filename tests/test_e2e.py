@@ -63,7 +63,7 @@ def rows_for(ddb, table, version):
 
 def test_pipeline_end_to_end_twice_is_idempotent_and_serves(stack, boto):
     s3, ddb = boto("s3"), boto("dynamodb")
-    for attempt in range(2):
+    for _ in range(2):
         res = stack["run"](DAY1)
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     versions = {k["Key"].split("/")[1] for k in s3.list_objects_v2(Bucket=stack["bucket"], Prefix="models/")["Contents"]}

@@ -17,7 +17,7 @@ def test_train_writes_artifact_beats_baseline_and_is_deterministic(tmp_path):
     ratings.astype({"user_id": str, "item_id": str}).to_parquet(path)
     cfg = TrainConfig(epochs=8)
     m1 = train(str(path), str(tmp_path / "a"), cfg, ds="2026-11-23", model_version="v20261123")
-    m2 = train(str(path), str(tmp_path / "b"), cfg)
+    train(str(path), str(tmp_path / "b"), cfg)
     for name in ("model.pt", "meta.json", "metrics.json", "seen.npz"):
         assert (tmp_path / "a" / name).exists()
     assert m1["candidate"]["rmse"] < m1["baselines"]["global_mean"]["rmse"]
