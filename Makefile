@@ -28,7 +28,7 @@ test-fast: setup  ## everything but the end-to-end run
 lint: setup
 	$(BIN)/ruff check dags plugins tasks tests scripts bench
 
-bench: setup  ## benchmarks; print ratios against baselines measured in the same run
+bench: setup  ## benchmarks: ratios against baselines measured in the same run
 	source scripts/env.sh && $(BIN)/python bench/run.py
 
 stop:  ## stop what KEEP=1 left running
