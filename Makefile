@@ -29,7 +29,7 @@ lint: setup
 	$(BIN)/ruff check dags plugins tasks tests scripts bench
 
 bench: setup  ## benchmarks: ratios against baselines measured in the same run
-	source scripts/env.sh && $(BIN)/python bench/run.py
+	source scripts/env.sh && $(BIN)/python bench/score_bench.py $(BENCH_ARGS)
 
 stop:  ## stop what KEEP=1 left running
 	source scripts/env.sh && $(BIN)/python scripts/stack.py stop-serve; $(BIN)/python scripts/stack.py stop-moto

@@ -1,0 +1,145 @@
+"""Scoring and publishing benchmarks; every figure is a ratio to a baseline measured in this run.
+
+    python bench/score_bench.py [--preset ml-100k|ml-1m|ml-25m] [--top-n 100] [--publish-users 6040]
+
+1. all-users top-N (seen items masked) vs the bare matrix multiply of the same shapes;
+2. per-user time vs the seed's per-request loop (one model call per (user, item) pair);
+3. publishing rows to DynamoDB with the batch writer vs a sequential ``put_item`` loop, both
+   against a local moto server, read back to count lost and duplicated rows.
+Peak memory: run under ``/usr/bin/time -v``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from tasks.data.synthetic import PRESETS
+from tasks.model import MF, Recommender, set_threads
+
+
+def random_model(n_users: int, n_items: int, k: int, seed: int = 0) -> MF:
+    torch.manual_seed(seed)
+    model = MF(n_users, n_items, k=k)
+    with torch.no_grad():
+        for p in (model.user.weight, model.item.weight):
+            p.normal_(0, 0.3)
+        model.user_bias.weight.normal_(0, 0.2)
+        model.item_bias.weight.normal_(0, 0.2)
+        model.bias.fill_(3.5)
+    return model
+
+
+def seen_pairs(n_users: int, n_items: int, n_ratings: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, n_users, n_ratings)
+    items = (rng.zipf(1.3, n_ratings) - 1) % n_items
+    keys = np.unique(users.astype(np.int64) * n_items + items)
+    return keys // n_items, keys % n_items
+
+
+def bench_scoring(preset: str, top_n: int, k: int, chunk: int) -> None:
+    p = PRESETS[preset]
+    model = random_model(p.users, p.items, k)
+    rec = Recommender(model, np.arange(p.users).astype(str), np.arange(p.items).astype(str))
+    u, i = seen_pairs(p.users, p.items, p.ratings)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(u, minlength=p.users))])
+    rec.set_seen(indptr, i[np.lexsort((i, u))])
+    users = rec.user_ids
+
+    P, Q = rec._p, rec._q
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for s in range(0, p.users, chunk):
+            _ = P[s:s + chunk] @ Q.T  # (B, k) @ (k, I) -> (B, I)
+    t_matmul = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    items, scores = rec.recommend(users, top_n, exclude_seen=True, chunk_size=chunk)
+    t_score = time.perf_counter() - t0
+    print(f"[scoring {preset}: {p.users} users x {p.items} items, k={k}, top-{top_n}, {len(u)} seen pairs, "
+          f"{torch.get_num_threads()} threads]")
+    print(f"  bare matmul           {t_matmul:8.3f} s")
+    print(f"  recommend (all users) {t_score:8.3f} s   ratio to matmul {t_score / t_matmul:5.2f}x  (target <= 1.5x)")
+
+    # the seed's per-request path: one forward call per unseen (user, item) pair, for a few users
+    sample = users[:3]
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for user in sample:
+            uidx = rec.user_index[user]
+            seen = set(rec._seen_indices[indptr[uidx]:indptr[uidx + 1]].tolist())
+            preds = []
+            for item in range(p.items):
+                if item not in seen:
+                    preds.append((item, float(model(torch.tensor([uidx]), torch.tensor([item])))))
+            preds.sort(key=lambda x: -x[1])
+    t_seed = (time.perf_counter() - t0) / len(sample)
+    per_user = t_score / p.users
+    print(f"  seed per-request      {t_seed * 1e3:8.1f} ms/user   ours {per_user * 1e6:8.1f} us/user   "
+          f"speed-up {t_seed / per_user:,.0f}x  (target >= 1000x)")
+
+
+def bench_publish(n_users: int, top_n: int) -> None:
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from tasks import table
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    ddb = boto3.client("dynamodb", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
+                       aws_access_key_id="x", aws_secret_access_key="x")
+    try:
+        for name in ("batch", "sequential"):
+            ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                             KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"},
+                                        {"AttributeName": "model_version", "KeyType": "RANGE"}],
+                             AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"},
+                                                   {"AttributeName": "model_version", "AttributeType": "S"}])
+        rng = np.random.default_rng(0)
+        rows = [table.rec_item(str(u), "v1", table.encode_items([str(x) for x in rng.integers(0, 4000, top_n)],
+                                                                 rng.random(top_n) * 5,
+                                                                 [f"Movie {x}" for x in range(top_n)]), "t", 0)
+                for u in range(n_users)]
+        t0 = time.perf_counter()
+        table.write_items("batch", rows, client=ddb)
+        t_batch = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for row in rows:
+            ddb.put_item(TableName="sequential", Item=row)
+        t_seq = time.perf_counter() - t0
+        got = []
+        for page in ddb.get_paginator("scan").paginate(TableName="batch", ProjectionExpression="user_id"):
+            got.extend(it["user_id"]["S"] for it in page["Items"])
+        lost = n_users - len(set(got))
+        dup = len(got) - len(set(got))
+        print(f"[publish {n_users} users x top-{top_n} to a local moto server]")
+        print(f"  sequential put_item   {t_seq:8.3f} s")
+        print(f"  batch writer          {t_batch:8.3f} s   speed-up {t_seq / t_batch:5.1f}x (target >= 10x, <= 5 s)")
+        print(f"  read back: {len(got)} rows, lost {lost}, duplicated {dup}")
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="ml-1m", choices=sorted(PRESETS))
+    parser.add_argument("--top-n", type=int, default=100)
+    parser.add_argument("--factors", type=int, default=32)
+    parser.add_argument("--chunk", type=int, default=4096)
+    parser.add_argument("--publish-users", type=int, default=6040)
+    parser.add_argument("--publish-top-n", type=int, default=10)
+    args = parser.parse_args()
+    set_threads()
+    bench_scoring(args.preset, args.top_n, args.factors, args.chunk)
+    if args.publish_users:
+        bench_publish(args.publish_users, args.publish_top_n)
+
+
+if __name__ == "__main__":
+    main()
