@@ -64,7 +64,7 @@ def task_states(log_file: str) -> None:
     states = {m.group(2): m.group(1) for m in re.finditer(r"new_state=(\w+) rows_affected=\d+ ti_id=([\w-]+)", text)}
     for key in order:
         print(f"   {key:<18} {states.get(ti_of[key], '?')}")
-    for m in re.finditer(r"(serving image not built: [^\n\[]*)", text):
+    for m in re.finditer(r"(serving image not built: [^\n\[]*?)'?\s*(?:\[|\n)", text):
         print(f"   note: {m.group(1).strip()}")
 
 
