@@ -86,3 +86,20 @@ def test_tutorial_state_dict_loads():
     model = MF(944, 1683, k=10)
     model.load_state_dict(torch.load(buf, weights_only=True))
     assert torch.equal(model.user.weight, tutorial.user.weight)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_topk_matches_brute_force_with_heavy_ties(seed):
+    """Exact order: score descending, then item index ascending; -inf rows pad the same way."""
+    from tasks.model import _topk_stable
+
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 4, (64, 40)).astype(np.float32)  # few distinct values: ties everywhere
+    scores[rng.random(scores.shape) < 0.3] = -np.inf  # masked (seen) items
+    scores[0] = -np.inf
+    for k in (1, 5, 17, 40):
+        s, i = _topk_stable(torch.from_numpy(scores.copy()), k)
+        for r in range(len(scores)):
+            ref = np.lexsort((np.arange(40), -scores[r]))[:k]
+            assert i[r].tolist() == ref.tolist(), (k, r)
+            np.testing.assert_array_equal(s[r].numpy(), scores[r][ref])

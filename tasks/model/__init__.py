@@ -74,6 +74,7 @@ class Recommender:
         with torch.no_grad():
             self._p = model.user.weight.detach().float()  # (U, k)
             self._q = model.item.weight.detach().float()  # (I, k)
+            self._qt = self._q.T.contiguous()  # (k, I): contiguous for the scoring matmul
             self._bu = model.user_bias.weight.detach().float().squeeze(1)  # (U,)
             self._bi = model.item_bias.weight.detach().float().squeeze(1)  # (I,)
             self._mu = float(model.bias.detach().reshape(-1)[0])
@@ -130,8 +131,16 @@ class Recommender:
 
     def scores_index(self, users: torch.Tensor) -> torch.Tensor:
         """Predicted rating of every item for internal user indexes: (B, I)."""
-        # (B, k) @ (k, I) -> (B, I)
-        return (self._p[users] @ self._q.T) + self._bi + (self._bu[users] + self._mu)[:, None]
+        return self.item_scores(users) + (self._bu[users] + self._mu)[:, None]
+
+    def item_scores(self, users: torch.Tensor) -> torch.Tensor:
+        """The part of the score that ranks items for a user: item bias + dot product, (B, I).
+
+        One fused ``addmm``; the user bias and global mean are constant per row,
+        so they are added to the selected top-k only.
+        """
+        # (B, k) @ (k, I) + (I,) -> (B, I)
+        return torch.addmm(self._bi, self._p[users], self._qt)
 
     def recommend(self, user_ids, n: int = 10, exclude_seen: bool = True,
                   chunk_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -153,14 +162,16 @@ class Recommender:
                 rows = idx[start:start + chunk_size]
                 known = rows >= 0
                 users = torch.from_numpy(np.where(known, rows, 0))
-                scores = self.scores_index(users)
+                scores = self.item_scores(users)
                 if (~known).any():
-                    scores[torch.from_numpy(~known)] = self._bi + self._mu
+                    scores[torch.from_numpy(~known)] = self._bi
                 if exclude_seen:
                     self._mask_seen(scores, rows)
                 top_s, top_i = _topk_stable(scores, k)
+                # back to predicted ratings: add the per-row constant (user bias + mean)
+                offset = torch.where(torch.from_numpy(known), self._bu[users], 0.0) + self._mu
                 out_idx[start:start + len(rows), :k] = top_i.numpy()
-                out_scores[start:start + len(rows), :k] = top_s.numpy()
+                out_scores[start:start + len(rows), :k] = (top_s + offset[:, None]).numpy()
         items = np.where(out_idx >= 0, self.item_ids[np.maximum(out_idx, 0)], "")
         items[~np.isfinite(out_scores)] = ""
         return items, out_scores
@@ -182,27 +193,37 @@ class Recommender:
 def _topk_stable(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k per row, best first; equal scores rank by lower item index (deterministic).
 
-    ``torch.topk`` gives no order among ties, so rows where a tie crosses the
-    k-th place are re-selected exactly: everything above the k-th score, then
-    the lowest-index items equal to it.
+    ``torch.topk`` gives no order among ties. Taking k+1 shows exactly which rows
+    have a tie crossing the k-th place (k-th == (k+1)-th score); only those rows
+    are re-selected (everything above the k-th score, then the lowest-index
+    items equal to it), and only rows with equal neighbours are re-sorted.
     """
-    top_s, top_i = torch.topk(scores, k, dim=1, sorted=True)
-    kth = top_s[:, -1:]  # (B, 1)
-    crossing = (scores == kth).sum(1) > (top_s == kth).sum(1)  # (B,)
-    if crossing.any():
-        rows = crossing.nonzero().squeeze(1)
-        sub, t = scores[rows], kth[rows]
-        above, equal = sub > t, sub == t
-        need = k - above.sum(1, keepdim=True)
-        chosen = above | (equal & (equal.cumsum(1) <= need))  # exactly k per row
-        idx = chosen.nonzero()[:, 1].view(len(rows), k)  # ascending item index
-        top_i[rows] = idx
-        top_s[rows] = sub.gather(1, idx)
-    # order by score, ties by index: sort by index first, then a stable sort by score
-    by_index = torch.argsort(top_i, dim=1)
-    top_s, top_i = top_s.gather(1, by_index), top_i.gather(1, by_index)
-    order = torch.argsort(-top_s, dim=1, stable=True)
-    return top_s.gather(1, order), top_i.gather(1, order)
+    n_items = scores.shape[1]
+    top_s, top_i = torch.topk(scores, min(k + 1, n_items), dim=1, sorted=True)
+    reselected = torch.zeros(len(top_s), dtype=torch.bool)
+    if top_s.shape[1] > k:
+        crossing = top_s[:, k - 1] == top_s[:, k]
+        top_s, top_i = top_s[:, :k].contiguous(), top_i[:, :k].contiguous()
+        if crossing.any():
+            rows = crossing.nonzero().squeeze(1)
+            sub, kth = scores[rows], top_s[rows, k - 1:k]
+            above, equal = sub > kth, sub == kth
+            need = k - above.sum(1, keepdim=True)
+            chosen = above | (equal & (equal.cumsum(1) <= need))  # exactly k per row
+            idx = chosen.nonzero()[:, 1].view(len(rows), k)  # ascending item index
+            top_i[rows] = idx
+            top_s[rows] = sub.gather(1, idx)
+            reselected = crossing  # these rows are in index order now: always re-sort
+    tied = (top_s[:, 1:] == top_s[:, :-1]).any(1) if k > 1 else torch.zeros(len(top_s), dtype=torch.bool)
+    tied |= ~torch.isfinite(top_s).all(1) | reselected  # padded rows: -inf ties too
+    if tied.any():
+        rows = tied.nonzero().squeeze(1)
+        s, i = top_s[rows], top_i[rows]
+        by_index = torch.argsort(i, dim=1)
+        s, i = s.gather(1, by_index), i.gather(1, by_index)
+        order = torch.argsort(-s, dim=1, stable=True)
+        top_s[rows], top_i[rows] = s.gather(1, order), i.gather(1, order)
+    return top_s, top_i
 
 
 def save(out: str, model: MF, meta: dict, seen_indptr: np.ndarray, seen_indices: np.ndarray) -> None:
