@@ -119,3 +119,13 @@ def test_score_to_parquet_for_inspection(trained, tmp_path):
 
     df = pd.read_parquet(tmp_path / "recs" / "part-0000-of-0001.parquet")
     assert df.groupby("user_id").size().eq(3).all() and df.user_id.nunique() == 60
+
+
+def test_items_encoding_roundtrip_and_legacy_list_of_maps():
+    items = [{"item_id": "7", "score": 4.25, "title": "Amélie, \"2001\""}, {"item_id": "9", "score": 3.5, "title": "B"}]
+    attr = table.encode_items([i["item_id"] for i in items], [i["score"] for i in items], [i["title"] for i in items])
+    assert set(attr) == {"S"} and table.decode_items(attr) == items
+    legacy = {"L": [{"M": {"item_id": {"S": "7"}, "score": {"N": "4.25"}, "title": {"S": "A"}}}]}
+    assert table.decode_items(legacy) == [{"item_id": "7", "score": 4.25, "title": "A"}]
+    with pytest.raises(ValueError, match="differ in length"):
+        table.encode_items(["1"], [1.0, 2.0], ["a"])
