@@ -129,3 +129,15 @@ def test_items_encoding_roundtrip_and_legacy_list_of_maps():
     assert table.decode_items(legacy) == [{"item_id": "7", "score": 4.25, "title": "A"}]
     with pytest.raises(ValueError, match="differ in length"):
         table.encode_items(["1"], [1.0, 2.0], ["a"])
+
+
+def test_chunk_size_bounds_memory_without_changing_results(trained, tmp_path):
+    import pandas as pd
+
+    for name, chunk in (("one", 4096), ("many", 7)):
+        score_shard(trained["model"], trained["snapshot"], "v20261123", 5, shard=(1, 2),
+                    out=str(tmp_path / name), chunk_size=chunk)
+    one = pd.read_parquet(tmp_path / "one" / "part-0001-of-0002.parquet")
+    many = pd.read_parquet(tmp_path / "many" / "part-0001-of-0002.parquet")
+    pd.testing.assert_frame_equal(one, many)
+    assert one.user_id.nunique() == 30

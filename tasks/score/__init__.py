@@ -70,23 +70,32 @@ def score_shard(model_uri: str, ratings_uri: str, model_version: str, top_n: int
     ratings, titles = load_inputs(ratings_uri)
     rec.set_seen_from_ratings(ratings[USER_ID].astype(str).to_numpy(), ratings[ITEM_ID].astype(str).to_numpy())
     users = shard_users(ratings[USER_ID].to_numpy(), *shard)
-    items, scores = rec.recommend(users, top_n, exclude_seen=True, chunk_size=chunk_size)
-    t_score = time.perf_counter() - t0
+    del ratings
     generated = dt.datetime.now(dt.timezone.utc).isoformat()
+    exp = expiry(ttl_days)
+    parquet_rows: list[dict] = []
+    t_score = 0.0
+    # Score and write one chunk of users at a time: peak memory is set by
+    # --chunk-size (the (chunk, n_items) score matrix), not by the shard size.
+    for start in range(0, len(users), chunk_size):
+        chunk = users[start:start + chunk_size]
+        t1 = time.perf_counter()
+        items, scores = rec.recommend(chunk, top_n, exclude_seen=True, chunk_size=chunk_size)
+        t_score += time.perf_counter() - t1
+        lists = [[i for i in its if i] for its in items]  # rows shorter than top_n lose their padding
+        if out:
+            parquet_rows.extend({"user_id": u, "model_version": model_version, "rank": r + 1, "item_id": it,
+                                 "score": float(ss[r]), "title": titles.get(it, it)}
+                                for u, its, ss in zip(chunk, lists, scores, strict=True)
+                                for r, it in enumerate(its))
+        if table_name:
+            table.write_items(table_name, (
+                table.rec_item(u, model_version, table.encode_items(its, ss[:len(its)], [titles.get(i, i) for i in its]),
+                               generated, exp)
+                for u, its, ss in zip(chunk, lists, scores, strict=True)))
     if out:
-        rows = [{"user_id": u, "model_version": model_version, "rank": r + 1, "item_id": it, "score": float(s),
-                 "title": titles.get(it, it)}
-                for u, its, ss in zip(users, items, scores, strict=True)
-                for r, (it, s) in enumerate(zip(its, ss, strict=True)) if it]
         storage.write_parquet(storage.join(out, f"part-{shard[0]:04d}-of-{shard[1]:04d}.parquet"),
-                              pd.DataFrame(rows))
-    if table_name:
-        exp = expiry(ttl_days)
-        rows = (table.rec_item(u, model_version,
-                               table.encode_items([i for i in its if i], ss[: sum(1 for i in its if i)],
-                                                  [titles.get(i, i) for i in its if i]), generated, exp)
-                for u, its, ss in zip(users, items, scores, strict=True))
-        table.write_items(table_name, rows)
+                              pd.DataFrame(parquet_rows))
     result = {"model_version": model_version, "shard": f"{shard[0]}/{shard[1]}", "users": int(len(users)),
               "first_user": str(users[0]) if len(users) else None, "top_n": top_n, "score_seconds": round(t_score, 3),
               "total_seconds": round(time.perf_counter() - t0, 3), "generated_at": generated}
