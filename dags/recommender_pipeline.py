@@ -7,7 +7,8 @@ DynamoDB and rolls the serving service.
 
 `plan` → `snapshot` → `train` → `gate` → `score` (one task per user shard) →
 `publish` (verify + completion marker) → `latest_only` → `deploy_enabled` →
-`build_image` → `deploy` → `record_live`; `summary` runs last either way.
+`build_image` → `deploy` → `record_live` → `summary`; `retain` runs last whatever happened
+(keeps the live and previous versions' rows from expiring).
 
 * Container stages run on `RECSYS_COMPUTE` = `local` | `docker` | `ecs`, same command line.
 * Backfills re-run snapshot → publish for past dates; `latest_only` never lets them roll the service.
@@ -158,8 +159,8 @@ def recommender_pipeline():
     def record_live(p: dict, deployed: dict) -> dict:
         from recsys import pipeline
 
-        pointer = {"model_version": p["model_version"], "model_uri": p["model"], "ds": p["ds"],
-                   "deployed": deployed, "deployed_at": pendulum.now("UTC").isoformat()}
+        previous = pipeline.read_json(settings, pipeline.LIVE_POINTER)
+        pointer = pipeline.live_pointer(p, deployed, previous, pendulum.now("UTC").isoformat())
         pipeline.write_json(settings, pipeline.LIVE_POINTER, pointer)
         return pointer
 
@@ -183,7 +184,14 @@ def recommender_pipeline():
         deployed = deploy(p)  # the local app runs from source; the image build is independent
         enabled >> deployed
     live = record_live(p, deployed)
-    live >> summary(p, verdict)
+    done = summary(p, verdict)
+    live >> done
+    # Every night, whatever the gate said: the live and previous versions must not expire.
+    retain = compute_task("retain", [
+        "python", "-m", "tasks.score", "--table", plan_value("table"), "--ttl-days", str(settings.ttl_days),
+        "--retain", plan_value("retain"),
+    ], settings, trigger_rule="all_done")
+    done >> retain
 
 
 recommender_pipeline()

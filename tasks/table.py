@@ -155,6 +155,36 @@ def get_marker(table: str, version: str, *, client=None) -> dict | None:
             "generated_at": item[ATTR_GENERATED_AT]["S"]}
 
 
+def marker_expiry(table_name: str, version: str, *, client=None) -> int | None:
+    client = client or storage.client("dynamodb")
+    item = client.get_item(TableName=table_name, Key={ATTR_USER: {"S": MARKER_USER}, ATTR_VERSION: {"S": version}},
+                           ConsistentRead=True).get("Item")
+    return None if item is None else int(item[ATTR_EXPIRES_AT]["N"])
+
+
+def extend_ttl(table_name: str, version: str, user_ids: Sequence[str], expires_at: int, *, workers: int = 8,
+               client=None) -> int:
+    """Set ``expires_at`` on every existing row of ``version`` (users + marker + fallback).
+
+    Rows that do not exist (users without a row) are left absent, never created.
+    """
+    client = client or storage.client("dynamodb")
+    keys = [*user_ids, MARKER_USER, FALLBACK_USER]
+
+    def update(user: str) -> int:
+        try:
+            client.update_item(TableName=table_name, Key={ATTR_USER: {"S": user}, ATTR_VERSION: {"S": version}},
+                               UpdateExpression="SET #e = :e", ConditionExpression="attribute_exists(#u)",
+                               ExpressionAttributeNames={"#e": ATTR_EXPIRES_AT, "#u": ATTR_USER},
+                               ExpressionAttributeValues={":e": {"N": str(int(expires_at))}})
+        except client.exceptions.ConditionalCheckFailedException:
+            return 0
+        return 1
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return sum(pool.map(update, keys))
+
+
 def get_recommendations(table: str, version: str, user_id: str, *, client=None) -> list[dict] | None:
     client = client or storage.client("dynamodb")
     item = client.get_item(TableName=table, Key={ATTR_USER: {"S": user_id}, ATTR_VERSION: {"S": version}},

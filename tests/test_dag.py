@@ -156,3 +156,21 @@ def test_latest_only_keeps_backfills_away_from_deploy(dag, run_type, start, depl
     op = dag.get_task("latest_only")
     branches = op.choose_branch({"dag_run": FakeRun(DagRunType(run_type), start)})
     assert (list(branches) == ["deploy_enabled"]) is deploys
+
+
+def test_live_pointer_keeps_the_version_it_replaced():
+    p = {"model_version": "v3", "model": "s3://b/models/v3", "ds": "2026-11-23"}
+    first = pipeline.live_pointer(p, {}, None, "now")
+    assert first["previous"] is None
+    old = {"model_version": "v2", "model_uri": "s3://b/models/v2", "previous": {"model_version": "v1"}}
+    assert pipeline.live_pointer(p, {}, old, "now")["previous"] == {"model_version": "v2", "model_uri": "s3://b/models/v2"}
+    # re-deploying the live version keeps its predecessor as the rollback target
+    again = pipeline.live_pointer(p, {}, pipeline.live_pointer(p, {}, old, "t"), "now")
+    assert again["previous"]["model_version"] == "v2"
+    plan = pipeline.plan("2026-11-24", {}, Settings(bucket="b"), again)
+    assert plan["retain"] == "v3=s3://b/models/v3 v2=s3://b/models/v2"
+
+
+def test_retain_runs_whatever_happened(dag):
+    retain = dag.get_task("retain")
+    assert retain.trigger_rule == "all_done" and "summary" in retain.upstream_task_ids

@@ -141,3 +141,29 @@ def test_chunk_size_bounds_memory_without_changing_results(trained, tmp_path):
     many = pd.read_parquet(tmp_path / "many" / "part-0001-of-0002.parquet")
     pd.testing.assert_frame_equal(one, many)
     assert one.user_id.nunique() == 30
+
+
+def test_retain_extends_only_versions_close_to_expiry(trained, boto):
+    from tasks.score import retain
+
+    args = (trained["model"], trained["snapshot"], "v20261123", 5)
+    score_shard(*args, table_name=trained["table"], ttl_days=1)
+    finalize(*args, shards=1, table_name=trained["table"], ttl_days=1)
+    ddb = boto("dynamodb")
+    user = trained["ratings"].user_id.iloc[0]
+
+    def expiry(u):
+        return int(ddb.get_item(TableName=trained["table"], Key={"user_id": {"S": u}, "model_version": {"S": "v20261123"}})
+                   ["Item"]["expires_at"]["N"])
+
+    before = expiry(user)
+    far = retain(trained["table"], {"v20261123": trained["model"]}, ttl_days=1, now=before - 86400)
+    assert "left as is" in far["v20261123"] and expiry(user) == before
+    out = retain(trained["table"], {"v20261123": trained["model"], "v19990101": trained["model"]}, ttl_days=30,
+                 now=before - 3600)
+    assert out["v20261123"] == "62 rows extended by 30 days"  # 60 users + marker + fallback
+    assert out["v19990101"] == "no marker: nothing to keep"
+    assert expiry(user) == before - 3600 + 30 * 86400 and expiry("__complete__") == expiry(user)
+    # rows are only updated, never created
+    assert "Item" not in ddb.get_item(TableName=trained["table"],
+                                      Key={"user_id": {"S": "nobody"}, "model_version": {"S": "v20261123"}})

@@ -39,8 +39,22 @@ def plan(ds: str, params: dict, settings: Settings, live: dict | None) -> dict[s
         "snapshot": settings.s3(f"datasets/ds={ds}"), "quarantine": settings.s3(f"quarantine/ds={ds}"),
         "model": settings.s3(f"models/{version}"), "champion": champion,
         "live_version": (live or {}).get("model_version", ""),
+        # versions whose rows must not expire: the live one and the one before it (rollback)
+        "retain": " ".join(f"{v['model_version']}={v['model_uri']}" for v in (live, (live or {}).get("previous"))
+                           if v and v.get("model_version")),
         "top_n": int(params.get("top_n", 10)), "shards": shards,
     }
+
+
+def live_pointer(p: dict, deployed: dict, previous: dict | None, now: str) -> dict:
+    """The new ``models/_live.json``: this version, and the one it replaced (kept for rollback)."""
+    prev = None
+    if previous and previous.get("model_version") and previous["model_version"] != p["model_version"]:
+        prev = {"model_version": previous["model_version"], "model_uri": previous["model_uri"]}
+    elif previous:
+        prev = previous.get("previous")
+    return {"model_version": p["model_version"], "model_uri": p["model"], "ds": p["ds"], "deployed": deployed,
+            "deployed_at": now, "previous": prev}
 
 
 def score_argvs(p: dict, ttl_days: int) -> list[list[str]]:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from tasks import storage, table
-from tasks.constants import FALLBACK_USER, ITEM_ID, ITEMS_FILE, RATINGS_FILE, TITLE, USER_ID
+from tasks.constants import FALLBACK_USER, ITEM_ID, ITEMS_FILE, META_FILE, RATINGS_FILE, TITLE, USER_ID
 
 log = logging.getLogger(__name__)
 
@@ -135,3 +135,25 @@ def finalize(model_uri: str, ratings_uri: str, model_version: str, top_n: int, s
     table.put_marker(table_name, model_version, len(expected), top_n, generated, exp)
     log.info("version %s complete: %d users", model_version, len(expected))
     return {"model_version": model_version, "users": int(len(expected)), "complete": True}
+
+
+def retain(table_name: str, versions: dict[str, str], ttl_days: int, now: float | None = None) -> dict:
+    """Keep the given versions (``{model_version: model_uri}``, e.g. live and previous) from expiring.
+
+    A version is refreshed only when its marker expires within half the TTL, so
+    the extra writes happen about twice per TTL period, not every night.
+    """
+    now = time.time() if now is None else now
+    out = {}
+    for version, model_uri in versions.items():
+        current = table.marker_expiry(table_name, version)
+        if current is None:
+            out[version] = "no marker: nothing to keep"
+        elif current - now > ttl_days * 86400 / 2:
+            out[version] = f"expires in {(current - now) / 86400:.1f} days: left as is"
+        else:
+            users = storage.read_json(storage.join(model_uri, META_FILE))["user_ids"]
+            n = table.extend_ttl(table_name, version, users, int(now + ttl_days * 86400))
+            out[version] = f"{n} rows extended by {ttl_days} days"
+        log.info("retain %s: %s", version, out[version])
+    return out

@@ -2,6 +2,7 @@
 
 Score one shard:  ``--model URI --ratings URI --model-version V --top-n N [--shard I/N] [--table T | --out URI]``
 Finalize:         ``--finalize --model URI --ratings URI --model-version V --top-n N --shards N --table T``
+Retain:           ``--retain V=URI [V=URI ...] --table T --ttl-days D``  keep these versions from expiring
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from tasks.constants import DEFAULT_TABLE, DEFAULT_TOP_N
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks.score", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="model prefix (s3:// or path)")
-    parser.add_argument("--ratings", required=True, help="snapshot prefix or ratings Parquet file")
-    parser.add_argument("--model-version", required=True)
+    parser.add_argument("--model", help="model prefix (s3:// or path)")
+    parser.add_argument("--ratings", help="snapshot prefix or ratings Parquet file")
+    parser.add_argument("--model-version")
     parser.add_argument("--top-n", type=int, default=DEFAULT_TOP_N)
     parser.add_argument("--shard", default="0/1", help="I/N: score the I-th of N user shards (from 0)")
     dest = parser.add_mutually_exclusive_group()
@@ -30,9 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-size", type=int, default=4096, help="users scored per matrix multiply")
     parser.add_argument("--finalize", action="store_true", help="verify all shards and mark the version complete")
     parser.add_argument("--shards", type=int, default=1, help="with --finalize: how many shards ran")
+    parser.add_argument("--retain", nargs="*", metavar="VERSION=URI",
+                        help="extend the TTL of these versions (live, previous) when close to expiry")
     args = parser.parse_args(argv)
     storage.setup_logging()
-    from tasks.score import finalize, parse_shard, score_shard
+    from tasks.score import finalize, parse_shard, retain, score_shard
+
+    if args.retain is not None:
+        tokens = " ".join(args.retain).split()  # one templated argument may hold several pairs
+        pairs = dict(t.split("=", 1) for t in tokens if "=" in t)
+        print(json.dumps(retain(args.table or os.environ.get("RECSYS_TABLE", DEFAULT_TABLE), pairs, args.ttl_days)))
+        return 0
+    missing = [f for f in ("model", "ratings", "model_version") if not getattr(args, f)]
+    if missing:
+        parser.error("missing " + ", ".join("--" + m.replace("_", "-") for m in missing))
 
     table_name = args.table or (None if args.out else os.environ.get("RECSYS_TABLE", DEFAULT_TABLE))
     if args.finalize:
