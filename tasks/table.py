@@ -138,11 +138,17 @@ def existing_users(table: str, version: str, user_ids: Sequence[str], *, workers
 
 def put_marker(table: str, version: str, users: int, top_n: int, generated_at: str, expires_at: int,
                *, client=None) -> None:
+    """Mark ``version`` complete. Conditional: a marker from a later publish (newer
+    ``generated_at``, ISO-8601 UTC so strings order like times) is never overwritten
+    by a slower, older retry; raises ``ConditionalCheckFailedException`` then."""
     client = client or storage.client("dynamodb")
     client.put_item(TableName=table, Item={
         ATTR_USER: {"S": MARKER_USER}, ATTR_VERSION: {"S": version}, ATTR_USERS: {"N": str(users)},
         ATTR_TOP_N: {"N": str(top_n)}, ATTR_GENERATED_AT: {"S": generated_at},
-        ATTR_EXPIRES_AT: {"N": str(int(expires_at))}})
+        ATTR_EXPIRES_AT: {"N": str(int(expires_at))}},
+        ConditionExpression="attribute_not_exists(#u) OR #g <= :g",
+        ExpressionAttributeNames={"#u": ATTR_USER, "#g": ATTR_GENERATED_AT},
+        ExpressionAttributeValues={":g": {"S": generated_at}})
 
 
 def get_marker(table: str, version: str, *, client=None) -> dict | None:

@@ -167,3 +167,24 @@ def test_retain_extends_only_versions_close_to_expiry(trained, boto):
     # rows are only updated, never created
     assert "Item" not in ddb.get_item(TableName=trained["table"],
                                       Key={"user_id": {"S": "nobody"}, "model_version": {"S": "v20261123"}})
+
+
+def test_min_ratings_leaves_light_users_to_the_fallback(trained):
+    counts = trained["ratings"].user_id.value_counts()
+    threshold = int(counts.median())
+    args = (trained["model"], trained["snapshot"], "v20261123", 5)
+    score_shard(*args, table_name=trained["table"], min_ratings=threshold)
+    result = finalize(*args, shards=1, table_name=trained["table"], min_ratings=threshold)
+    assert result["users"] == int((counts >= threshold).sum()) < len(counts)
+    light = counts.index[counts < threshold][0]
+    assert table.get_recommendations(trained["table"], "v20261123", light) is None
+    assert table.get_recommendations(trained["table"], "v20261123", "__popular__")
+
+
+def test_marker_is_never_overwritten_by_an_older_publish(aws, boto):
+    table.put_marker(aws["table"], "v1", 10, 5, "2026-11-23T02:10:00+00:00", 0)
+    table.put_marker(aws["table"], "v1", 11, 5, "2026-11-23T02:20:00+00:00", 0)  # a later re-run: fine
+    ddb = boto("dynamodb")
+    with pytest.raises(ddb.exceptions.ConditionalCheckFailedException):
+        table.put_marker(aws["table"], "v1", 9, 5, "2026-11-23T02:15:00+00:00", 0)
+    assert table.get_marker(aws["table"], "v1")["users"] == 11

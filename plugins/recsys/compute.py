@@ -25,7 +25,7 @@ from recsys.settings import Settings
 # (never at parse time, so credentials do not end up in the serialized DAG).
 PASSTHROUGH_ENV = (
     "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN", "RECSYS_BUCKET", "RECSYS_TABLE", "RECSYS_TTL_DAYS", "RECSYS_THREADS",
+    "AWS_SESSION_TOKEN", "RECSYS_BUCKET", "RECSYS_TABLE", "RECSYS_TTL_DAYS", "RECSYS_THREADS", "RECSYS_MIN_RATINGS",
 )
 
 

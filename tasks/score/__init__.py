@@ -32,9 +32,15 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def shard_users(user_ids: np.ndarray, index: int, count: int) -> np.ndarray:
-    """Users of one shard: every count-th of the sorted distinct ids (balanced, stable)."""
-    return np.sort(np.unique(user_ids.astype(str)))[index::count]
+def eligible_users(user_ids: np.ndarray, min_ratings: int = 1) -> np.ndarray:
+    """Sorted distinct users with at least ``min_ratings`` ratings; the others get the fallback list."""
+    users, counts = np.unique(user_ids.astype(str), return_counts=True)
+    return users[counts >= max(1, min_ratings)]
+
+
+def shard_users(user_ids: np.ndarray, index: int, count: int, min_ratings: int = 1) -> np.ndarray:
+    """Users of one shard: every count-th of the sorted eligible ids (balanced, stable)."""
+    return eligible_users(user_ids, min_ratings)[index::count]
 
 
 def manifest_uri(model_uri: str, index: int, count: int) -> str:
@@ -59,7 +65,7 @@ def expiry(days: int) -> int:
 
 def score_shard(model_uri: str, ratings_uri: str, model_version: str, top_n: int,
                 shard: tuple[int, int] = (0, 1), table_name: str | None = None, out: str | None = None,
-                ttl_days: int = 30, chunk_size: int = 4096) -> dict:
+                ttl_days: int = 30, chunk_size: int = 4096, min_ratings: int = 1) -> dict:
     from tasks.model import load, set_threads
 
     if top_n <= 0:
@@ -69,7 +75,7 @@ def score_shard(model_uri: str, ratings_uri: str, model_version: str, top_n: int
     rec = load(model_uri)
     ratings, titles = load_inputs(ratings_uri)
     rec.set_seen_from_ratings(ratings[USER_ID].astype(str).to_numpy(), ratings[ITEM_ID].astype(str).to_numpy())
-    users = shard_users(ratings[USER_ID].to_numpy(), *shard)
+    users = shard_users(ratings[USER_ID].to_numpy(), *shard, min_ratings=min_ratings)
     del ratings
     generated = dt.datetime.now(dt.timezone.utc).isoformat()
     exp = expiry(ttl_days)
@@ -112,14 +118,14 @@ def popular_items(ratings: pd.DataFrame, n: int) -> tuple[list[str], list[float]
 
 
 def finalize(model_uri: str, ratings_uri: str, model_version: str, top_n: int, shards: int,
-             table_name: str, ttl_days: int = 30) -> dict:
+             table_name: str, ttl_days: int = 30, min_ratings: int = 1) -> dict:
     """Verify every shard and every user, write the fallback list, then the marker."""
     missing = [i for i in range(shards) if not storage.exists(manifest_uri(model_uri, i, shards))]
     if missing:
         raise RuntimeError(f"shards {missing} of {shards} have no manifest under {model_uri}/shards: "
                            "re-run those score tasks")
     ratings, titles = load_inputs(ratings_uri)
-    expected = np.unique(ratings[USER_ID].astype(str).to_numpy())
+    expected = eligible_users(ratings[USER_ID].to_numpy(), min_ratings)
     found = table.existing_users(table_name, model_version, list(expected))
     absent = sorted(set(expected) - found)
     if absent:

@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     dest.add_argument("--out", help="write Parquet below this prefix instead of DynamoDB")
     parser.add_argument("--ttl-days", type=int, default=int(os.environ.get("RECSYS_TTL_DAYS", "30")))
     parser.add_argument("--chunk-size", type=int, default=4096, help="users scored per matrix multiply")
+    parser.add_argument("--min-ratings", type=int, default=int(os.environ.get("RECSYS_MIN_RATINGS", "1")),
+                        help="users with fewer ratings get no personal row (serving gives them the fallback list)")
     parser.add_argument("--finalize", action="store_true", help="verify all shards and mark the version complete")
     parser.add_argument("--shards", type=int, default=1, help="with --finalize: how many shards ran")
     parser.add_argument("--retain", nargs="*", metavar="VERSION=URI",
@@ -51,14 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         if not table_name:
             parser.error("--finalize needs a table")
         result = finalize(args.model, args.ratings, args.model_version, args.top_n, args.shards, table_name,
-                          args.ttl_days)
+                          args.ttl_days, args.min_ratings)
     else:
         try:
             shard = parse_shard(args.shard)
         except ValueError as err:
             parser.error(str(err))
         result = score_shard(args.model, args.ratings, args.model_version, args.top_n, shard, table_name,
-                             args.out, args.ttl_days, args.chunk_size)
+                             args.out, args.ttl_days, args.chunk_size, args.min_ratings)
     print(json.dumps(result))
     return 0
 
