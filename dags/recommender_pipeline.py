@@ -130,16 +130,10 @@ def recommender_pipeline():
         from recsys import deploy
 
         ecr = EcrHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).conn
-        repo = ecr.describe_repositories(repositoryNames=[settings.ecr_repository])["repositories"][0]
-        tag = deploy.image_tag(settings.project_root)
-        image = f"{repo['repositoryUri']}:{tag}"
-        if deploy.image_exists(ecr, settings.ecr_repository, tag):
-            print(f"image {image} already in ECR: not rebuilt")
-            return image
-        ok, why = deploy.docker_engine_available()
-        if not ok:
-            raise AirflowSkipException(f"serving image not built: {why}. Deploy uses tag {tag} as computed.")
-        return deploy.build_and_push(ecr, settings, repo["repositoryUri"], tag)
+        try:
+            return deploy.ensure_image(ecr, settings)
+        except deploy.NoDockerEngine as err:
+            raise AirflowSkipException(f"serving image not built: {err}") from None
 
     @task
     def deploy(p: dict, image: str | None = None) -> dict:

@@ -93,3 +93,18 @@ def test_failure_alert_arrives_through_sns(aws, boto):
     body = json.loads(messages[0]["Body"])
     assert body["TopicArn"] == aws["alert_topic"]
     assert "Task snapshot of" in body["Message"] and "line 3: not a number" in body["Message"]
+
+
+def test_ensure_image_reuses_an_existing_tag_and_explains_a_missing_engine(ecs_env, monkeypatch):
+    settings, _, out = ecs_env
+    import boto3
+
+    ecr = boto3.client("ecr", region_name="us-east-1")
+    monkeypatch.setattr(deploy, "docker_engine_available", lambda: (False, "no Docker engine reachable"))
+    with pytest.raises(deploy.NoDockerEngine, match="no Docker engine reachable. The image .* would be"):
+        deploy.ensure_image(ecr, settings)
+    tag = deploy.image_tag(settings.project_root)
+    ecr.put_image(repositoryName=settings.ecr_repository, imageTag=tag,
+                  imageManifest=json.dumps({"schemaVersion": 2, "layers": [], "config": {"digest": "sha256:" + "0" * 64}}),
+                  imageManifestMediaType="application/vnd.docker.distribution.manifest.v2+json")
+    assert deploy.ensure_image(ecr, settings) == f"{out['repository']}:{tag}"

@@ -71,6 +71,24 @@ def image_exists(ecr, repository: str, tag: str) -> bool:
     return True
 
 
+class NoDockerEngine(RuntimeError):
+    """The image must be built but no Docker engine is reachable."""
+
+
+def ensure_image(ecr, settings: Settings) -> str:
+    """The serving image URI in ECR for the current sources: pushed if its tag is new."""
+    repo = ecr.describe_repositories(repositoryNames=[settings.ecr_repository])["repositories"][0]
+    tag = image_tag(settings.project_root)
+    image = f"{repo['repositoryUri']}:{tag}"
+    if image_exists(ecr, settings.ecr_repository, tag):
+        log.info("image %s already in ECR: not rebuilt", image)
+        return image
+    ok, why = docker_engine_available()
+    if not ok:
+        raise NoDockerEngine(f"{why}. The image for these sources would be {image}")
+    return build_and_push(ecr, settings, repo["repositoryUri"], tag)
+
+
 def build_and_push(ecr, settings: Settings, repository_uri: str, tag: str) -> str:
     """docker build + push to ECR; the caller has checked that the tag is new."""
     image = f"{repository_uri}:{tag}"
