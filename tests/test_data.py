@@ -151,3 +151,17 @@ def test_snapshot_cli_exit_code_and_message(tmp_path, capsys):
                  "--quarantine", str(tmp_path / "q")])
     assert code == 2
     assert (tmp_path / "q" / "r.csv").exists() and not (tmp_path / "out").exists()
+
+
+def test_row_count_drop_against_previous_snapshot_is_rejected(aws):
+    base = f"s3://{aws['bucket']}"
+    ratings, _ = generate(40, 60, 1200, seed=3)
+    put_csv(f"{base}/raw/ratings/all.csv", ratings)
+    build_snapshot(f"{base}/raw/ratings", "2026-11-22", f"{base}/datasets/ds=2026-11-22", f"{base}/quarantine/x")
+    put_csv(f"{base}/raw/ratings/all.csv", ratings.iloc[:500])  # the upstream export got truncated
+    out, quarantine = f"{base}/datasets/ds={DS}", f"{base}/quarantine/ds={DS}"
+    with pytest.raises(DataValidationError, match=r"500 ratings, down 58% from 1200 in the snapshot of 2026-11-22"):
+        build_snapshot(f"{base}/raw/ratings", DS, out, quarantine, max_drop=0.5)
+    assert storage.list_files(out) == []
+    assert "truncated" in storage.read_json(f"{quarantine}/_reason.json")["problems"][0]
+    assert build_snapshot(f"{base}/raw/ratings", DS, out, quarantine, max_drop=0.6)["rows"] == 500

@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     snap.add_argument("--quarantine", required=True, help="where rejected input is copied")
     snap.add_argument("--rating-min", type=float, default=0.5)
     snap.add_argument("--rating-max", type=float, default=5.0)
+    snap.add_argument("--max-drop", type=float, default=0.5,
+                      help="reject if the row count fell by more than this fraction against the previous "
+                           "snapshot (default 0.5; negative disables)")
 
     syn = sub.add_parser("synthetic", help="write a synthetic data set")
     syn.add_argument("--preset", default="ml-100k")
@@ -48,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "snapshot":
         try:
             result = build_snapshot(args.raw, args.ds, args.out, args.quarantine, args.items,
-                                    args.rating_min, args.rating_max)
+                                    args.rating_min, args.rating_max,
+                                    None if args.max_drop < 0 else args.max_drop)
         except DataValidationError as err:
             log.error("%s\nrejected input was copied to %s; nothing downstream runs and the live "
                       "model keeps serving", err, args.quarantine)

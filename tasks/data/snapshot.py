@@ -60,6 +60,17 @@ def quarantine(files: list[str], dest: str, error: DataValidationError, ds: str)
     )
 
 
+def previous_manifest(out: str, ds: str) -> dict | None:
+    """The manifest of the latest snapshot before ``ds`` next to ``out`` (``…/datasets/ds=D``)."""
+    parent = out.rstrip("/").rsplit("/", 1)[0]
+    best = None
+    for uri in storage.list_files(parent):
+        match = _PARTITION.search(uri)
+        if uri.endswith(MANIFEST_FILE) and match and match.group(1) < ds and (best is None or match.group(1) > best[0]):
+            best = (match.group(1), uri)
+    return storage.read_json(best[1]) if best else None
+
+
 def build_snapshot(
     raw: str,
     ds: str,
@@ -68,6 +79,7 @@ def build_snapshot(
     items: str | None = None,
     rating_min: float = 0.5,
     rating_max: float = 5.0,
+    max_drop: float | None = 0.5,
 ) -> dict:
     """Validate every input file, then write the snapshot; returns its manifest."""
     files = select_files(storage.list_files(raw), ds)
@@ -105,6 +117,15 @@ def build_snapshot(
     before = len(ratings)
     ratings = (ratings.sort_values([USER_ID, ITEM_ID, TIMESTAMP], kind="stable")
                .drop_duplicates([USER_ID, ITEM_ID], keep="last").reset_index(drop=True))
+    prev = previous_manifest(out, ds) if max_drop is not None else None
+    if prev and len(ratings) < prev["rows"] * (1 - max_drop):
+        # No single file is malformed: the reason alone goes to quarantine.
+        error = DataValidationError([Problem(
+            raw, f"{len(ratings)} ratings, down {1 - len(ratings) / prev['rows']:.0%} from {prev['rows']} in the "
+                 f"snapshot of {prev['ds']} (more than --max-drop {max_drop:.0%}); an upstream export is probably "
+                 f"truncated. Re-run with a larger --max-drop if the drop is real")])
+        quarantine([], quarantine_uri, error, ds)
+        raise error
     if catalogue:
         cat = pd.concat(catalogue, ignore_index=True).drop_duplicates(ITEM_ID, keep="last")
     else:
