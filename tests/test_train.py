@@ -18,8 +18,11 @@ def test_train_writes_artifact_beats_baseline_and_is_deterministic(tmp_path):
     cfg = TrainConfig(epochs=8)
     m1 = train(str(path), str(tmp_path / "a"), cfg, ds="2026-11-23", model_version="v20261123")
     train(str(path), str(tmp_path / "b"), cfg)
-    for name in ("model.pt", "meta.json", "metrics.json", "seen.npz"):
+    for name in ("model.pt", "meta.json", "metrics.json", "seen.npz", "report.html"):
         assert (tmp_path / "a" / name).exists()
+    report = (tmp_path / "a" / "report.html").read_text()
+    assert "Model v20261123" in report and "global_mean" in report and "<polyline" in report
+    assert f"{m1['candidate']['rmse']:.4f}" in report
     assert m1["candidate"]["rmse"] < m1["baselines"]["global_mean"]["rmse"]
     assert m1["holdout"]["users"] == 200
     w1 = torch.load(tmp_path / "a" / "model.pt", weights_only=True)

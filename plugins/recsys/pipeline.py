@@ -127,7 +127,8 @@ def summarize(settings: Settings, p: dict, verdict: dict) -> dict:
     live = read_json(settings, LIVE_POINTER) or {}
     out = {"ds": p["ds"], "model_version": p["model_version"], "users_written": users,
            "holdout": verdict["candidate"], "champion": verdict.get("champion"),
-           "live_version": live.get("model_version"), "report": f"{p['model']}/metrics.json"}
+           "live_version": live.get("model_version"), "report": f"{p['model']}/report.html"}
     write_json(settings, f"runs/ds={p['ds']}/summary.json", out)
     log.info("RUN SUMMARY %s", json.dumps(out, default=str))
+    log.info("model report: %s", out["report"])
     return out

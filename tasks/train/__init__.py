@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from tasks import storage
-from tasks.constants import ITEM_ID, METRICS_FILE, RATING, RATINGS_FILE, TIMESTAMP, USER_ID
+from tasks.constants import ITEM_ID, METRICS_FILE, RATING, RATINGS_FILE, REPORT_FILE, TIMESTAMP, USER_ID
 from tasks.model import MF, Recommender, load, save, set_threads
 from tasks.model import metrics as M
 
@@ -231,4 +231,7 @@ def train(ratings_uri: str, out: str, cfg: TrainConfig, champion: str | None = N
     }
     save(out, model, meta, *seen_all)
     storage.write_json(storage.join(out, METRICS_FILE), metrics)
+    from tasks.train.report import render
+
+    storage.write_bytes(storage.join(out, REPORT_FILE), render(model_version, metrics).encode())
     return metrics
