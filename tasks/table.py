@@ -78,6 +78,11 @@ def _key(item: dict) -> tuple[str, str]:
     return item[ATTR_USER]["S"], item[ATTR_VERSION]["S"]
 
 
+def backoff_delay(attempt: int, base: float = 0.05, cap: float = 5.0) -> float:
+    """Capped exponential backoff with full jitter."""
+    return random.uniform(0, min(cap, base * 2 ** attempt))
+
+
 def write_batch(table: str, items: list[dict], *, client=None, max_attempts: int = 8,
                 base_delay: float = 0.05, max_delay: float = 5.0, sleep=time.sleep) -> None:
     """One ``BatchWriteItem`` of <= 25 items, resending ``UnprocessedItems`` with
@@ -89,7 +94,7 @@ def write_batch(table: str, items: list[dict], *, client=None, max_attempts: int
         pending = resp.get("UnprocessedItems", {}).get(table, [])
         if not pending:
             return
-        delay = random.uniform(0, min(max_delay, base_delay * 2 ** attempt))
+        delay = backoff_delay(attempt, base_delay, max_delay)
         log.warning("%d unprocessed item(s), retry %d in %.2fs", len(pending), attempt + 1, delay)
         sleep(delay)
     raise UnwrittenItemsError(table, [_key(p["PutRequest"]["Item"]) for p in pending])
@@ -128,7 +133,7 @@ def existing_users(table: str, version: str, user_ids: Sequence[str], *, workers
             request = resp.get("UnprocessedKeys") or {}
             if not request:
                 return found
-            time.sleep(random.uniform(0, min(5.0, 0.05 * 2 ** attempt)))
+            time.sleep(backoff_delay(attempt))
         raise RuntimeError(f"BatchGetItem on {table} kept returning unprocessed keys")
 
     chunks = [user_ids[n:n + GET_BATCH_SIZE] for n in range(0, len(user_ids), GET_BATCH_SIZE)]
@@ -158,14 +163,7 @@ def get_marker(table: str, version: str, *, client=None) -> dict | None:
     if not item:
         return None
     return {"users": int(item[ATTR_USERS]["N"]), "top_n": int(item[ATTR_TOP_N]["N"]),
-            "generated_at": item[ATTR_GENERATED_AT]["S"]}
-
-
-def marker_expiry(table_name: str, version: str, *, client=None) -> int | None:
-    client = client or storage.client("dynamodb")
-    item = client.get_item(TableName=table_name, Key={ATTR_USER: {"S": MARKER_USER}, ATTR_VERSION: {"S": version}},
-                           ConsistentRead=True).get("Item")
-    return None if item is None else int(item[ATTR_EXPIRES_AT]["N"])
+            "generated_at": item[ATTR_GENERATED_AT]["S"], "expires_at": int(item[ATTR_EXPIRES_AT]["N"])}
 
 
 def extend_ttl(table_name: str, version: str, user_ids: Sequence[str], expires_at: int, *, workers: int = 8,

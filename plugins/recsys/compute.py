@@ -39,14 +39,19 @@ def to_overrides(argv: Sequence[str], settings: Settings) -> dict:
     return {"containerOverrides": [{"name": settings.ecs_container, "command": list(argv)}]}
 
 
+def field_value(argv: Sequence[str], settings: Settings):
+    """argv -> the value of the backend operator's command field."""
+    if settings.compute == "local":
+        return to_bash(argv, settings)
+    if settings.compute == "ecs":
+        return to_overrides(argv, settings)
+    return list(argv)
+
+
 def mapped_values(argvs: Sequence[Sequence[str]], settings: Settings | None = None) -> list:
     """Literal argvs -> the values of the backend's mapped field (run inside a task)."""
     settings = settings or Settings()
-    if settings.compute == "local":
-        return [to_bash(a, settings) for a in argvs]
-    if settings.compute == "ecs":
-        return [to_overrides(a, settings) for a in argvs]
-    return [list(a) for a in argvs]
+    return [field_value(a, settings) for a in argvs]
 
 
 def _docker_operator():
@@ -100,14 +105,8 @@ def compute_task(task_id: str, argv: Sequence[str], settings: Settings | None = 
     """An operator that runs ``argv`` on the configured backend."""
     settings = settings or Settings()
     cls, common = _common(settings, task_id)
-    if settings.compute == "local":
-        value = to_bash(argv, settings)
-    elif settings.compute == "ecs":
-        value = to_overrides(argv, settings)
-    else:
-        value = list(argv)
     return cls(task_id=task_id, execution_timeout=execution_timeout, **{**common, **kwargs},
-               **{_FIELD[settings.compute]: value})
+               **{_FIELD[settings.compute]: field_value(argv, settings)})
 
 
 def compute_mapped(task_id: str, values, settings: Settings | None = None,

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -95,8 +96,6 @@ def build_and_push(ecr, settings: Settings, repository_uri: str, tag: str) -> st
     root = settings.project_root
     subprocess.run(["docker", "build", "-f", "tasks/serve/Dockerfile", "-t", image, "."], cwd=root, check=True)
     auth = ecr.get_authorization_token()["authorizationData"][0]
-    import base64
-
     user, password = base64.b64decode(auth["authorizationToken"]).decode().split(":", 1)
     subprocess.run(["docker", "login", "--username", user, "--password-stdin", auth["proxyEndpoint"]],
                    input=password, text=True, check=True, capture_output=True)

@@ -129,10 +129,6 @@ class Recommender:
         lo, hi = self.rating_range
         return pred.clamp(lo, hi).numpy()
 
-    def scores_index(self, users: torch.Tensor) -> torch.Tensor:
-        """Predicted rating of every item for internal user indexes: (B, I)."""
-        return self.item_scores(users) + (self._bu[users] + self._mu)[:, None]
-
     def item_scores(self, users: torch.Tensor) -> torch.Tensor:
         """The part of the score that ranks items for a user: item bias + dot product, (B, I).
 

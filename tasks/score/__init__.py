@@ -34,7 +34,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def eligible_users(user_ids: np.ndarray, min_ratings: int = 1) -> np.ndarray:
     """Sorted distinct users with at least ``min_ratings`` ratings; the others get the fallback list."""
-    users, counts = np.unique(user_ids.astype(str), return_counts=True)
+    users, counts = np.unique(np.asarray(user_ids).astype(str), return_counts=True)
     return users[counts >= max(1, min_ratings)]
 
 
@@ -74,8 +74,9 @@ def score_shard(model_uri: str, ratings_uri: str, model_version: str, top_n: int
     t0 = time.perf_counter()
     rec = load(model_uri)
     ratings, titles = load_inputs(ratings_uri)
-    rec.set_seen_from_ratings(ratings[USER_ID].astype(str).to_numpy(), ratings[ITEM_ID].astype(str).to_numpy())
-    users = shard_users(ratings[USER_ID].to_numpy(), *shard, min_ratings=min_ratings)
+    user_col = ratings[USER_ID].astype(str).to_numpy()
+    rec.set_seen_from_ratings(user_col, ratings[ITEM_ID].astype(str).to_numpy())
+    users = shard_users(user_col, *shard, min_ratings=min_ratings)
     del ratings
     generated = dt.datetime.now(dt.timezone.utc).isoformat()
     exp = expiry(ttl_days)
@@ -152,11 +153,11 @@ def retain(table_name: str, versions: dict[str, str], ttl_days: int, now: float 
     now = time.time() if now is None else now
     out = {}
     for version, model_uri in versions.items():
-        current = table.marker_expiry(table_name, version)
-        if current is None:
+        marker = table.get_marker(table_name, version)
+        if marker is None:
             out[version] = "no marker: nothing to keep"
-        elif current - now > ttl_days * 86400 / 2:
-            out[version] = f"expires in {(current - now) / 86400:.1f} days: left as is"
+        elif marker["expires_at"] - now > ttl_days * 86400 / 2:
+            out[version] = f"expires in {(marker['expires_at'] - now) / 86400:.1f} days: left as is"
         else:
             users = storage.read_json(storage.join(model_uri, META_FILE))["user_ids"]
             n = table.extend_ttl(table_name, version, users, int(now + ttl_days * 86400))

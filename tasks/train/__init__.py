@@ -209,9 +209,8 @@ def train(ratings_uri: str, out: str, cfg: TrainConfig, champion: str | None = N
         hold_users, hold_items = user_ids[uu[ho]], item_ids[ii[ho]]
         pred = champ.predict(hold_users, hold_items)
         items, _ = champ.recommend(user_ids, cfg.top_k)
-        # map the champion's raw ids onto this snapshot's indexes for the ranking metrics
-        lookup = {v: n for n, v in enumerate(item_ids)}
-        recs = np.vectorize(lambda x: lookup.get(x, -1), otypes=[np.int64])(items)
+        # the champion's raw ids onto this snapshot's indexes (the candidate shares them)
+        recs = rec.item_index_of(items.ravel()).reshape(items.shape)
         metrics["champion"] = {"uri": champion, "rmse": M.rmse(pred, rr[ho]), "mae": M.mae(pred, rr[ho]),
                                **M.ranking_metrics(recs, rel[0], rel[1], n_items, cfg.top_k)}
     metrics["holdout"] = {"ratings": int(len(ho)), "users": int((np.diff(rel[0]) > 0).sum())}
