@@ -130,6 +130,17 @@ def test_gate_stops_a_worse_model_and_says_why():
     assert not ok and "does not beat the global mean" in reasons[0]
 
 
+def test_gate_requires_beating_surprise_svd_and_popularity():
+    base = {**METRICS["baselines"], "svd": {"rmse": 0.89, "ndcg@10": 0.05}, "popularity": {"ndcg@10": 0.31}}
+    ok, reasons = pipeline.gate({"candidate": METRICS["candidate"], "baselines": base}, 0.01)
+    assert not ok and len(reasons) == 2
+    assert "does not beat surprise SVD (0.8900)" in reasons[0]
+    assert "does not beat the most-popular list (0.3100)" in reasons[1]
+    # a baseline skipped for size is not checked
+    base["svd"], base["popularity"] = {"skipped": "too large"}, {"ndcg@10": 0.2}
+    assert pipeline.gate({"candidate": METRICS["candidate"], "baselines": base}, 0.01) == (True, [])
+
+
 def test_gate_force_promote_overrides_but_keeps_reasons():
     ok, reasons = pipeline.gate({**METRICS, "champion": {"rmse": 0.5, "ndcg@10": 0.3}}, 0.0, force=True)
     assert ok and reasons

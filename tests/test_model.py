@@ -86,6 +86,30 @@ def test_tutorial_state_dict_loads():
     model = MF(944, 1683, k=10)
     model.load_state_dict(torch.load(buf, weights_only=True))
     assert torch.equal(model.user.weight, tutorial.user.weight)
+    # without a ranking head, recommend ranks by predicted rating, as the tutorial did
+    rec = Recommender(model, [str(u) for u in range(944)], [str(i) for i in range(1683)], rating_range=(-99, 99))
+    assert rec.ranks_by_rating
+    items, scores = rec.recommend(["1"], 5)
+    assert np.allclose(scores[0], rec.predict(["1"] * 5, items[0]), atol=1e-5)
+
+
+def test_ranking_head_orders_recommend_but_not_predict(tmp_path):
+    """With a ranking head, recommend ranks by it; predict stays the rating head."""
+    rec = checkerboard()
+    model = MF(4, 6, k=1, rank_k=1)
+    state = {**rec.model.state_dict(),
+             # the ranking head prefers low item indexes for every user
+             "rank_user.weight": torch.ones(4, 1),
+             "rank_item.weight": torch.tensor([[6.0 - i] for i in range(6)])}
+    model.load_state_dict(state)
+    two = Recommender(model, rec.user_ids, rec.item_ids)
+    items, scores = two.recommend(["u0", "u1", "nobody"], 2)
+    assert items.tolist() == [["i0", "i1"]] * 3
+    assert scores[0].tolist() == [6.0, 5.0]  # relevance, not a rating
+    assert np.allclose(two.predict(["u0", "u1"], ["i4", "i5"]), rec.predict(["u0", "u1"], ["i4", "i5"]))
+    save(str(tmp_path), model, {"user_ids": rec.user_ids.tolist(), "item_ids": rec.item_ids.tolist()},
+         np.zeros(5, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    assert load(str(tmp_path)).recommend(["u1"], 2)[0].tolist() == [["i0", "i1"]]
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -15,7 +15,7 @@ def test_train_writes_artifact_beats_baseline_and_is_deterministic(tmp_path):
     ratings, _ = generate(200, 300, 12_000, seed=3)
     path = tmp_path / "ratings.parquet"
     ratings.astype({"user_id": str, "item_id": str}).to_parquet(path)
-    cfg = TrainConfig(epochs=8)
+    cfg = TrainConfig()
     m1 = train(str(path), str(tmp_path / "a"), cfg, ds="2026-11-23", model_version="v20261123")
     train(str(path), str(tmp_path / "b"), cfg)
     for name in ("model.pt", "meta.json", "metrics.json", "seen.npz", "report.html"):
@@ -23,7 +23,11 @@ def test_train_writes_artifact_beats_baseline_and_is_deterministic(tmp_path):
     report = (tmp_path / "a" / "report.html").read_text()
     assert "Model v20261123" in report and "global_mean" in report and "<polyline" in report
     assert f"{m1['candidate']['rmse']:.4f}" in report
-    assert m1["candidate"]["rmse"] < m1["baselines"]["global_mean"]["rmse"]
+    base = m1["baselines"]
+    # predict (rating head) beats every rating baseline, recommend (ranking head) the popular list
+    assert m1["candidate"]["rmse"] < min(base["global_mean"]["rmse"], base["bias"]["rmse"], base["svd"]["rmse"])
+    assert m1["candidate"]["ndcg@10"] > base["popularity"]["ndcg@10"] > base["svd"]["ndcg@10"]
+    assert m1["ranking_head"]["factors"] == cfg.rank_factors and meta_rank_k(tmp_path / "a") == cfg.rank_factors
     assert m1["holdout"]["users"] == 200
     w1 = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
     w2 = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
@@ -31,6 +35,20 @@ def test_train_writes_artifact_beats_baseline_and_is_deterministic(tmp_path):
     meta = json.loads((tmp_path / "a" / "meta.json").read_text())
     assert meta["model_version"] == "v20261123" and meta["config"]["factors"] == cfg.factors
     assert meta["constructor"]["n_user"] == 200 and len(meta["user_ids"]) == 200
+
+
+def meta_rank_k(path) -> int:
+    return json.loads((path / "meta.json").read_text())["constructor"]["rank_k"]
+
+
+def test_svd_baseline_is_skipped_above_its_size_cap(tmp_path):
+    ratings, _ = generate(50, 60, 1_500, seed=5)
+    path = tmp_path / "r.parquet"
+    ratings.to_parquet(path)
+    m = train(str(path), str(tmp_path / "m"), TrainConfig(svd_baseline_max_ratings=100, rank_factors=0))
+    assert "svd_baseline_max_ratings 100" in m["baselines"]["svd"]["skipped"]
+    assert "svd_baseline_max_ratings 100" in (tmp_path / "m" / "report.html").read_text()
+    assert meta_rank_k(tmp_path / "m") == 0  # rank_factors=0: ranked by predicted rating
 
 
 def test_champion_is_scored_on_the_same_holdout(tmp_path):

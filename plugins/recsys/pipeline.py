@@ -66,9 +66,12 @@ def score_argvs(p: dict, ttl_days: int) -> list[list[str]]:
 def gate(metrics: dict, tolerance: float, force: bool = False) -> tuple[bool, list[str]]:
     """Promote the candidate? Returns (promote, reasons); reasons explain every failed check.
 
-    The candidate must beat the global-mean and bias-only baselines on holdout
-    RMSE, and must not be worse than the live model (champion), evaluated on the
-    same holdout, by more than ``tolerance`` (relative) in RMSE or NDCG@10.
+    On the holdout, the candidate must beat the baselines computed in the same
+    run: the global mean, user+item biases and scikit-surprise's SVD on RMSE
+    (``predict``), the most-popular list on NDCG@10 (``recommend``). It must
+    not be worse than the live model (champion), evaluated on the same
+    holdout, by more than ``tolerance`` (relative) in RMSE or NDCG@10. A
+    baseline that was not computed (SVD above its size cap) is not checked.
     """
     cand = metrics.get("candidate") or {}
     reasons = []
@@ -76,13 +79,14 @@ def gate(metrics: dict, tolerance: float, force: bool = False) -> tuple[bool, li
         reasons.append("no holdout metrics for the candidate (holdout is empty)")
     else:
         base = metrics.get("baselines", {})
-        gm = base.get("global_mean", {}).get("rmse")
-        if gm is not None and not cand["rmse"] < gm:
-            reasons.append(f"RMSE {cand['rmse']:.4f} does not beat the global mean ({gm:.4f})")
-        bias = base.get("bias", {}).get("rmse")
-        if bias is not None and cand["rmse"] > bias * (1 + tolerance):
-            reasons.append(f"RMSE {cand['rmse']:.4f} is worse than user+item biases ({bias:.4f}) "
-                           f"beyond tolerance {tolerance:.1%}")
+        for name, label in (("global_mean", "the global mean"), ("bias", "user+item biases"),
+                            ("svd", "surprise SVD")):
+            value = base.get(name, {}).get("rmse")
+            if value is not None and not cand["rmse"] < value:
+                reasons.append(f"RMSE {cand['rmse']:.4f} does not beat {label} ({value:.4f})")
+        pop = base.get("popularity", {}).get("ndcg@10")
+        if pop is not None and not cand["ndcg@10"] > pop:
+            reasons.append(f"NDCG@10 {cand['ndcg@10']:.4f} does not beat the most-popular list ({pop:.4f})")
         champ = metrics.get("champion")
         if champ:
             if cand["rmse"] > champ["rmse"] * (1 + tolerance):

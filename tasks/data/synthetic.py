@@ -4,6 +4,18 @@ Deterministic for a seed and fully vectorised. The latent model is
 ``z = b_u + b_i + <p_u, q_i> + noise`` with ``z`` mapped onto the MovieLens rating
 histogram by quantiles, so a well-trained biased MF has real structure to find
 and a known noise level it cannot beat.
+
+*Which* items a user rates is not random either (as in MovieLens, people rate
+what they chose to watch): users belong to taste groups, a user's factors are
+their group's taste plus individual noise, and each group draws items by
+``popularity * exp(selection * <taste_g, q_i>)``. So the rated/not-rated
+pattern carries signal a ranking model can learn, popular items are still
+rated most, and chosen items are rated a little higher than random ones.
+
+Calibration: ``noise`` and ``selection`` are set so that the *reference
+baselines* (scikit-surprise's ``SVD()`` and the most-popular list) land near
+their published MovieLens-100k figures; see ``bench/train_bench.py``. The
+generator was never tuned against this project's own model.
 """
 
 from __future__ import annotations
@@ -51,13 +63,22 @@ def _user_counts(rng, n_users: int, n_ratings: int, n_items: int, minimum: int) 
     return counts
 
 
-def _sample_pairs(rng, counts: np.ndarray, popularity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct (user, item) pairs, ``counts[u]`` per user, items drawn by popularity."""
-    n_items = len(popularity)
+def _sample_pairs(rng, counts: np.ndarray, weights: np.ndarray, group: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (user, item) pairs, ``counts[u]`` per user, items drawn by the
+    user's group row of ``weights`` (groups x items)."""
+    n_groups, n_items = weights.shape
     users = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-    cdf = np.cumsum(popularity)
-    cdf /= cdf[-1]
-    items = np.searchsorted(cdf, rng.random(len(users))).astype(np.int64)
+    # One increasing array for all groups: row g's CDF lives in [g, g + 1).
+    cdf = np.cumsum(weights, axis=1)
+    cdf = (cdf / cdf[:, -1:]).clip(max=1 - 1e-12) + np.arange(n_groups)[:, None]
+    cdf = cdf.ravel()
+    g = group[users]
+
+    def draw(rows):
+        return (np.searchsorted(cdf, g[rows] + rng.random(len(rows))) - g[rows] * n_items).clip(0, n_items - 1)
+
+    items = draw(np.arange(len(users))).astype(np.int64)
     for attempt in range(200):
         keys = users * n_items + items
         order = np.argsort(keys, kind="stable")
@@ -68,7 +89,7 @@ def _sample_pairs(rng, counts: np.ndarray, popularity: np.ndarray) -> tuple[np.n
         # Resample only the duplicates; after a while fall back to uniform draws
         # so heavy users of a skewed catalogue still converge.
         n = int(dup.sum())
-        items[dup] = (np.searchsorted(cdf, rng.random(n)) if attempt < 20
+        items[dup] = (draw(np.flatnonzero(dup)) if attempt < 20
                       else rng.integers(0, n_items, n))
     else:  # pragma: no cover - needs counts close to the catalogue size
         raise RuntimeError("could not draw distinct pairs; lower the ratings per user")
@@ -82,7 +103,10 @@ def generate(
     *,
     seed: int = 0,
     factors: int = 8,
-    noise: float = 0.6,
+    noise: float = 0.77,
+    signal: float = 0.8,
+    selection: float = 1.5,
+    groups: int | None = None,
     min_per_user: int = 20,
     start: str = "2024-01-01",
     end: str = "2025-12-31",
@@ -97,13 +121,23 @@ def generate(
     popularity = 1.0 / (rank + 10.0) ** 1.1
     popularity /= popularity.sum()
     counts = _user_counts(rng, n_users, n_ratings, n_items, min_per_user)
-    users, items = _sample_pairs(rng, counts, popularity)
+
+    # Taste groups: a user's factors are the group's taste plus individual noise.
+    n_groups = groups or int(np.clip(n_users // 40, 4, 64))
+    # per-dimension scale so that <p_u, q_i> has standard deviation ``signal``
+    scale = (signal / np.sqrt(factors)) ** 0.5
+    taste = rng.normal(0.0, scale, (n_groups, factors))
+    group = rng.integers(0, n_groups, n_users)
+    p = (0.8 * taste[group] + rng.normal(0.0, 0.6 * scale, (n_users, factors))).astype(np.float32)
+    q = rng.normal(0.0, scale, (n_items, factors)).astype(np.float32)
+    affinity = taste @ q.T  # (groups, items)
+    affinity = (affinity - affinity.mean()) / (affinity.std() + 1e-12)
+    weights = popularity[None, :] * np.exp(selection * affinity)
+    users, items = _sample_pairs(rng, counts, weights, group)
 
     b_user = rng.normal(0.0, 0.35, n_users)
     # Popular items are rated a little higher, as in MovieLens.
     b_item = rng.normal(0.0, 0.45, n_items) + 0.25 * (np.log(popularity) - np.log(popularity).mean()) / np.log(popularity).std()
-    p = rng.normal(0.0, 0.55 / np.sqrt(factors) ** 0.5, (n_users, factors)).astype(np.float32)
-    q = rng.normal(0.0, 0.55 / np.sqrt(factors) ** 0.5, (n_items, factors)).astype(np.float32)
     z = b_user[users] + b_item[items] + np.einsum("nk,nk->n", p[users], q[items]) + rng.normal(0.0, noise, len(users))
     edges = np.quantile(z, np.cumsum(MOVIELENS_HISTOGRAM)[:-1])
     rating = (np.searchsorted(edges, z) + 1).astype(np.float32)

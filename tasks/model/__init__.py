@@ -32,18 +32,29 @@ class MF(nn.Module):
     """Biased MF: ``bias + user_bias[u] + item_bias[i] + <user[u], item[i]>``.
 
     Parameter names match the seed tutorial, so its ``state_dict`` loads as is.
+
+    With ``rank_k > 0`` the model also has a *ranking head*: a second pair of
+    embeddings (``rank_user``, ``rank_item``) fitted to which items each user
+    chose to rate, not to the rating values. ``forward`` (predicted ratings) never
+    uses it; :meth:`Recommender.recommend` ranks by it when it is present,
+    because a rating-trained MF ranks obscure items first over a full catalogue.
+    A tutorial model (``rank_k=0``) ranks by its rating head as before.
     """
 
     def __init__(self, n_user: int, n_item: int, k: int = 10, c_vector: float = 1e-6,
-                 c_bias: float = 1e-6):
+                 c_bias: float = 1e-6, rank_k: int = 0):
         super().__init__()
         self.n_user, self.n_item, self.k = n_user, n_item, k
         self.c_vector, self.c_bias = c_vector, c_bias
+        self.rank_k = rank_k
         self.user_bias = nn.Embedding(n_user, 1)
         self.item_bias = nn.Embedding(n_item, 1)
         self.user = nn.Embedding(n_user, k)
         self.item = nn.Embedding(n_item, k)
         self.bias = nn.Parameter(torch.ones(1))
+        if rank_k:
+            self.rank_user = nn.Embedding(n_user, rank_k)
+            self.rank_item = nn.Embedding(n_item, rank_k)
 
     def forward(self, u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
         # (B, k) * (B, k) -> (B,)
@@ -52,7 +63,7 @@ class MF(nn.Module):
 
     def constructor_args(self) -> dict:
         return {"n_user": self.n_user, "n_item": self.n_item, "k": self.k,
-                "c_vector": self.c_vector, "c_bias": self.c_bias}
+                "c_vector": self.c_vector, "c_bias": self.c_bias, "rank_k": self.rank_k}
 
 
 class Recommender:
@@ -78,6 +89,15 @@ class Recommender:
             self._bu = model.user_bias.weight.detach().float().squeeze(1)  # (U,)
             self._bi = model.item_bias.weight.detach().float().squeeze(1)  # (I,)
             self._mu = float(model.bias.detach().reshape(-1)[0])
+            if model.rank_k:
+                # ranking head: relevance = <rank_user[u], rank_item[i]>; unknown users
+                # get the average user's relevance (close to popularity)
+                self._rank_p = model.rank_user.weight.detach().float()
+                self._rank_qt = model.rank_item.weight.detach().float().T.contiguous()
+                self._default_scores = self._rank_p.mean(0) @ self._rank_qt
+            else:
+                self._rank_p = None
+                self._default_scores = self._bi
         if seen_indptr is None:
             seen_indptr = np.zeros(model.n_user + 1, dtype=np.int64)
             seen_indices = np.zeros(0, dtype=np.int64)
@@ -129,12 +149,20 @@ class Recommender:
         lo, hi = self.rating_range
         return pred.clamp(lo, hi).numpy()
 
-    def item_scores(self, users: torch.Tensor) -> torch.Tensor:
-        """The part of the score that ranks items for a user: item bias + dot product, (B, I).
+    @property
+    def ranks_by_rating(self) -> bool:
+        """True when ``recommend`` ranks by predicted rating (no ranking head)."""
+        return self._rank_p is None
 
-        One fused ``addmm``; the user bias and global mean are constant per row,
-        so they are added to the selected top-k only.
+    def item_scores(self, users: torch.Tensor) -> torch.Tensor:
+        """The part of the score that ranks items for a user, (B, I).
+
+        With a ranking head: its relevance, one matmul. Without: item bias +
+        dot product in one fused ``addmm``; the user bias and global mean are
+        constant per row, so they are added to the selected top-k only.
         """
+        if self._rank_p is not None:
+            return self._rank_p[users] @ self._rank_qt
         # (B, k) @ (k, I) + (I,) -> (B, I)
         return torch.addmm(self._bi, self._p[users], self._qt)
 
@@ -142,9 +170,11 @@ class Recommender:
                   chunk_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` raw item ids and scores per user, best first: shapes (U, n).
 
-        Unknown users get the items ranked by item bias (the non-personal part
-        of the model). Rows shorter than ``n`` (a user who has seen nearly
-        everything) are padded with ``""`` and ``-inf``.
+        Scores are the ranking head's relevance when the model has one (higher
+        is better, not a rating: use :meth:`predict` for ratings), else the
+        predicted rating. Unknown users get the non-personal ranking (the average
+        user's relevance, or the item bias). Rows shorter than ``n`` (a user who
+        has seen nearly everything) are padded with ``""`` and ``-inf``.
         """
         if n <= 0:
             raise ValueError(f"n must be positive, got {n}")
@@ -160,12 +190,13 @@ class Recommender:
                 users = torch.from_numpy(np.where(known, rows, 0))
                 scores = self.item_scores(users)
                 if (~known).any():
-                    scores[torch.from_numpy(~known)] = self._bi
+                    scores[torch.from_numpy(~known)] = self._default_scores
                 if exclude_seen:
                     self._mask_seen(scores, rows)
                 top_s, top_i = _topk_stable(scores, k)
                 # back to predicted ratings: add the per-row constant (user bias + mean)
-                offset = torch.where(torch.from_numpy(known), self._bu[users], 0.0) + self._mu
+                offset = (torch.where(torch.from_numpy(known), self._bu[users], 0.0) + self._mu
+                          if self._rank_p is None else torch.zeros(len(rows)))
                 out_idx[start:start + len(rows), :k] = top_i.numpy()
                 out_scores[start:start + len(rows), :k] = (top_s + offset[:, None]).numpy()
         items = np.where(out_idx >= 0, self.item_ids[np.maximum(out_idx, 0)], "")

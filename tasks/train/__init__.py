@@ -1,8 +1,14 @@
 """Train the biased MF model on a snapshot, evaluate it, write the artifact.
 
-``main()`` reads top to bottom: data, split, model, optimiser, loop, evaluate,
-save. Everything the run depends on is in :class:`TrainConfig`, whose defaults
-are the tuned values; ``meta.json`` records the config actually used.
+``train()`` reads top to bottom: data, split, fit, evaluate, save. Everything the
+run depends on is in :class:`TrainConfig`, whose defaults are the tuned values
+(``bench/train_bench.py`` measures them); ``meta.json`` records the config
+actually used.
+
+The model has two heads (see :class:`tasks.model.MF`): the tutorial's biased MF
+fitted to rating values by ALS (:mod:`tasks.train.als`) carries ``predict``;
+a PureSVD ranking head fitted to which items users rated
+(:mod:`tasks.train.ranking`) carries ``recommend``.
 """
 
 from __future__ import annotations
@@ -21,23 +27,26 @@ from tasks import storage
 from tasks.constants import ITEM_ID, METRICS_FILE, RATING, RATINGS_FILE, REPORT_FILE, TIMESTAMP, USER_ID
 from tasks.model import MF, Recommender, load, save, set_threads
 from tasks.model import metrics as M
+from tasks.train.als import fit_explicit
+from tasks.train.ranking import fit_puresvd
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainConfig:
-    factors: int = 32  # k, the latent dimension
-    epochs: int = 40  # upper bound; early stopping usually ends sooner
-    lr: float = 0.01  # Adam step size
-    batch_size: int = 4096  # ratings per step
-    c_vector: float = 0.05  # L2 on user/item factors (per rating in the batch)
-    c_bias: float = 0.005  # L2 on user/item biases
-    patience: int = 3  # epochs without validation improvement before stopping
+    factors: int = 16  # k of the rating head
+    epochs: int = 12  # ALS iterations, upper bound; early stopping usually ends sooner
+    c_vector: float = 0.1  # L2 on factors, per rating of the row (ALS-WR)
+    c_bias: float = 1.0  # L2 on user/item biases
+    patience: int = 2  # iterations without validation improvement before stopping
+    rank_factors: int = 16  # k of the ranking head; 0 = rank by predicted rating
+    popularity_damping: float = 0.0  # ranking head: item columns scaled by n_i ** -beta
     val_fraction: float = 0.05  # random share of training ratings for early stopping
     holdout_fraction: float = 0.1  # last share of each user's ratings, for the gate
     holdout_min_ratings: int = 5  # users with fewer ratings keep all of them in train
     top_k: int = 10  # cut-off of the ranking metrics
+    svd_baseline_max_ratings: int = 2_000_000  # surprise SVD baseline above this size: skipped
     seed: int = 0
 
 
@@ -86,59 +95,35 @@ def csr(users: np.ndarray, items: np.ndarray, n_users: int) -> tuple[np.ndarray,
     return indptr, items[order]
 
 
-def fit(u: torch.Tensor, i: torch.Tensor, r: torch.Tensor, val: tuple, n_users: int, n_items: int,
-        cfg: TrainConfig) -> tuple[MF, list[dict]]:
-    """Mini-batch Adam on MSE + L2, early-stopped on validation RMSE."""
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    model = MF(n_users, n_items, k=cfg.factors, c_vector=cfg.c_vector, c_bias=cfg.c_bias)
+def fit(u: np.ndarray, i: np.ndarray, r: np.ndarray, val: tuple, n_users: int, n_items: int,
+        cfg: TrainConfig, rating_range: tuple[float, float] = (0.5, 5.0)) -> tuple[MF, list[dict], dict]:
+    """Both heads on internal indexes; returns the model, the rating head's
+    per-iteration history and the ranking head's info.
+
+    The rating head early-stops on ``val``; the ranking head sees every
+    training pair, ``val`` included (it never looks at rating values).
+    """
+    params, history = fit_explicit(u, i, r, n_users, n_items, factors=cfg.factors, reg=cfg.c_vector,
+                                   reg_bias=cfg.c_bias, iterations=cfg.epochs, seed=cfg.seed, val=val,
+                                   patience=cfg.patience, rating_range=rating_range)
+    rank_p = rank_q = None
+    info: dict = {"factors": 0}
+    if cfg.rank_factors:
+        all_u, all_i = np.concatenate([u, val[0]]), np.concatenate([i, val[1]])
+        rank_p, rank_q, info = fit_puresvd(all_u, all_i, n_users, n_items, factors=cfg.rank_factors,
+                                           popularity_damping=cfg.popularity_damping, seed=cfg.seed)
+    model = MF(n_users, n_items, k=cfg.factors, c_vector=cfg.c_vector, c_bias=cfg.c_bias,
+               rank_k=info["factors"])
     with torch.no_grad():
-        model.user.weight.normal_(0, 0.01)
-        model.item.weight.normal_(0, 0.01)
-        model.user_bias.weight.zero_()
-        model.item_bias.weight.zero_()
-        model.bias.fill_(float(r.mean()))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    vu, vi, vr = val
-    best, best_state, bad, history = np.inf, None, 0, []
-    for epoch in range(1, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        model.train()
-        perm = torch.randperm(len(r), generator=gen)
-        total = 0.0
-        for start in range(0, len(r), cfg.batch_size):
-            b = perm[start:start + cfg.batch_size]
-            bu, bi, br = u[b], i[b], r[b]
-            pred = model(bu, bi)
-            mse = torch.mean((pred - br) ** 2)
-            # L2 on the rows this batch touches, as in the seed's loss
-            reg = (cfg.c_vector * (model.user(bu).pow(2).sum(1) + model.item(bi).pow(2).sum(1)).mean()
-                   + cfg.c_bias * (model.user_bias(bu).pow(2) + model.item_bias(bi).pow(2)).mean())
-            loss = mse + reg
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(mse.detach()) * len(b)
-        model.eval()
-        with torch.no_grad():
-            val_rmse = float(torch.sqrt(torch.mean((model(vu, vi).clamp(0.5, 5.0) - vr) ** 2))) if len(vr) else np.nan
-        history.append({"epoch": epoch, "train_rmse": (total / len(r)) ** 0.5, "val_rmse": val_rmse,
-                        "seconds": time.perf_counter() - t0})
-        log.info("epoch %d train_rmse %.4f val_rmse %.4f (%.2fs)", epoch, history[-1]["train_rmse"],
-                 val_rmse, history[-1]["seconds"])
-        if not len(vr):
-            continue
-        if val_rmse < best - 1e-4:
-            best, bad = val_rmse, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                log.info("early stop at epoch %d (best val_rmse %.4f)", epoch, best)
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return model.eval(), history
+        model.bias.copy_(params["mu"])
+        model.user.weight.copy_(params["p"])
+        model.item.weight.copy_(params["q"])
+        model.user_bias.weight.copy_(params["bu"][:, None])
+        model.item_bias.weight.copy_(params["bi"][:, None])
+        if rank_p is not None:
+            model.rank_user.weight.copy_(rank_p)
+            model.rank_item.weight.copy_(rank_q)
+    return model.eval(), history, info
 
 
 def evaluate(rec: Recommender, u: np.ndarray, i: np.ndarray, r: np.ndarray,
@@ -152,20 +137,70 @@ def evaluate(rec: Recommender, u: np.ndarray, i: np.ndarray, r: np.ndarray,
             **M.ranking_metrics(recs, rel[0], rel[1], rec.model.n_item, cfg.top_k)}
 
 
-def baselines(train_u, train_i, train_r, hold_u, hold_i, hold_r, seen, rel, n_users, n_items,
-              cfg: TrainConfig) -> dict[str, dict]:
+def bias_baseline(u: np.ndarray, i: np.ndarray, r: np.ndarray, n_users: int, n_items: int,
+                  lam: float = 10.0, rounds: int = 10) -> tuple[float, np.ndarray, np.ndarray]:
+    """User + item biases by a few rounds of regularised alternating means."""
+    mu = float(r.mean())
+    bu, bi = np.zeros(n_users), np.zeros(n_items)
+    for _ in range(rounds):
+        bi = np.bincount(i, r - mu - bu[u], n_items) / (np.bincount(i, minlength=n_items) + lam)
+        bu = np.bincount(u, r - mu - bi[i], n_users) / (np.bincount(u, minlength=n_users) + lam)
+    return mu, bu, bi
+
+
+def surprise_svd(u: np.ndarray, i: np.ndarray, r: np.ndarray, n_users: int, n_items: int,
+                 rating_range: tuple[float, float], seed: int = 0) -> MF:
+    """scikit-surprise's ``SVD()`` with its defaults, as an :class:`MF` on our indexes.
+
+    Its fitted biases and factors are copied into the tutorial model (same
+    parametrisation), so predictions and full-catalogue rankings are computed
+    vectorised by the same code as the candidate's. Users or items absent from
+    the training data keep zero factors and biases, as surprise treats them.
+    """
+    from surprise import SVD, Dataset, Reader
+
+    frame = pd.DataFrame({"u": u, "i": i, "r": r})
+    trainset = Dataset.load_from_df(frame, Reader(rating_scale=rating_range)).build_full_trainset()
+    algo = SVD(random_state=seed)
+    algo.fit(trainset)
+    users = np.array([trainset.to_raw_uid(x) for x in range(trainset.n_users)], dtype=np.int64)
+    items = np.array([trainset.to_raw_iid(x) for x in range(trainset.n_items)], dtype=np.int64)
+    model = MF(n_users, n_items, k=algo.n_factors)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.zero_()
+        model.bias.fill_(trainset.global_mean)
+        model.user.weight[users] = torch.from_numpy(algo.pu).float()
+        model.item.weight[items] = torch.from_numpy(algo.qi).float()
+        model.user_bias.weight[users, 0] = torch.from_numpy(algo.bu).float()
+        model.item_bias.weight[items, 0] = torch.from_numpy(algo.bi).float()
+    return model.eval()
+
+
+def baselines(train_u, train_i, train_r, hold_u, hold_i, hold_r, seen, rel, user_ids, item_ids,
+              rating_range, cfg: TrainConfig) -> dict[str, dict]:
+    """Global mean, biases, most popular and surprise's SVD on the same split."""
+    n_users, n_items = len(user_ids), len(item_ids)
+    lo, hi = rating_range
     mu = float(train_r.mean())
     out = {"global_mean": {"rmse": M.rmse(np.full(len(hold_r), mu), hold_r),
                            "mae": M.mae(np.full(len(hold_r), mu), hold_r)}}
-    # user + item biases, a few rounds of regularised alternating means
-    bu, bi, lam = np.zeros(n_users), np.zeros(n_items), 10.0
-    for _ in range(10):
-        bi = np.bincount(train_i, train_r - mu - bu[train_u], n_items) / (np.bincount(train_i, minlength=n_items) + lam)
-        bu = np.bincount(train_u, train_r - mu - bi[train_i], n_users) / (np.bincount(train_u, minlength=n_users) + lam)
-    pred = np.clip(mu + bu[hold_u] + bi[hold_i], 0.5, 5.0)
+    mu, bu, bi = bias_baseline(train_u, train_i, train_r, n_users, n_items)
+    pred = np.clip(mu + bu[hold_u] + bi[hold_i], lo, hi)
     out["bias"] = {"rmse": M.rmse(pred, hold_r), "mae": M.mae(pred, hold_r)}
     pop = M.popularity_recs(train_i, n_items, seen[0], seen[1], cfg.top_k)
     out["popularity"] = M.ranking_metrics(pop, rel[0], rel[1], n_items, cfg.top_k)
+    if len(train_r) > cfg.svd_baseline_max_ratings:
+        out["svd"] = {"skipped": f"{len(train_r)} training ratings > svd_baseline_max_ratings "
+                                 f"{cfg.svd_baseline_max_ratings}"}
+        log.info("surprise SVD baseline skipped: %s", out["svd"]["skipped"])
+    else:
+        t0 = time.perf_counter()
+        svd = surprise_svd(train_u, train_i, train_r, n_users, n_items, rating_range, cfg.seed)
+        fit_seconds = time.perf_counter() - t0
+        rec = Recommender(svd, user_ids, item_ids, seen_indptr=seen[0], seen_indices=seen[1],
+                          rating_range=rating_range)
+        out["svd"] = {**evaluate(rec, hold_u, hold_i, hold_r, rel, cfg), "fit_seconds": fit_seconds}
     return out
 
 
@@ -187,22 +222,24 @@ def train(ratings_uri: str, out: str, cfg: TrainConfig, champion: str | None = N
     log.info("%d ratings, %d users, %d items; train %d, val %d, holdout %d", len(df), n_users, n_items,
              len(split.train), len(split.val), len(split.holdout))
 
-    # -- model and loop -----------------------------------------------------
-    t = lambda a, dtype=torch.long: torch.as_tensor(a, dtype=dtype)  # noqa: E731
+    # -- fit both heads -----------------------------------------------------
     tr, va, ho = split.train, split.val, split.holdout
-    model, history = fit(t(uu[tr]), t(ii[tr]), t(rr[tr], torch.float32),
-                         (t(uu[va]), t(ii[va]), t(rr[va], torch.float32)), n_users, n_items, cfg)
-    fit_seconds = time.perf_counter() - t_start
+    rating_range = (float(rr.min()), float(rr.max()))
+    t_fit = time.perf_counter()
+    model, history, ranking = fit(uu[tr], ii[tr], rr[tr], (uu[va], ii[va], rr[va]), n_users, n_items, cfg,
+                                  rating_range)
+    fit_seconds = time.perf_counter() - t_fit
 
     # -- evaluate on the holdout: candidate, baselines, champion -------------
     fitted = np.concatenate([tr, va])
     seen_train = csr(uu[fitted], ii[fitted], n_users)
     rel = csr(uu[ho], ii[ho], n_users)
-    rec = Recommender(model, user_ids, item_ids, seen_indptr=seen_train[0], seen_indices=seen_train[1])
+    rec = Recommender(model, user_ids, item_ids, seen_indptr=seen_train[0], seen_indices=seen_train[1],
+                      rating_range=rating_range)
     metrics = {"candidate": evaluate(rec, uu[ho], ii[ho], rr[ho], rel, cfg) if len(ho) else {}}
     if len(ho):
-        metrics["baselines"] = baselines(uu[tr], ii[tr], rr[tr], uu[ho], ii[ho], rr[ho], seen_train, rel,
-                                         n_users, n_items, cfg)
+        metrics["baselines"] = baselines(uu[fitted], ii[fitted], rr[fitted], uu[ho], ii[ho], rr[ho], seen_train,
+                                         rel, user_ids, item_ids, rating_range, cfg)
     if champion and len(ho):
         champ = load(champion)
         champ.set_seen_from_ratings(user_ids[uu[fitted]], item_ids[ii[fitted]])
@@ -215,7 +252,9 @@ def train(ratings_uri: str, out: str, cfg: TrainConfig, champion: str | None = N
                                **M.ranking_metrics(recs, rel[0], rel[1], n_items, cfg.top_k)}
     metrics["holdout"] = {"ratings": int(len(ho)), "users": int((np.diff(rel[0]) > 0).sum())}
     metrics["fit_seconds"] = fit_seconds
+    metrics["total_seconds"] = time.perf_counter() - t_start
     metrics["history"] = history
+    metrics["ranking_head"] = ranking
     log.info("candidate %s", {k: round(v, 4) for k, v in metrics["candidate"].items()})
 
     # -- save: weights, id maps, every snapshot pair as "seen" ---------------
@@ -223,7 +262,7 @@ def train(ratings_uri: str, out: str, cfg: TrainConfig, champion: str | None = N
     meta = {
         "model_version": model_version, "ds": ds, "ratings": ratings_uri,
         "user_ids": user_ids.tolist(), "item_ids": item_ids.tolist(),
-        "rating_range": [float(rr.min()), float(rr.max())],
+        "rating_range": list(rating_range),
         "config": dataclasses.asdict(cfg), "numpy": np.__version__, "pandas": pd.__version__,
         "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "n_ratings": int(len(df)),

@@ -13,10 +13,12 @@ LOWER_IS_BETTER = {"rmse", "mae"}
 
 
 def _curve(history: list[dict], width: int = 520, height: int = 220) -> str:
-    series = {"train RMSE": [h["train_rmse"] for h in history], "validation RMSE": [h["val_rmse"] for h in history]}
+    nan = float("nan")
+    series = {"train RMSE": [h.get("train_rmse", nan) for h in history],
+              "validation RMSE": [h.get("val_rmse", nan) for h in history]}
     values = [v for vs in series.values() for v in vs if v == v]  # drop NaN
     if len(history) < 2 or not values:
-        return "<p>(fewer than two epochs: no curve)</p>"
+        return "<p>(fewer than two iterations: no curve)</p>"
     lo, hi = min(values), max(values)
     span = (hi - lo) or 1.0
     pad = 30
@@ -34,13 +36,15 @@ def _curve(history: list[dict], width: int = 520, height: int = 220) -> str:
                      f'font-size="12">{html.escape(name)}</text>')
     return (f'<svg width="{width}" height="{height}" role="img" aria-label="training curve">'
             f'<rect width="100%" height="100%" fill="white" stroke="#ccc"/>{"".join(lines)}'
-            f'<text x="{pad}" y="{height - 8}" font-size="11">epoch 1..{len(history)}; RMSE {lo:.3f}..{hi:.3f}</text></svg>')
+            f'<text x="{pad}" y="{height - 8}" font-size="11">ALS iteration 1..{len(history)}; RMSE {lo:.3f}..{hi:.3f}</text></svg>')
 
 
 def render(model_version: str | None, metrics: dict) -> str:
     rows = {"candidate": metrics.get("candidate", {}), **metrics.get("baselines", {})}
     if metrics.get("champion"):
         rows["live model (champion)"] = metrics["champion"]
+    notes = "".join(f"<li>{html.escape(name)}: {html.escape(values['skipped'])}</li>"
+                    for name, values in rows.items() if "skipped" in values)
     head = "".join(f"<th>{html.escape(m)}</th>" for m in METRICS)
     body = []
     for name, values in rows.items():
@@ -58,6 +62,8 @@ def render(model_version: str | None, metrics: dict) -> str:
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}}</style>
 </head><body><h1>Model {html.escape(str(model_version))}</h1>
 <p>Holdout: {hold.get('ratings', 0)} ratings of {hold.get('users', 0)} users (each user's latest ratings).
-Fit time {metrics.get('fit_seconds', 0):.1f} s. Green: the candidate is better than that row.</p>
-<table><tr><th></th>{head}</tr>{''.join(body)}</table>
+Fit time {metrics.get('fit_seconds', 0):.1f} s. Green: the candidate is better than that row.
+The candidate's ranking metrics come from its ranking head ({metrics.get('ranking_head', {}).get('factors', 0)}
+factors; 0 = ranked by predicted rating).</p>
+<table><tr><th></th>{head}</tr>{''.join(body)}</table>{f"<ul>{notes}</ul>" if notes else ""}
 <h2>Training curve</h2>{_curve(metrics.get("history", []))}</body></html>"""
