@@ -57,8 +57,8 @@ def plan_value(key: str) -> str:
     },
     params={
         "top_n": Param(10, type="integer", minimum=1, maximum=100, description="Items stored per user"),
-        "factors": Param(32, type="integer", minimum=1, maximum=512, description="Latent factors (k)"),
-        "epochs": Param(40, type="integer", minimum=1, maximum=500, description="Maximum training epochs"),
+        "factors": Param(16, type="integer", minimum=1, maximum=512, description="Latent factors (k) of the rating head"),
+        "epochs": Param(12, type="integer", minimum=1, maximum=500, description="Maximum ALS iterations (early stopping usually ends sooner)"),
         "shards": Param(2, type="integer", minimum=1, maximum=1000, description="User shards scored in parallel"),
         "tolerance": Param(0.01, type="number", minimum=0, maximum=1,
                            description="How much worse than the live model a candidate may be (relative)"),
