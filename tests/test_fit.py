@@ -85,3 +85,22 @@ def test_surprise_svd_adapter_predicts_like_surprise():
     ours = model(torch.tensor([a for a, _ in pairs]), torch.tensor([b for _, b in pairs])).clamp(1, 5)
     theirs = [algo.predict(a, b).est for a, b in pairs]
     assert np.allclose(ours.detach().numpy(), theirs, atol=1e-4)
+
+
+def test_popularity_recs_match_a_brute_force_ranking():
+    from tasks.model.metrics import popularity_recs
+
+    rng = np.random.default_rng(4)
+    n_users, n_items, k = 30, 25, 10
+    train_items = rng.integers(0, n_items, 400)
+    train_items[:50] = 3  # a tie-free leader; other counts tie often
+    seen = [rng.choice(n_items, rng.integers(0, n_items + 1), replace=False) for _ in range(n_users)]
+    seen[0] = np.arange(n_items)  # has seen everything
+    seen[1] = np.array([3, 3, 3])  # repeats count once
+    indptr = np.concatenate([[0], np.cumsum([len(s) for s in seen])])
+    got = popularity_recs(train_items, n_items, indptr, np.concatenate(seen).astype(np.int64), k)
+    counts = np.bincount(train_items, minlength=n_items)
+    for user in range(n_users):
+        ranked = [item for item in sorted(range(n_items), key=lambda x: (-counts[x], x)) if item not in seen[user]]
+        expected = (ranked + [-1] * k)[:k]
+        assert got[user].tolist() == expected, user

@@ -57,23 +57,29 @@ def ranking_metrics(recs: np.ndarray, rel_indptr: np.ndarray, rel_indices: np.nd
 
 def popularity_recs(train_items: np.ndarray, n_items: int, seen_indptr: np.ndarray,
                     seen_indices: np.ndarray, k: int) -> np.ndarray:
-    """Most-popular baseline: the k most-rated items each user has not seen."""
-    counts = np.bincount(train_items, minlength=n_items).astype(np.float64)
+    """Most-popular baseline: the k most-rated items each user has not seen, (U, k).
+
+    Without a (users x items) matrix: with items in popularity order and a
+    user's seen ranks sorted, ``s_0 < s_1 < ...``, the j-th unseen position is
+    ``j + #{t : s_t - t <= j}`` (``s_t - t`` is non-decreasing), one
+    ``searchsorted`` over all users at once. Ties rank by lower item index.
+    """
+    counts = np.bincount(train_items, minlength=n_items)
     order = np.argsort(-counts, kind="stable")
+    rank_of = np.empty(n_items, dtype=np.int64)
+    rank_of[order] = np.arange(n_items)
     n_users = len(seen_indptr) - 1
-    max_seen = int(np.diff(seen_indptr).max(initial=0))
-    cand = order[: k + max_seen]  # enough candidates for the heaviest user
-    seen = np.zeros((n_users, len(cand)), dtype=bool)
-    pos = np.full(n_items, -1)
-    pos[cand] = np.arange(len(cand))
-    rows = np.repeat(np.arange(n_users), np.diff(seen_indptr))
-    cols = pos[seen_indices]
-    ok = cols >= 0
-    seen[rows[ok], cols[ok]] = True
-    out = np.full((n_users, k), -1, dtype=np.int64)
-    ranks = np.cumsum(~seen, 1)
-    for j in range(k):  # k is small: one vectorised pass per rank
-        col = np.argmax((ranks == j + 1) & ~seen, axis=1)
-        valid = ((ranks == j + 1) & ~seen).any(1)
-        out[valid, j] = cand[col[valid]]
-    return out
+    users = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(seen_indptr))
+    pairs = np.unique(users * n_items + rank_of[seen_indices])  # by user, then rank; no repeats
+    users, ranks = pairs // n_items, pairs % n_items
+    lengths = np.bincount(users, minlength=n_users)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    t = np.arange(len(ranks)) - np.repeat(starts, lengths)  # index within the user
+    span = n_items + k + 1  # keys of one user stay inside [u * span, (u + 1) * span)
+    keys = users * span + (ranks - t)
+    j = np.arange(k)
+    queries = np.arange(n_users, dtype=np.int64)[:, None] * span + j[None, :]
+    before = np.searchsorted(keys, queries.ravel(), side="right").reshape(n_users, k)
+    shift = before - starts[:, None]  # seen items ranked before the j-th unseen one
+    pos = j[None, :] + shift
+    return np.where(pos < n_items, order[np.minimum(pos, n_items - 1)], -1)

@@ -89,6 +89,23 @@ def temporal_split(df: pd.DataFrame, cfg: TrainConfig) -> Split:
     return Split(train=np.sort(rest[~is_val]), val=np.sort(rest[is_val]), holdout=np.sort(holdout))
 
 
+def encode_ids(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Dense codes 0..n-1 and the raw ids (as strings) they stand for, sorted.
+
+    Integer ids are factorised as integers (numeric order): converting 25M
+    values to strings first costs about a minute at MovieLens-25M scale.
+    """
+    try:
+        codes, uniques = pd.factorize(column, sort=True)
+    except TypeError:  # mixed types: compare as strings
+        codes, uniques = pd.factorize(column.astype(str), sort=True)
+    ids = np.asarray(uniques).astype(str)
+    if len(np.unique(ids)) != len(ids):  # e.g. 1 and "1" in one object column
+        codes, uniques = pd.factorize(column.astype(str), sort=True)
+        ids = np.asarray(uniques).astype(str)
+    return codes.astype(np.int64), ids
+
+
 def csr(users: np.ndarray, items: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.lexsort((items, users))
     indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=n_users))])
@@ -212,10 +229,8 @@ def train(ratings_uri: str, out: str, cfg: TrainConfig, champion: str | None = N
     df = read_ratings(ratings_uri)
     if df.empty:
         raise ValueError(f"{ratings_uri}: no ratings to train on")
-    user_ids = np.sort(df[USER_ID].astype(str).unique())
-    item_ids = np.sort(df[ITEM_ID].astype(str).unique())
-    df["_u"] = np.searchsorted(user_ids, df[USER_ID].astype(str))
-    df["_i"] = np.searchsorted(item_ids, df[ITEM_ID].astype(str))
+    df["_u"], user_ids = encode_ids(df[USER_ID])
+    df["_i"], item_ids = encode_ids(df[ITEM_ID])
     n_users, n_items = len(user_ids), len(item_ids)
     split = temporal_split(df, cfg)
     uu, ii, rr = df["_u"].to_numpy(), df["_i"].to_numpy(), df[RATING].to_numpy(np.float32)

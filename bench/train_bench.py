@@ -1,0 +1,211 @@
+"""Model-quality and training-speed benchmark; every comparison is against a baseline
+fitted in this run on the same split.
+
+    python bench/train_bench.py [--movielens PATH] [--folds 5] [--scale ml-1m] [--scale ml-25m]
+
+Data: MovieLens 100k when it is available (``--movielens`` pointing at ``u.data``,
+a ``ratings.csv``/``ratings.dat`` or their folder, or scikit-surprise's download
+cache ``~/.surprise_data/ml-100k``); otherwise the synthetic stand-in with
+MovieLens-100k's shape (``tasks.data.synthetic``, calibrated so that surprise's
+``SVD()`` and ``BaselineOnly`` land on their published ML-100k RMSE). The
+output says which one was used.
+
+1. k-fold random cross-validation as in surprise's own benchmark: RMSE of
+   ``predict`` and fit time per fold, against surprise ``SVD()`` on the same folds.
+2. Top-N under a 75/25 random per-user split, full ranking over every unseen
+   item: precision@10 and NDCG@10 of ``recommend`` against the most-popular
+   list and surprise ``SVD()``.
+3. Scale: ``python -m tasks.train`` on synthetic data of the given preset's
+   shape under ``/usr/bin/time -v``: fit time, wall time, peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tasks.constants import ITEM_ID, RATING, USER_ID  # noqa: E402
+from tasks.model import Recommender, set_threads  # noqa: E402
+from tasks.model import metrics as M  # noqa: E402
+from tasks.train import TrainConfig, bias_baseline, csr, evaluate, fit, read_ratings, surprise_svd  # noqa: E402
+
+SURPRISE_CACHE = Path.home() / ".surprise_data" / "ml-100k" / "ml-100k" / "u.data"
+
+
+def load_data(movielens: str | None) -> tuple[pd.DataFrame, str]:
+    path = movielens or (str(SURPRISE_CACHE) if SURPRISE_CACHE.exists() else None)
+    if path:
+        p = Path(path)
+        if p.is_dir():
+            p = next(f for name in ("u.data", "ratings.dat", "ratings.csv") if (f := p / name).exists())
+        return read_ratings(str(p)), f"MovieLens: {p}"
+    from tasks.data.synthetic import generate_preset
+
+    ratings, _ = generate_preset("ml-100k", seed=0)
+    return ratings, "synthetic stand-in with MovieLens-100k's shape (no MovieLens copy found)"
+
+
+def indexes(df: pd.DataFrame):
+    user_ids = np.sort(df[USER_ID].astype(str).unique())
+    item_ids = np.sort(df[ITEM_ID].astype(str).unique())
+    u = np.searchsorted(user_ids, df[USER_ID].astype(str)).astype(np.int64)
+    i = np.searchsorted(item_ids, df[ITEM_ID].astype(str)).astype(np.int64)
+    return u, i, df[RATING].to_numpy(np.float32), user_ids, item_ids
+
+
+def fit_default(u, i, r, n_users, n_items, rating_range, seed=0):
+    """What ``python -m tasks.train`` does to the training part: carve the
+    validation share, fit both heads with the default config. Returns (model, seconds)."""
+    cfg = TrainConfig(seed=seed)
+    t0 = time.perf_counter()
+    is_val = np.random.default_rng(seed).random(len(r)) < cfg.val_fraction
+    model, _, _ = fit(u[~is_val], i[~is_val], r[~is_val], (u[is_val], i[is_val], r[is_val]), n_users, n_items,
+                      cfg, rating_range)
+    return model, time.perf_counter() - t0
+
+
+def kfold(df: pd.DataFrame, folds: int) -> dict:
+    u, i, r, user_ids, item_ids = indexes(df)
+    n_users, n_items = len(user_ids), len(item_ids)
+    rr = (float(r.min()), float(r.max()))
+    fold = np.random.default_rng(0).permutation(len(r)) % folds
+    rows = []
+    for f in range(folds):
+        tr, te = fold != f, fold == f
+        model, ours_s = fit_default(u[tr], i[tr], r[tr], n_users, n_items, rr)
+        rec = Recommender(model, user_ids, item_ids, rating_range=rr)
+        t0 = time.perf_counter()
+        svd = surprise_svd(u[tr], i[tr], r[tr], n_users, n_items, rr, seed=0)
+        svd_s = time.perf_counter() - t0
+        srec = Recommender(svd, user_ids, item_ids, rating_range=rr)
+        mu, bu, bi = bias_baseline(u[tr], i[tr], r[tr], n_users, n_items)
+        rows.append({
+            "ours_rmse": M.rmse(rec.predict_index(*_t(u[te], i[te])), r[te]),
+            "svd_rmse": M.rmse(srec.predict_index(*_t(u[te], i[te])), r[te]),
+            "bias_rmse": M.rmse(np.clip(mu + bu[u[te]] + bi[i[te]], *rr), r[te]),
+            "ours_fit_s": ours_s, "svd_fit_s": svd_s,
+        })
+        print(f"  fold {f + 1}/{folds}: RMSE ours {rows[-1]['ours_rmse']:.4f}  SVD {rows[-1]['svd_rmse']:.4f}  "
+              f"biases {rows[-1]['bias_rmse']:.4f} | fit ours {ours_s:.2f}s  SVD {svd_s:.2f}s", flush=True)
+    return {k: float(np.mean([row[k] for row in rows])) for k in rows[0]}
+
+
+def _t(u, i):
+    import torch
+
+    return torch.from_numpy(u), torch.from_numpy(i)
+
+
+def per_user_split(u: np.ndarray, test_share: float, seed: int = 0) -> np.ndarray:
+    """Boolean test mask: a random ``test_share`` of each user's ratings."""
+    key = np.random.default_rng(seed).random(len(u))
+    order = np.lexsort((key, u))
+    counts = np.bincount(u)
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(len(u), dtype=np.int64)
+    rank[order] = np.arange(len(u)) - start[u[order]]
+    return rank < np.round(test_share * counts[u])
+
+
+def topn(df: pd.DataFrame) -> dict:
+    u, i, r, user_ids, item_ids = indexes(df)
+    n_users, n_items = len(user_ids), len(item_ids)
+    rr = (float(r.min()), float(r.max()))
+    te = per_user_split(u, 0.25)
+    tr = ~te
+    seen, rel = csr(u[tr], i[tr], n_users), csr(u[te], i[te], n_users)
+    cfg = TrainConfig()
+    out = {}
+    model, _ = fit_default(u[tr], i[tr], r[tr], n_users, n_items, rr)
+    rec = Recommender(model, user_ids, item_ids, seen_indptr=seen[0], seen_indices=seen[1], rating_range=rr)
+    out["ours"] = evaluate(rec, u[te], i[te], r[te], rel, cfg)
+    svd = surprise_svd(u[tr], i[tr], r[tr], n_users, n_items, rr, seed=0)
+    srec = Recommender(svd, user_ids, item_ids, seen_indptr=seen[0], seen_indices=seen[1], rating_range=rr)
+    out["svd"] = evaluate(srec, u[te], i[te], r[te], rel, cfg)
+    pop = M.popularity_recs(i[tr], n_items, seen[0], seen[1], cfg.top_k)
+    out["popularity"] = M.ranking_metrics(pop, rel[0], rel[1], n_items, cfg.top_k)
+    return out
+
+
+def scale(preset: str, workdir: Path) -> dict:
+    from tasks.data.synthetic import generate_preset
+
+    ratings_path = workdir / f"{preset}.parquet"
+    t0 = time.perf_counter()
+    ratings, _ = generate_preset(preset, seed=0)
+    ratings.to_parquet(ratings_path)
+    gen_s = time.perf_counter() - t0
+    del ratings
+    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "tasks.train", "--ratings", str(ratings_path),
+           "--out", str(workdir / f"model-{preset}")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    if proc.returncode:
+        raise SystemExit(f"tasks.train failed on {preset}:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", proc.stderr).group(1)
+    parts = [float(x) for x in wall.split(":")]
+    wall_s = sum(v * 60 ** n for n, v in enumerate(reversed(parts)))
+    return {"generate_s": gen_s, "fit_s": result["fit_seconds"], "wall_s": wall_s, "peak_rss_gb": rss_kb / 2**20,
+            "rmse": result["candidate"]["rmse"], "ndcg@10": result["candidate"]["ndcg@10"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--movielens", help="MovieLens ratings file or folder (default: surprise's cache)")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--scale", action="append", default=None,
+                        help="synthetic preset for the scale run (repeatable; default ml-1m; 'none' to skip)")
+    args = parser.parse_args(argv)
+    set_threads()
+    df, source = load_data(args.movielens)
+    print(f"data: {source}; {len(df)} ratings")
+
+    print(f"\n1. {args.folds}-fold random CV, RMSE of predict (targets: RMSE <= 0.900, fit time <= SVD's)")
+    cv = kfold(df, args.folds)
+    print(f"  mean: RMSE ours {cv['ours_rmse']:.4f}  surprise SVD {cv['svd_rmse']:.4f}  biases "
+          f"{cv['bias_rmse']:.4f}  -> ours/SVD {cv['ours_rmse'] / cv['svd_rmse']:.3f}x")
+    print(f"  mean fit: ours {cv['ours_fit_s']:.2f}s  SVD {cv['svd_fit_s']:.2f}s  -> ours/SVD "
+          f"{cv['ours_fit_s'] / cv['svd_fit_s']:.2f}x  [{'met' if cv['ours_rmse'] <= 0.900 else 'NOT met'} RMSE, "
+          f"{'met' if cv['ours_fit_s'] <= cv['svd_fit_s'] else 'NOT met'} fit time]")
+
+    print("\n2. top-10 under a 75/25 per-user split, all unseen items ranked "
+          "(targets: P@10 >= 1.5x most popular, NDCG@10 >= 0.35)")
+    res = topn(df)
+    for name in ("ours", "popularity", "svd"):
+        m = res[name]
+        print(f"  {name:<10} P@10 {m['precision@10']:.4f}  R@10 {m['recall@10']:.4f}  NDCG@10 {m['ndcg@10']:.4f}  "
+              f"MAP@10 {m['map@10']:.4f}  coverage {m['coverage']:.3f}")
+    ratio = res["ours"]["precision@10"] / res["popularity"]["precision@10"]
+    print(f"  P@10 ours/popular {ratio:.2f}x [{'met' if ratio >= 1.5 else 'NOT met'}]  NDCG@10 "
+          f"{res['ours']['ndcg@10']:.4f} [{'met' if res['ours']['ndcg@10'] >= 0.35 else 'NOT met'}]")
+
+    presets = [p for p in (args.scale or ["ml-1m"]) if p != "none"]
+    if presets:
+        print("\n3. scale: python -m tasks.train on synthetic data under /usr/bin/time -v "
+              "(targets: ml-1m fit <= 30 s; ml-25m <= 10 min and <= 6 GB)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for preset in presets:
+            s = scale(preset, Path(tmp))
+            print(f"  {preset}: fit {s['fit_s']:.1f}s, whole command {s['wall_s']:.1f}s (evaluation and "
+                  f"baselines included), peak RSS {s['peak_rss_gb']:.2f} GB; holdout RMSE {s['rmse']:.4f}, "
+                  f"NDCG@10 {s['ndcg@10']:.4f} (data generated in {s['generate_s']:.1f}s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
