@@ -77,14 +77,14 @@ def test_surprise_svd_adapter_predicts_like_surprise():
     u = rng.integers(0, 30, 600)
     i = rng.integers(0, 40, 600)
     r = rng.integers(1, 6, 600).astype(np.float32)
-    model = surprise_svd(u, i, r, 32, 41, (1.0, 5.0), seed=7)  # user 31, items 40 never rated
+    model, seconds = surprise_svd(u, i, r, 32, 41, (1.0, 5.0), seed=7)  # user 31, items 40 never rated
     algo = SVD(random_state=7)
     algo.fit(Dataset.load_from_df(pd.DataFrame({"u": u, "i": i, "r": r}),
                                   Reader(rating_scale=(1, 5))).build_full_trainset())
     pairs = [(0, 0), (5, 17), (31, 3), (2, 40)]
     ours = model(torch.tensor([a for a, _ in pairs]), torch.tensor([b for _, b in pairs])).clamp(1, 5)
     theirs = [algo.predict(a, b).est for a, b in pairs]
-    assert np.allclose(ours.detach().numpy(), theirs, atol=1e-4)
+    assert np.allclose(ours.detach().numpy(), theirs, atol=1e-4) and seconds > 0
 
 
 def test_popularity_recs_match_a_brute_force_ranking():

@@ -70,7 +70,8 @@ def popularity_recs(train_items: np.ndarray, n_items: int, seen_indptr: np.ndarr
     rank_of[order] = np.arange(n_items)
     n_users = len(seen_indptr) - 1
     users = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(seen_indptr))
-    pairs = np.unique(users * n_items + rank_of[seen_indices])  # by user, then rank; no repeats
+    pairs = np.sort(users * n_items + rank_of[seen_indices])  # by user, then rank
+    pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]  # no repeats
     users, ranks = pairs // n_items, pairs % n_items
     lengths = np.bincount(users, minlength=n_users)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])

@@ -116,13 +116,16 @@ def _sides(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int) -> tuple[Si
 
 def fit_explicit(u: np.ndarray, i: np.ndarray, r: np.ndarray, n_users: int, n_items: int, *,
                  factors: int, reg: float, reg_bias: float, iterations: int, seed: int,
-                 val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, patience: int = 2,
+                 val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, patience: int = 1,
+                 min_improvement: float = 5e-4,
                  rating_range: tuple[float, float] = (0.5, 5.0), init_std: float = 0.1,
                  ) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """Biased MF by ALS on the observed ratings; early-stopped on validation RMSE.
 
     Row ``u`` solves ``min sum_j (r_uj - mu - b_j - b_u - p_u.q_j)^2 + reg*n_u*|p_u|^2
     + reg_bias*b_u^2``: ``[p_u, b_u]`` together against ``[q_j, 1]``.
+    Stops after ``patience`` iterations that improve validation RMSE by less than
+    ``min_improvement`` and keeps the best iterate.
     Returns the parameters (``mu``, ``p``, ``q``, ``bu``, ``bi``) and a history per iteration.
     """
     gen = torch.Generator().manual_seed(seed)
@@ -164,9 +167,12 @@ def fit_explicit(u: np.ndarray, i: np.ndarray, r: np.ndarray, n_users: int, n_it
         log.info("rating head: iteration %d train_rmse %.4f val_rmse %s (%.2fs)", iteration, train_rmse,
                  f"{entry['val_rmse']:.4f}" if "val_rmse" in entry else "-", entry["seconds"])
         if "val_rmse" in entry:
-            if entry["val_rmse"] < best - 1e-4:
-                best, bad = entry["val_rmse"], 0
+            improved = entry["val_rmse"] < best - min_improvement
+            if entry["val_rmse"] < best:
+                best = entry["val_rmse"]
                 best_params = (p.clone(), q.clone(), bu.clone(), bi.clone())
+            if improved:
+                bad = 0
             else:
                 bad += 1
                 if bad >= patience:
