@@ -103,7 +103,8 @@ def test_synthetic_has_movielens_shape_and_is_deterministic():
     hist = a.rating.value_counts(normalize=True).sort_index().to_numpy()
     np.testing.assert_allclose(hist, [0.061, 0.114, 0.271, 0.342, 0.212], atol=0.01)
     counts = a.item_id.value_counts()
-    assert counts.iloc[:17].sum() > 0.1 * len(a)  # top 1% of items carry >10% of ratings: popularity skew
+    # popularity skew: the top 1% of items carry ~8% of ratings (MovieLens 100k: about 8%), 17x their share
+    assert counts.iloc[:17].sum() > 0.06 * len(a)
 
 
 def put_csv(uri: str, df: pd.DataFrame) -> None:

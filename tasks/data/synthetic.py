@@ -79,8 +79,10 @@ def _sample_pairs(rng, counts: np.ndarray, weights: np.ndarray, group: np.ndarra
         return (np.searchsorted(cdf, g[rows] + rng.random(len(rows))) - g[rows] * n_items).clip(0, n_items - 1)
 
     items = draw(np.arange(len(users))).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    active = np.arange(len(users))  # rows to check: after the first pass, only users with repeats
     for attempt in range(200):
-        keys = users * n_items + items
+        keys = users[active] * n_items + items[active]
         order = np.argsort(keys, kind="stable")
         dup = np.zeros(len(keys), dtype=bool)
         dup[order[1:]] = keys[order[1:]] == keys[order[:-1]]
@@ -88,9 +90,12 @@ def _sample_pairs(rng, counts: np.ndarray, weights: np.ndarray, group: np.ndarra
             break
         # Resample only the duplicates; after a while fall back to uniform draws
         # so heavy users of a skewed catalogue still converge.
-        n = int(dup.sum())
-        items[dup] = (draw(np.flatnonzero(dup)) if attempt < 20
-                      else rng.integers(0, n_items, n))
+        rows = active[dup]
+        items[rows] = (draw(rows) if attempt < 20 else rng.integers(0, n_items, len(rows)))
+        bad = np.unique(users[rows])
+        lengths = counts[bad]
+        active = np.repeat(starts[bad], lengths) + np.arange(lengths.sum()) - np.repeat(
+            np.cumsum(lengths) - lengths, lengths)
     else:  # pragma: no cover - needs counts close to the catalogue size
         raise RuntimeError("could not draw distinct pairs; lower the ratings per user")
     return users, items
