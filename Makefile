@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast lint bench stop clean
+.PHONY: setup run test test-fast lint bench bench-train bench-score stop clean
 
 setup: $(STAMP)
 
@@ -28,8 +28,13 @@ test-fast: setup  ## everything but the end-to-end run
 lint: setup
 	$(BIN)/ruff check dags plugins tasks tests scripts bench
 
-bench: setup  ## benchmarks: ratios against baselines measured in the same run
-	source scripts/env.sh && $(BIN)/python bench/score_bench.py $(BENCH_ARGS)
+bench: bench-train bench-score  ## benchmarks: ratios against baselines measured in the same run
+
+bench-train: setup  ## model quality and training speed (TRAIN_BENCH_ARGS="--movielens PATH --scale ml-25m")
+	$(BIN)/python bench/train_bench.py $(TRAIN_BENCH_ARGS)
+
+bench-score: setup  ## scoring and publishing speed (SCORE_BENCH_ARGS="--preset ml-25m")
+	source scripts/env.sh && $(BIN)/python bench/score_bench.py $(SCORE_BENCH_ARGS)
 
 stop:  ## stop what KEEP=1 left running
 	source scripts/env.sh && $(BIN)/python scripts/stack.py stop-serve; $(BIN)/python scripts/stack.py stop-moto

@@ -19,13 +19,16 @@ import torch
 
 from tasks.data.synthetic import PRESETS
 from tasks.model import MF, Recommender, set_threads
+from tasks.train import TrainConfig
 
 
-def random_model(n_users: int, n_items: int, k: int, seed: int = 0) -> MF:
+def random_model(n_users: int, n_items: int, k: int, rank_k: int = 0, seed: int = 0) -> MF:
+    """A model of the trained model's shape (both heads) with random weights."""
     torch.manual_seed(seed)
-    model = MF(n_users, n_items, k=k)
+    model = MF(n_users, n_items, k=k, rank_k=rank_k)
     with torch.no_grad():
-        for p in (model.user.weight, model.item.weight):
+        for p in (model.user.weight, model.item.weight, *((model.rank_user.weight, model.rank_item.weight)
+                                                          if rank_k else ())):
             p.normal_(0, 0.3)
         model.user_bias.weight.normal_(0, 0.2)
         model.item_bias.weight.normal_(0, 0.2)
@@ -41,16 +44,17 @@ def seen_pairs(n_users: int, n_items: int, n_ratings: int, seed: int = 0):
     return keys // n_items, keys % n_items
 
 
-def bench_scoring(preset: str, top_n: int, k: int, chunk: int) -> None:
+def bench_scoring(preset: str, top_n: int, k: int, rank_k: int, chunk: int) -> None:
     p = PRESETS[preset]
-    model = random_model(p.users, p.items, k)
+    model = random_model(p.users, p.items, k, rank_k)
     rec = Recommender(model, np.arange(p.users).astype(str), np.arange(p.items).astype(str))
     u, i = seen_pairs(p.users, p.items, p.ratings)
     indptr = np.concatenate([[0], np.cumsum(np.bincount(u, minlength=p.users))])
     rec.set_seen(indptr, i[np.lexsort((i, u))])
     users = rec.user_ids
 
-    P, Q = rec._p, rec._q
+    # the matmul recommend does: the ranking head's when there is one
+    P, Q = (rec._p, rec._q) if rank_k == 0 else (rec._rank_p, rec._rank_qt.T)
     t0 = time.perf_counter()
     with torch.no_grad():
         for s in range(0, p.users, chunk):
@@ -60,7 +64,9 @@ def bench_scoring(preset: str, top_n: int, k: int, chunk: int) -> None:
     t0 = time.perf_counter()
     items, scores = rec.recommend(users, top_n, exclude_seen=True, chunk_size=chunk)
     t_score = time.perf_counter() - t0
-    print(f"[scoring {preset}: {p.users} users x {p.items} items, k={k}, top-{top_n}, {len(u)} seen pairs, "
+    print(f"[scoring {preset}: {p.users} users x {p.items} items, ranked by "
+          f"{'the ranking head, k=' + str(rank_k) if rank_k else 'predicted rating, k=' + str(k)}, top-{top_n}, "
+          f"{len(u)} seen pairs, "
           f"{torch.get_num_threads()} threads]")
     print(f"  bare matmul           {t_matmul:8.3f} s")
     print(f"  recommend (all users) {t_score:8.3f} s   ratio to matmul {t_score / t_matmul:5.2f}x  (target <= 1.5x)")
@@ -130,13 +136,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="ml-1m", choices=sorted(PRESETS))
     parser.add_argument("--top-n", type=int, default=100)
-    parser.add_argument("--factors", type=int, default=32)
+    parser.add_argument("--factors", type=int, default=TrainConfig.factors, help="rating head k")
+    parser.add_argument("--rank-factors", type=int, default=TrainConfig.rank_factors,
+                        help="ranking head k (0: rank by predicted rating, as a tutorial model)")
     parser.add_argument("--chunk", type=int, default=4096)
     parser.add_argument("--publish-users", type=int, default=6040)
     parser.add_argument("--publish-top-n", type=int, default=10)
     args = parser.parse_args()
     set_threads()
-    bench_scoring(args.preset, args.top_n, args.factors, args.chunk)
+    bench_scoring(args.preset, args.top_n, args.factors, args.rank_factors, args.chunk)
     if args.publish_users:
         bench_publish(args.publish_users, args.publish_top_n)
 
