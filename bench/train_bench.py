@@ -3,9 +3,9 @@ fitted in this run on the same split.
 
     python bench/train_bench.py [--movielens PATH] [--folds 5] [--scale ml-1m] [--scale ml-25m]
 
-Data: MovieLens 100k when it is available (``--movielens`` pointing at ``u.data``,
-a ``ratings.csv``/``ratings.dat`` or their folder, or scikit-surprise's download
-cache ``~/.surprise_data/ml-100k``); otherwise the synthetic stand-in with
+Data: MovieLens when it is available (``--movielens`` pointing at ``u.data``,
+a ``ratings.csv``/``ratings.dat`` or their folder; else MovieLens 100k in
+``$RECSYS_MOVIELENS_DIR`` or scikit-surprise's download cache); otherwise the synthetic stand-in with
 MovieLens-100k's shape (``tasks.data.synthetic``, calibrated so that surprise's
 ``SVD()`` and ``BaselineOnly`` land on their published ML-100k RMSE). The
 output says which one was used.
@@ -42,16 +42,20 @@ from tasks.model import Recommender, set_threads  # noqa: E402
 from tasks.model import metrics as M  # noqa: E402
 from tasks.train import TrainConfig, bias_baseline, csr, evaluate, fit, read_ratings, surprise_svd  # noqa: E402
 
-SURPRISE_CACHE = Path.home() / ".surprise_data" / "ml-100k" / "ml-100k" / "u.data"
-
 
 def load_data(movielens: str | None) -> tuple[pd.DataFrame, str]:
-    path = movielens or (str(SURPRISE_CACHE) if SURPRISE_CACHE.exists() else None)
+    """``--movielens`` (a ratings file or folder), else MovieLens 100k where
+    ``tasks.data.bootstrap`` looks for it ($RECSYS_MOVIELENS_DIR, surprise's cache)."""
+    from tasks.data.bootstrap import find_movielens_100k
+
+    path = Path(movielens) if movielens else find_movielens_100k()
     if path:
-        p = Path(path)
-        if p.is_dir():
-            p = next(f for name in ("u.data", "ratings.dat", "ratings.csv") if (f := p / name).exists())
-        return read_ratings(str(p)), f"MovieLens: {p}"
+        if path.is_dir():
+            found = [f for name in ("u.data", "ratings.dat", "ratings.csv") if (f := path / name).exists()]
+            if not found:
+                raise SystemExit(f"{path}: no u.data, ratings.dat or ratings.csv inside")
+            path = found[0]
+        return read_ratings(str(path)), f"MovieLens: {path}"
     from tasks.data.synthetic import generate_preset
 
     ratings, _ = generate_preset("ml-100k", seed=0)

@@ -127,3 +127,15 @@ def test_topk_matches_brute_force_with_heavy_ties(seed):
             ref = np.lexsort((np.arange(40), -scores[r]))[:k]
             assert i[r].tolist() == ref.tolist(), (k, r)
             np.testing.assert_array_equal(s[r].numpy(), scores[r][ref])
+
+
+def test_id_lookup_accepts_ints_strings_and_mixed_input():
+    from tasks.model import IdLookup
+
+    numeric = IdLookup(np.array(["10", "2", "33"]))
+    assert numeric(np.array([2, 33, 7])).tolist() == [1, 2, -1]  # integer fast path
+    assert numeric(["33", "10", "x"]).tolist() == [2, 0, -1]
+    assert numeric(np.array([10, "2"], dtype=object)).tolist() == [0, 1]
+    leading_zero = IdLookup(np.array(["007", "8"]))  # not canonical ints: compared as strings
+    assert leading_zero(np.array([7, 8])).tolist() == [-1, 1]
+    assert leading_zero(["007"]).tolist() == [0]

@@ -66,6 +66,35 @@ class MF(nn.Module):
                 "c_vector": self.c_vector, "c_bias": self.c_bias, "rank_k": self.rank_k}
 
 
+class IdLookup:
+    """Raw id -> internal index, vectorised (a hash index, no per-id Python loop).
+
+    Ids are strings in the artifact. When they are all canonical integers, an
+    integer index answers integer input directly, which spares converting
+    millions of ratings' ids to strings (about 10 s at 25M ratings).
+    """
+
+    def __init__(self, ids: np.ndarray):
+        import pandas as pd
+
+        self._by_str = pd.Index(np.asarray(ids, dtype=object))
+        self._by_int = None
+        try:
+            as_int = np.asarray(ids).astype(np.int64)
+        except (ValueError, OverflowError):
+            return
+        if (as_int.astype(str) == np.asarray(ids)).all():
+            self._by_int = pd.Index(as_int)
+
+    def __call__(self, values) -> np.ndarray:
+        values = np.asarray(values)
+        if values.dtype.kind in "iu" and self._by_int is not None:
+            return self._by_int.get_indexer(values).astype(np.int64)
+        if values.dtype.kind != "U":
+            values = values.astype(str)
+        return self._by_str.get_indexer(values.astype(object)).astype(np.int64)
+
+
 class Recommender:
     """Raw-id API over a trained :class:`MF` (numpy/torch on CPU, batch first)."""
 
@@ -81,6 +110,8 @@ class Recommender:
                 f"model ({model.n_user} users, {model.n_item} items)")
         self.user_index = {u: n for n, u in enumerate(self.user_ids)}
         self.item_index = {i: n for n, i in enumerate(self.item_ids)}
+        self._user_lookup = IdLookup(self.user_ids)
+        self._item_lookup = IdLookup(self.item_ids)
         self.rating_range = rating_range
         with torch.no_grad():
             self._p = model.user.weight.detach().float()  # (U, k)
@@ -124,12 +155,11 @@ class Recommender:
 
     # -- id mapping ---------------------------------------------------------
     def user_index_of(self, user_ids) -> np.ndarray:
-        get = self.user_index.get
-        return np.fromiter((get(str(u), -1) for u in user_ids), dtype=np.int64, count=len(user_ids))
+        """Internal indexes of raw user ids (any dtype; compared as strings), -1 if unknown."""
+        return self._user_lookup(user_ids)
 
     def item_index_of(self, item_ids) -> np.ndarray:
-        get = self.item_index.get
-        return np.fromiter((get(str(i), -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+        return self._item_lookup(item_ids)
 
     # -- API ----------------------------------------------------------------
     def predict(self, user_ids, item_ids) -> np.ndarray:

@@ -34,8 +34,14 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def eligible_users(user_ids: np.ndarray, min_ratings: int = 1) -> np.ndarray:
     """Sorted distinct users with at least ``min_ratings`` ratings; the others get the fallback list."""
-    users, counts = np.unique(np.asarray(user_ids).astype(str), return_counts=True)
-    return users[counts >= max(1, min_ratings)]
+    import pandas as pd
+
+    counts = pd.Series(user_ids).value_counts(sort=False)  # distinct raw ids first: cheap at 25M
+    users = counts.index.to_numpy()[counts.to_numpy() >= max(1, min_ratings)]
+    users = users.astype(str)
+    if len(np.unique(users)) != len(users):  # e.g. 1 and "1" in one object column
+        return eligible_users(np.asarray(user_ids).astype(str), min_ratings)
+    return np.sort(users)
 
 
 def shard_users(user_ids: np.ndarray, index: int, count: int, min_ratings: int = 1) -> np.ndarray:
@@ -74,8 +80,8 @@ def score_shard(model_uri: str, ratings_uri: str, model_version: str, top_n: int
     t0 = time.perf_counter()
     rec = load(model_uri)
     ratings, titles = load_inputs(ratings_uri)
-    user_col = ratings[USER_ID].astype(str).to_numpy()
-    rec.set_seen_from_ratings(user_col, ratings[ITEM_ID].astype(str).to_numpy())
+    user_col = ratings[USER_ID].to_numpy()
+    rec.set_seen_from_ratings(user_col, ratings[ITEM_ID].to_numpy())
     users = shard_users(user_col, *shard, min_ratings=min_ratings)
     del ratings
     generated = dt.datetime.now(dt.timezone.utc).isoformat()
