@@ -27,6 +27,8 @@ from tasks.constants import META_FILE, SEEN_FILE, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
 
+AUTO_CHUNK_ELEMENTS = 1 << 26  # scores held at once by recommend() unless chunk_size is given
+
 
 class MF(nn.Module):
     """Biased MF: ``bias + user_bias[u] + item_bias[i] + <user[u], item[i]>``.
@@ -197,7 +199,7 @@ class Recommender:
         return torch.addmm(self._bi, self._p[users], self._qt)
 
     def recommend(self, user_ids, n: int = 10, exclude_seen: bool = True,
-                  chunk_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+                  chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` raw item ids and scores per user, best first: shapes (U, n).
 
         Scores are the ranking head's relevance when the model has one (higher
@@ -208,6 +210,8 @@ class Recommender:
         """
         if n <= 0:
             raise ValueError(f"n must be positive, got {n}")
+        if chunk_size is None:  # about 256 MB of scores per chunk, at most 4096 users
+            chunk_size = max(64, min(4096, AUTO_CHUNK_ELEMENTS // max(1, self.model.n_item)))
         idx = self.user_index_of(user_ids)
         n_items = self.model.n_item
         k = min(n, n_items)
