@@ -69,14 +69,21 @@ def _sample_pairs(rng, counts: np.ndarray, weights: np.ndarray, group: np.ndarra
     user's group row of ``weights`` (groups x items)."""
     n_groups, n_items = weights.shape
     users = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-    # One increasing array for all groups: row g's CDF lives in [g, g + 1).
     cdf = np.cumsum(weights, axis=1)
-    cdf = (cdf / cdf[:, -1:]).clip(max=1 - 1e-12) + np.arange(n_groups)[:, None]
-    cdf = cdf.ravel()
+    cdf = (cdf / cdf[:, -1:]).clip(max=1 - 1e-12)
     g = group[users]
 
     def draw(rows):
-        return (np.searchsorted(cdf, g[rows] + rng.random(len(rows))) - g[rows] * n_items).clip(0, n_items - 1)
+        # one group at a time: its CDF stays in cache (a 25M-row search over all
+        # groups' CDFs at once is 4x slower)
+        out = np.empty(len(rows), dtype=np.int64)
+        by_group = np.argsort(g[rows], kind="stable")
+        bounds = np.searchsorted(g[rows][by_group], np.arange(n_groups + 1))
+        u = rng.random(len(rows))
+        for gi in range(n_groups):
+            sel = by_group[bounds[gi]:bounds[gi + 1]]
+            out[sel] = np.searchsorted(cdf[gi], u[sel])
+        return out.clip(0, n_items - 1)
 
     items = draw(np.arange(len(users))).astype(np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -154,8 +161,10 @@ def generate(
     ts = first[users] + rng.random(len(users)) * span[users]
     ts = np.minimum(ts, t1).astype(np.int64)
 
-    ratings = pd.DataFrame({USER_ID: users + 1, ITEM_ID: items + 1, RATING: rating, TIMESTAMP: ts})
-    ratings = ratings.sort_values([USER_ID, TIMESTAMP], kind="stable").reset_index(drop=True)
+    # by user, then time (users are already grouped: one int64 key sorts both)
+    order = np.argsort(users * (1 << 32) + (ts - ts.min()), kind="stable")
+    ratings = pd.DataFrame({USER_ID: users[order] + 1, ITEM_ID: items[order] + 1, RATING: rating[order],
+                            TIMESTAMP: ts[order]})
     genres = np.array(["Action", "Comedy", "Drama", "Romance", "Thriller", "Sci-Fi", "Documentary"])
     catalogue = pd.DataFrame({
         ITEM_ID: np.arange(1, n_items + 1),
