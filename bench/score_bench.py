@@ -12,6 +12,7 @@ Peak memory: run under ``/usr/bin/time -v``.
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 
 import numpy as np
@@ -95,6 +96,7 @@ def bench_publish(n_users: int, top_n: int) -> None:
 
     from tasks import table
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access-log line per request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
