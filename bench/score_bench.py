@@ -77,7 +77,7 @@ def bench_scoring(preset: str, top_n: int, k: int, rank_k: int, chunk: int) -> N
     t0 = time.perf_counter()
     with torch.no_grad():
         for user in sample:
-            uidx = rec.user_index[user]
+            uidx = int(rec.user_index_of([user])[0])
             seen = set(rec._seen_indices[indptr[uidx]:indptr[uidx + 1]].tolist())
             preds = []
             for item in range(p.items):

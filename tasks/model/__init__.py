@@ -110,8 +110,6 @@ class Recommender:
             raise ValueError(
                 f"id maps ({len(self.user_ids)} users, {len(self.item_ids)} items) do not match the "
                 f"model ({model.n_user} users, {model.n_item} items)")
-        self.user_index = {u: n for n, u in enumerate(self.user_ids)}
-        self.item_index = {i: n for n, i in enumerate(self.item_ids)}
         self._user_lookup = IdLookup(self.user_ids)
         self._item_lookup = IdLookup(self.item_ids)
         self.rating_range = rating_range
