@@ -15,6 +15,7 @@ Shared by ``tasks.score`` (writes) and ``tasks.serve`` (reads).
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import random
@@ -116,6 +117,68 @@ def write_items(table: str, items: Iterable[dict], *, workers: int = 8, client=N
     if failed:
         raise UnwrittenItemsError(table, failed)
     return len(items)
+
+
+# -- the import-from-S3 path (a new table per version) ---------------------
+
+KEY_SCHEMA = [{"AttributeName": ATTR_USER, "KeyType": "HASH"}, {"AttributeName": ATTR_VERSION, "KeyType": "RANGE"}]
+ATTRIBUTE_DEFINITIONS = [{"AttributeName": ATTR_USER, "AttributeType": "S"},
+                         {"AttributeName": ATTR_VERSION, "AttributeType": "S"}]
+IMPORT_SUFFIX = ".json.gz"
+
+
+def import_file(items: Iterable[dict]) -> bytes:
+    """Items as ImportTable reads them: gzip'd DynamoDB JSON, one ``{"Item": ...}`` per line."""
+    lines = "".join(json.dumps({"Item": it}, separators=(",", ":"), ensure_ascii=False) + "\n" for it in items)
+    return gzip.compress(lines.encode("utf-8"), compresslevel=6)
+
+
+class ImportFailedError(RuntimeError):
+    """DynamoDB's import from S3 ended in FAILED or CANCELLED, or did not finish in time."""
+
+
+def import_table(table_name: str, source_uri: str, *, client=None, poll_seconds: float = 10.0,
+                 timeout_seconds: float = 6 * 3600, sleep=time.sleep, clock=time.monotonic) -> dict:
+    """Create ``table_name`` from the import files below ``source_uri`` and wait for it.
+
+    ``ImportTable`` always creates a new table, so the path is: one table per
+    version, import, then verify and mark it like any other (``tasks.score.finalize``).
+    If the table already exists (a re-run after a completed import), nothing is
+    imported again: the verification that follows decides whether it is whole.
+    Returns the import's description, or ``{"ImportStatus": "SKIPPED", ...}``.
+    """
+    client = client or storage.client("dynamodb")
+    bucket, prefix = storage.split_s3(source_uri)
+    try:
+        client.describe_table(TableName=table_name)
+        log.info("table %s exists: not importing again", table_name)
+        return {"ImportStatus": "SKIPPED", "TableName": table_name}
+    except client.exceptions.ResourceNotFoundException:
+        pass
+    desc = client.import_table(
+        S3BucketSource={"S3Bucket": bucket, "S3KeyPrefix": prefix.rstrip("/") + "/"},
+        InputFormat="DYNAMODB_JSON", InputCompressionType="GZIP",
+        TableCreationParameters={"TableName": table_name, "KeySchema": KEY_SCHEMA,
+                                 "AttributeDefinitions": ATTRIBUTE_DEFINITIONS,
+                                 "BillingMode": "PAY_PER_REQUEST"},
+    )["ImportTableDescription"]
+    arn, deadline = desc["ImportArn"], clock() + timeout_seconds
+    log.info("import %s: %s <- %s", arn, table_name, source_uri)
+    while desc["ImportStatus"] in ("IN_PROGRESS", "CANCELLING"):
+        if clock() > deadline:
+            raise ImportFailedError(f"import {arn} into {table_name} still {desc['ImportStatus']} after "
+                                    f"{timeout_seconds:.0f}s; the version stays invisible")
+        sleep(poll_seconds)
+        desc = client.describe_import(ImportArn=arn)["ImportTableDescription"]
+    if desc["ImportStatus"] != "COMPLETED" or desc.get("ErrorCount"):
+        raise ImportFailedError(
+            f"import {arn} into {table_name} ended {desc['ImportStatus']} "
+            f"({desc.get('FailureCode') or ''} {desc.get('FailureMessage') or ''}, "
+            f"{desc.get('ErrorCount', 0)} item error(s)); the version stays invisible")
+    client.update_time_to_live(TableName=table_name, TimeToLiveSpecification={
+        "Enabled": True, "AttributeName": ATTR_EXPIRES_AT})
+    log.info("import %s: %s items in %s", desc["ImportStatus"], desc.get("ImportedItemCount"), table_name)
+    return desc
 
 
 def existing_users(table: str, version: str, user_ids: Sequence[str], *, workers: int = 8,

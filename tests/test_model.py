@@ -114,19 +114,49 @@ def test_ranking_head_orders_recommend_but_not_predict(tmp_path):
 
 @pytest.mark.parametrize("seed", range(5))
 def test_topk_matches_brute_force_with_heavy_ties(seed):
-    """Exact order: score descending, then item index ascending; -inf rows pad the same way."""
-    from tasks.model import _topk_stable
+    """Exact order: score descending, then item index ascending; -inf rows pad with index -1."""
+    from tasks.model.topk import topk
 
     rng = np.random.default_rng(seed)
-    scores = rng.integers(0, 4, (64, 40)).astype(np.float32)  # few distinct values: ties everywhere
-    scores[rng.random(scores.shape) < 0.3] = -np.inf  # masked (seen) items
+    n_items = 40 + seed * 50  # 40 .. 240 items: k below, at and above half the row
+    scores = rng.integers(0, 4, (64, n_items)).astype(np.float32)  # few distinct values: ties everywhere
+    scores[rng.random(scores.shape) < 0.3] = -np.inf  # masked items
     scores[0] = -np.inf
-    for k in (1, 5, 17, 40):
-        s, i = _topk_stable(torch.from_numpy(scores.copy()), k)
+    scores[1, 5] = np.nan  # never selected
+    for k in (1, 5, 17, 40, n_items, n_items + 3):
+        s, i = topk(scores.copy(), k, threads=2)
         for r in range(len(scores)):
-            ref = np.lexsort((np.arange(40), -scores[r]))[:k]
-            assert i[r].tolist() == ref.tolist(), (k, r)
-            np.testing.assert_array_equal(s[r].numpy(), scores[r][ref])
+            finite = np.flatnonzero(np.isfinite(scores[r]))
+            ref = finite[np.lexsort((finite, -scores[r][finite]))][:k]
+            assert i[r, :len(ref)].tolist() == ref.tolist(), (k, r)
+            np.testing.assert_array_equal(s[r, :len(ref)], scores[r][ref])
+            assert (i[r, len(ref):] == -1).all() and np.isneginf(s[r, len(ref):]).all()
+
+
+def test_topk_excludes_exactly_the_seen_items_of_each_row():
+    from tasks.model.topk import topk
+
+    rng = np.random.default_rng(7)
+    scores = rng.standard_normal((50, 300)).astype(np.float32)
+    seen = [np.sort(rng.choice(300, rng.integers(0, 290), replace=False)) for _ in range(20)]
+    indptr = np.concatenate([[0], np.cumsum([len(x) for x in seen])]).astype(np.int64)
+    indices = np.concatenate(seen).astype(np.int64)
+    rows = rng.integers(-1, 20, 50)  # -1: a row with nothing to exclude
+    s, i = topk(scores.copy(), 25, rows, indptr, indices, threads=2)
+    for r in range(50):
+        allowed = np.setdiff1d(np.arange(300), seen[rows[r]]) if rows[r] >= 0 else np.arange(300)
+        ref = allowed[np.argsort(-scores[r][allowed], kind="stable")][:25]
+        assert i[r, :len(ref)].tolist() == ref.tolist()
+        assert (i[r, len(ref):] == -1).all()
+
+
+def test_topk_rejects_what_it_cannot_score():
+    from tasks.model.topk import topk
+
+    with pytest.raises(ValueError, match="float32"):
+        topk(np.zeros((2, 3)), 1)
+    with pytest.raises(ValueError, match="positive"):
+        topk(np.zeros((2, 3), dtype=np.float32), 0)
 
 
 def test_id_lookup_accepts_ints_strings_and_mixed_input():

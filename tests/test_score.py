@@ -188,3 +188,98 @@ def test_marker_is_never_overwritten_by_an_older_publish(aws, boto):
     with pytest.raises(ddb.exceptions.ConditionalCheckFailedException):
         table.put_marker(aws["table"], "v1", 9, 5, "2026-11-23T02:15:00+00:00", 0)
     assert table.get_marker(aws["table"], "v1")["users"] == 11
+
+
+def test_import_files_hold_exactly_the_rows_batch_publishing_writes(trained):
+    """Shards write gzip'd DynamoDB JSON, one ``{"Item": ...}`` per line, ready for ImportTable."""
+    import gzip
+    import json
+
+    args = (trained["model"], trained["snapshot"], "v20261123", 5)
+    prefix = f"{trained['model']}/import"
+    for i in range(2):
+        score_shard(*args, shard=(i, 2), import_out=prefix)
+    assert table.get_marker(trained["table"], "v20261123") is None  # the batch table was not touched
+    lines = [json.loads(line) for i in range(2) for line in gzip.decompress(
+        storage.read_bytes(f"{prefix}/part-{i:04d}-of-0002{table.IMPORT_SUFFIX}")).splitlines()]
+    users = trained["ratings"].user_id.unique()
+    assert sorted(x["Item"]["user_id"]["S"] for x in lines) == sorted(users)  # each user once
+    for i in range(2):
+        score_shard(*args, shard=(i, 2), table_name=trained["table"])
+    by_user = {r["user_id"]["S"]: r for r in scan_all(__import__("boto3").client("dynamodb"), trained["table"])}
+    for x in lines:
+        row = by_user[x["Item"]["user_id"]["S"]]
+        assert table.decode_items(x["Item"]["items"]) == table.decode_items(row["items"])
+        assert x["Item"]["model_version"] == row["model_version"]
+
+
+def test_import_api_calls_and_a_failed_import_on_the_moto_server_publishes_nothing(trained, boto):
+    """moto runs ImportTable, but its JSON reader also parses JSON *inside* string attributes
+    (our compact ``items``), so there every item fails: a real failed import, which must stop
+    the version. A successful import is checked by the exact API calls below instead."""
+    args = (trained["model"], trained["snapshot"], "v20261123", 5)
+    prefix = f"{trained['model']}/import"
+    score_shard(*args, shard=(0, 1), import_out=prefix)
+    with pytest.raises(table.ImportFailedError, match="ended FAILED.*item error"):
+        finalize(*args, shards=1, table_name="recs-test-v20261123", import_from=prefix)
+    new_rows = scan_all(boto("dynamodb"), "recs-test-v20261123")
+    assert not [r for r in new_rows if r["user_id"]["S"] == "__complete__"]  # no marker: invisible
+
+    calls = []
+
+    class Client:
+        class exceptions:
+            ResourceNotFoundException = KeyError
+
+        def describe_table(self, TableName):
+            raise KeyError(TableName)
+
+        def import_table(self, **kwargs):
+            calls.append(("import_table", kwargs))
+            return {"ImportTableDescription": {"ImportArn": "arn:x", "ImportStatus": "IN_PROGRESS"}}
+
+        def describe_import(self, ImportArn):
+            calls.append(("describe_import", ImportArn))
+            return {"ImportTableDescription": {"ImportArn": ImportArn, "ImportStatus": "COMPLETED",
+                                               "ImportedItemCount": 62, "ErrorCount": 0}}
+
+        def update_time_to_live(self, **kwargs):
+            calls.append(("update_time_to_live", kwargs))
+
+    desc = table.import_table("t-v1", "s3://b/models/v1/import", client=Client(), sleep=lambda s: None)
+    assert desc["ImportStatus"] == "COMPLETED"
+    assert calls[0] == ("import_table", {
+        "S3BucketSource": {"S3Bucket": "b", "S3KeyPrefix": "models/v1/import/"},
+        "InputFormat": "DYNAMODB_JSON", "InputCompressionType": "GZIP",
+        "TableCreationParameters": {"TableName": "t-v1", "KeySchema": table.KEY_SCHEMA,
+                                    "AttributeDefinitions": table.ATTRIBUTE_DEFINITIONS,
+                                    "BillingMode": "PAY_PER_REQUEST"}})
+    assert calls[1] == ("describe_import", "arn:x")
+    assert calls[2] == ("update_time_to_live", {"TableName": "t-v1", "TimeToLiveSpecification": {
+        "Enabled": True, "AttributeName": "expires_at"}})
+
+
+def test_import_that_does_not_complete_fails_loudly_and_publishes_nothing():
+    class Client:
+        class exceptions:
+            ResourceNotFoundException = KeyError
+
+        def __init__(self, statuses):
+            self.statuses = list(statuses)
+
+        def describe_table(self, TableName):
+            raise KeyError(TableName)
+
+        def import_table(self, **kwargs):
+            return {"ImportTableDescription": {"ImportArn": "arn:x", "ImportStatus": self.statuses.pop(0)}}
+
+        def describe_import(self, ImportArn):
+            return {"ImportTableDescription": {"ImportArn": ImportArn, "ImportStatus": self.statuses.pop(0),
+                                               "FailureCode": "ItemValidationError", "ErrorCount": 3}}
+
+    with pytest.raises(table.ImportFailedError, match="ended FAILED.*ItemValidationError.*3 item error"):
+        table.import_table("t", "s3://b/p", client=Client(["IN_PROGRESS", "FAILED"]), sleep=lambda s: None)
+    clock = iter([0.0, 5.0, 99.0])
+    with pytest.raises(table.ImportFailedError, match="still IN_PROGRESS"):
+        table.import_table("t", "s3://b/p", client=Client(["IN_PROGRESS"] * 3), sleep=lambda s: None,
+                           timeout_seconds=10, clock=lambda: next(clock))

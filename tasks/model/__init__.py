@@ -27,7 +27,7 @@ from tasks.constants import META_FILE, SEEN_FILE, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
 
-AUTO_CHUNK_ELEMENTS = 1 << 26  # scores held at once by recommend() unless chunk_size is given
+AUTO_CHUNK_ELEMENTS = 1 << 20  # scores held at once by recommend() (4 MB: stays in cache) unless chunk_size is given
 
 
 class MF(nn.Module):
@@ -184,17 +184,17 @@ class Recommender:
         """True when ``recommend`` ranks by predicted rating (no ranking head)."""
         return self._rank_p is None
 
-    def item_scores(self, users: torch.Tensor) -> torch.Tensor:
-        """The part of the score that ranks items for a user, (B, I).
+    def item_scores(self, users: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The part of the score that ranks items for a user, (B, I), into ``out`` if given.
 
         With a ranking head: its relevance, one matmul. Without: item bias +
         dot product in one fused ``addmm``; the user bias and global mean are
         constant per row, so they are added to the selected top-k only.
         """
         if self._rank_p is not None:
-            return self._rank_p[users] @ self._rank_qt
+            return torch.mm(self._rank_p[users], self._rank_qt, out=out)
         # (B, k) @ (k, I) + (I,) -> (B, I)
-        return torch.addmm(self._bi, self._p[users], self._qt)
+        return torch.addmm(self._bi, self._p[users], self._qt, out=out)
 
     def recommend(self, user_ids, n: int = 10, exclude_seen: bool = True,
                   chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -204,85 +204,44 @@ class Recommender:
         is better, not a rating: use :meth:`predict` for ratings), else the
         predicted rating. Unknown users get the non-personal ranking (the average
         user's relevance, or the item bias). Rows shorter than ``n`` (a user who
-        has seen nearly everything) are padded with ``""`` and ``-inf``.
+        has seen nearly everything) are padded with ``""`` and ``-inf``. Equal
+        scores rank by the item's position in the model (deterministic).
+
+        Users are scored ``chunk_size`` at a time into one reused buffer (by
+        default about 4 MB, so the scores are still in cache when the top-k
+        kernel, :mod:`tasks.model.topk`, reads them).
         """
+        from tasks.model.topk import topk
+
         if n <= 0:
             raise ValueError(f"n must be positive, got {n}")
-        if chunk_size is None:  # about 256 MB of scores per chunk, at most 4096 users
-            chunk_size = max(64, min(4096, AUTO_CHUNK_ELEMENTS // max(1, self.model.n_item)))
-        idx = self.user_index_of(user_ids)
         n_items = self.model.n_item
+        if chunk_size is None:
+            chunk_size = max(8, min(4096, AUTO_CHUNK_ELEMENTS // max(1, n_items)))
+        idx = self.user_index_of(user_ids)
         k = min(n, n_items)
         out_idx = np.full((len(idx), n), -1, dtype=np.int64)
         out_scores = np.full((len(idx), n), -np.inf, dtype=np.float32)
+        buf = torch.empty((min(chunk_size, max(1, len(idx))), n_items), dtype=torch.float32)
+        threads = torch.get_num_threads()
         with torch.no_grad():
             for start in range(0, len(idx), chunk_size):
                 rows = idx[start:start + chunk_size]
                 known = rows >= 0
                 users = torch.from_numpy(np.where(known, rows, 0))
-                scores = self.item_scores(users)
-                if (~known).any():
+                scores = self.item_scores(users, out=buf[:len(rows)])
+                if not known.all():
                     scores[torch.from_numpy(~known)] = self._default_scores
-                if exclude_seen:
-                    self._mask_seen(scores, rows)
-                top_s, top_i = _topk_stable(scores, k)
-                # back to predicted ratings: add the per-row constant (user bias + mean)
-                offset = (torch.where(torch.from_numpy(known), self._bu[users], 0.0) + self._mu
-                          if self._rank_p is None else torch.zeros(len(rows)))
-                out_idx[start:start + len(rows), :k] = top_i.numpy()
-                out_scores[start:start + len(rows), :k] = (top_s + offset[:, None]).numpy()
-        items = np.where(out_idx >= 0, self.item_ids[np.maximum(out_idx, 0)], "")
-        items[~np.isfinite(out_scores)] = ""
+                top_s, top_i = topk(scores.numpy(), k, rows if exclude_seen else None,
+                                    self._seen_indptr, self._seen_indices, threads=threads)
+                if self._rank_p is None:  # back to predicted ratings: add user bias + mean per row
+                    offset = torch.where(torch.from_numpy(known), self._bu[users], 0.0) + self._mu
+                    top_s += offset.numpy()[:, None]
+                out_idx[start:start + len(rows), :k] = top_i
+                out_scores[start:start + len(rows), :k] = top_s
+        items = self.item_ids[np.maximum(out_idx, 0)]
+        items[out_idx < 0] = ""  # padding (the kernel pads with index -1 and score -inf)
         return items, out_scores
-
-    def _mask_seen(self, scores: torch.Tensor, rows: np.ndarray) -> None:
-        ptr = self._seen_indptr
-        safe = np.maximum(rows, 0)
-        starts, ends = ptr[safe], ptr[safe + 1]
-        lengths = np.where(rows >= 0, ends - starts, 0)
-        if lengths.sum() == 0:
-            return
-        row_of = np.repeat(np.arange(len(rows)), lengths)
-        # positions start..end-1 of each row, without a Python loop
-        offs = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        cols = self._seen_indices[np.repeat(starts, lengths) + offs]
-        scores[torch.from_numpy(row_of), torch.from_numpy(cols)] = -torch.inf
-
-
-def _topk_stable(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k per row, best first; equal scores rank by lower item index (deterministic).
-
-    ``torch.topk`` gives no order among ties. Taking k+1 shows exactly which rows
-    have a tie crossing the k-th place (k-th == (k+1)-th score); only those rows
-    are re-selected (everything above the k-th score, then the lowest-index
-    items equal to it), and only rows with equal neighbours are re-sorted.
-    """
-    n_items = scores.shape[1]
-    top_s, top_i = torch.topk(scores, min(k + 1, n_items), dim=1, sorted=True)
-    reselected = torch.zeros(len(top_s), dtype=torch.bool)
-    if top_s.shape[1] > k:
-        crossing = top_s[:, k - 1] == top_s[:, k]
-        top_s, top_i = top_s[:, :k].contiguous(), top_i[:, :k].contiguous()
-        if crossing.any():
-            rows = crossing.nonzero().squeeze(1)
-            sub, kth = scores[rows], top_s[rows, k - 1:k]
-            above, equal = sub > kth, sub == kth
-            need = k - above.sum(1, keepdim=True)
-            chosen = above | (equal & (equal.cumsum(1) <= need))  # exactly k per row
-            idx = chosen.nonzero()[:, 1].view(len(rows), k)  # ascending item index
-            top_i[rows] = idx
-            top_s[rows] = sub.gather(1, idx)
-            reselected = crossing  # these rows are in index order now: always re-sort
-    tied = (top_s[:, 1:] == top_s[:, :-1]).any(1) if k > 1 else torch.zeros(len(top_s), dtype=torch.bool)
-    tied |= ~torch.isfinite(top_s).all(1) | reselected  # padded rows: -inf ties too
-    if tied.any():
-        rows = tied.nonzero().squeeze(1)
-        s, i = top_s[rows], top_i[rows]
-        by_index = torch.argsort(i, dim=1)
-        s, i = s.gather(1, by_index), i.gather(1, by_index)
-        order = torch.argsort(-s, dim=1, stable=True)
-        top_s[rows], top_i[rows] = s.gather(1, order), i.gather(1, order)
-    return top_s, top_i
 
 
 def save(out: str, model: MF, meta: dict, seen_indptr: np.ndarray, seen_indices: np.ndarray) -> None:
@@ -318,3 +277,6 @@ def set_threads() -> None:
     """Use every core the container was given (torch defaults to physical cores)."""
     n = int(os.environ.get("RECSYS_THREADS", "0")) or os.cpu_count() or 1
     torch.set_num_threads(n)
+    import numba  # the top-k kernel's thread pool (capped by NUMBA_NUM_THREADS)
+
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))

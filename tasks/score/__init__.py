@@ -71,7 +71,8 @@ def expiry(days: int) -> int:
 
 def score_shard(model_uri: str, ratings_uri: str, model_version: str, top_n: int,
                 shard: tuple[int, int] = (0, 1), table_name: str | None = None, out: str | None = None,
-                ttl_days: int = 30, chunk_size: int = 4096, min_ratings: int = 1) -> dict:
+                ttl_days: int = 30, chunk_size: int = 4096, min_ratings: int = 1,
+                import_out: str | None = None) -> dict:
     from tasks.model import load, set_threads
 
     if top_n <= 0:
@@ -87,13 +88,15 @@ def score_shard(model_uri: str, ratings_uri: str, model_version: str, top_n: int
     generated = dt.datetime.now(dt.timezone.utc).isoformat()
     exp = expiry(ttl_days)
     parquet_rows: list[dict] = []
+    import_items: list[dict] = []
     t_score = 0.0
     # Score and write one chunk of users at a time: peak memory is set by
-    # --chunk-size (the (chunk, n_items) score matrix), not by the shard size.
+    # --chunk-size (the chunk's top-N lists) and recommend()'s 4 MB score
+    # buffer, not by the shard size.
     for start in range(0, len(users), chunk_size):
         chunk = users[start:start + chunk_size]
         t1 = time.perf_counter()
-        items, scores = rec.recommend(chunk, top_n, exclude_seen=True, chunk_size=chunk_size)
+        items, scores = rec.recommend(chunk, top_n, exclude_seen=True)
         t_score += time.perf_counter() - t1
         lists = [[i for i in its if i] for its in items]  # rows shorter than top_n lose their padding
         if out:
@@ -101,14 +104,21 @@ def score_shard(model_uri: str, ratings_uri: str, model_version: str, top_n: int
                                  "score": float(ss[r]), "title": titles.get(it, it)}
                                 for u, its, ss in zip(chunk, lists, scores, strict=True)
                                 for r, it in enumerate(its))
-        if table_name:
-            table.write_items(table_name, (
-                table.rec_item(u, model_version, table.encode_items(its, ss[:len(its)], [titles.get(i, i) for i in its]),
-                               generated, exp)
-                for u, its, ss in zip(chunk, lists, scores, strict=True)))
+        if table_name or import_out:
+            rows = (table.rec_item(u, model_version, table.encode_items(its, ss[:len(its)],
+                                                                        [titles.get(i, i) for i in its]),
+                                   generated, exp)
+                    for u, its, ss in zip(chunk, lists, scores, strict=True))
+            if import_out:
+                import_items.extend(rows)
+            else:
+                table.write_items(table_name, rows)
     if out:
         storage.write_parquet(storage.join(out, f"part-{shard[0]:04d}-of-{shard[1]:04d}.parquet"),
                               pd.DataFrame(parquet_rows))
+    if import_out:  # one file per shard: a re-run overwrites it (idempotent)
+        storage.write_bytes(storage.join(import_out, f"part-{shard[0]:04d}-of-{shard[1]:04d}{table.IMPORT_SUFFIX}"),
+                            table.import_file(import_items))
     result = {"model_version": model_version, "shard": f"{shard[0]}/{shard[1]}", "users": int(len(users)),
               "first_user": str(users[0]) if len(users) else None, "top_n": top_n, "score_seconds": round(t_score, 3),
               "total_seconds": round(time.perf_counter() - t0, 3), "generated_at": generated}
@@ -125,12 +135,19 @@ def popular_items(ratings: pd.DataFrame, n: int) -> tuple[list[str], list[float]
 
 
 def finalize(model_uri: str, ratings_uri: str, model_version: str, top_n: int, shards: int,
-             table_name: str, ttl_days: int = 30, min_ratings: int = 1) -> dict:
-    """Verify every shard and every user, write the fallback list, then the marker."""
+             table_name: str, ttl_days: int = 30, min_ratings: int = 1, import_from: str | None = None) -> dict:
+    """Verify every shard and every user, write the fallback list, then the marker.
+
+    With ``import_from`` (the shards' ``--import-out`` prefix), ``table_name`` is
+    first created by DynamoDB's import from S3 (it must be a new table: one per
+    version); verification and marker are then the same as for batch writes.
+    """
     missing = [i for i in range(shards) if not storage.exists(manifest_uri(model_uri, i, shards))]
     if missing:
         raise RuntimeError(f"shards {missing} of {shards} have no manifest under {model_uri}/shards: "
                            "re-run those score tasks")
+    if import_from:
+        table.import_table(table_name, import_from)
     ratings, titles = load_inputs(ratings_uri)
     expected = eligible_users(ratings[USER_ID].to_numpy(), min_ratings)
     found = table.existing_users(table_name, model_version, list(expected))

@@ -2,6 +2,8 @@
 
 Score one shard:  ``--model URI --ratings URI --model-version V --top-n N [--shard I/N] [--table T | --out URI]``
 Finalize:         ``--finalize --model URI --ratings URI --model-version V --top-n N --shards N --table T``
+Import path:      score with ``--import-out s3://B/P`` instead of ``--table``, then
+                  ``--finalize ... --import-from s3://B/P --table NEW``: DynamoDB creates NEW from the files
 Retain:           ``--retain V=URI [V=URI ...] --table T --ttl-days D``  keep these versions from expiring
 """
 
@@ -27,12 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     dest = parser.add_mutually_exclusive_group()
     dest.add_argument("--table", help=f"DynamoDB table (default $RECSYS_TABLE or {DEFAULT_TABLE})")
     dest.add_argument("--out", help="write Parquet below this prefix instead of DynamoDB")
+    dest.add_argument("--import-out", help="write DynamoDB-JSON import files below this S3 prefix instead of "
+                                           "DynamoDB (then --finalize --import-from it into a new table)")
     parser.add_argument("--ttl-days", type=int, default=int(os.environ.get("RECSYS_TTL_DAYS", "30")))
-    parser.add_argument("--chunk-size", type=int, default=4096, help="users scored per matrix multiply")
+    parser.add_argument("--chunk-size", type=int, default=4096, help="users scored and written per group (bounds the results held in memory)")
     parser.add_argument("--min-ratings", type=int, default=int(os.environ.get("RECSYS_MIN_RATINGS", "1")),
                         help="users with fewer ratings get no personal row (serving gives them the fallback list)")
     parser.add_argument("--finalize", action="store_true", help="verify all shards and mark the version complete")
     parser.add_argument("--shards", type=int, default=1, help="with --finalize: how many shards ran")
+    parser.add_argument("--import-from", help="with --finalize: create --table (new) by DynamoDB import from "
+                                              "this prefix first")
     parser.add_argument("--retain", nargs="*", metavar="VERSION=URI",
                         help="extend the TTL of these versions (live, previous) when close to expiry")
     args = parser.parse_args(argv)
@@ -48,19 +54,20 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error("missing " + ", ".join("--" + m.replace("_", "-") for m in missing))
 
-    table_name = args.table or (None if args.out else os.environ.get("RECSYS_TABLE", DEFAULT_TABLE))
+    table_name = args.table or (None if args.out or args.import_out
+                                else os.environ.get("RECSYS_TABLE", DEFAULT_TABLE))
     if args.finalize:
         if not table_name:
             parser.error("--finalize needs a table")
         result = finalize(args.model, args.ratings, args.model_version, args.top_n, args.shards, table_name,
-                          args.ttl_days, args.min_ratings)
+                          args.ttl_days, args.min_ratings, args.import_from)
     else:
         try:
             shard = parse_shard(args.shard)
         except ValueError as err:
             parser.error(str(err))
         result = score_shard(args.model, args.ratings, args.model_version, args.top_n, shard, table_name,
-                             args.out, args.ttl_days, args.chunk_size, args.min_ratings)
+                             args.out, args.ttl_days, args.chunk_size, args.min_ratings, args.import_out)
     print(json.dumps(result))
     return 0
 
