@@ -1,19 +1,29 @@
 """Scoring and publishing benchmarks; every figure is a ratio to a baseline measured in this run.
 
     python bench/score_bench.py [--preset ml-100k|ml-1m|ml-25m] [--top-n 100] [--publish-users 6040]
+                                [--end-to-end ml-25m]
 
 1. all-users top-N (seen items masked) vs the bare matrix multiply of the same shapes;
 2. per-user time vs the seed's per-request loop (one model call per (user, item) pair);
 3. publishing rows to DynamoDB with the batch writer vs a sequential ``put_item`` loop, both
-   against a local moto server, read back to count lost and duplicated rows.
-Peak memory: run under ``/usr/bin/time -v``.
+   against a local moto server, read back to count lost and duplicated rows;
+4. with ``--end-to-end PRESET``: synthetic data, ``python -m tasks.train``, then ``python -m
+   tasks.score`` for every user into DynamoDB on a local moto server, each under
+   ``/usr/bin/time -v`` (wall time and peak memory of the real commands).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +31,8 @@ import torch
 from tasks.data.synthetic import PRESETS
 from tasks.model import AUTO_CHUNK_ELEMENTS, MF, Recommender, set_threads
 from tasks.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def random_model(n_users: int, n_items: int, k: int, rank_k: int = 0, seed: int = 0) -> MF:
@@ -158,6 +170,62 @@ def bench_publish(n_users: int, top_n: int) -> None:
         server.stop()
 
 
+def _timed(cmd: list[str], env: dict) -> tuple[dict, float, float]:
+    """Run a ``python -m`` command under ``/usr/bin/time -v``: (its JSON result, wall s, peak RSS GB)."""
+    proc = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", *cmd], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+    if proc.returncode:
+        raise SystemExit(f"{cmd[0]} failed:\n{proc.stderr[-3000:]}")
+    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", proc.stderr).group(1)
+    wall_s = sum(float(v) * 60 ** n for n, v in enumerate(reversed(wall.split(":"))))
+    return json.loads(proc.stdout.strip().splitlines()[-1]), wall_s, rss_kb / 2**20
+
+
+def bench_end_to_end(preset: str, top_n: int) -> None:
+    """``python -m tasks.score`` for all users of a trained model, writing to a local moto server."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from tasks import table
+    from tasks.data.synthetic import generate_preset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        snap, model = Path(tmp) / "snapshot", Path(tmp) / "model"
+        snap.mkdir()
+        ratings, items = generate_preset(preset, seed=0)
+        ratings.to_parquet(snap / "ratings.parquet")
+        items.to_parquet(snap / "items.parquet")
+        users = [str(u) for u in ratings["user_id"].unique()]
+        del ratings, items
+        trained, train_wall, train_rss = _timed(["tasks.train", "--ratings", str(snap), "--out", str(model)], {})
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        aws = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_DEFAULT_REGION": "us-east-1",
+               "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
+        try:
+            ddb = boto3.client("dynamodb", endpoint_url=aws["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                               aws_access_key_id="x", aws_secret_access_key="x")
+            ddb.create_table(TableName="recs", BillingMode="PAY_PER_REQUEST", KeySchema=table.KEY_SCHEMA,
+                             AttributeDefinitions=table.ATTRIBUTE_DEFINITIONS)
+            result, wall, rss = _timed(["tasks.score", "--model", str(model), "--ratings", str(snap),
+                                        "--model-version", "v1", "--top-n", str(top_n), "--table", "recs"], aws)
+            print(f"[end to end {preset}: python -m tasks.score, trained model "
+                  f"(fit {trained['fit_seconds']:.0f} s, command {train_wall:.0f} s, {train_rss:.2f} GB), "
+                  f"all users top-{top_n} to a local moto server]")
+            print(f"  {result['users']} users: scoring {result['score_seconds']:.1f} s (target <= 60 s), "
+                  f"whole command {wall:.1f} s with DynamoDB writes, peak RSS {rss:.2f} GB (target <= 4 GB)",
+                  flush=True)
+            # read back with BatchGetItem, as publish verifies (a scan of moto's table takes many minutes)
+            found = table.existing_users("recs", "v1", users, client=ddb)
+            print(f"  read back: {len(found)} of {len(users)} users have their row, "
+                  f"{len(set(users) - found)} missing")
+        finally:
+            server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="ml-1m", choices=sorted(PRESETS))
@@ -169,12 +237,16 @@ def main() -> None:
     parser.add_argument("--topk-users", type=int, default=20000,
                         help="users timed for the torch.topk reference (scaled to all users)")
     parser.add_argument("--publish-users", type=int, default=6040)
+    parser.add_argument("--end-to-end", metavar="PRESET", choices=sorted(PRESETS),
+                        help="also generate, train and run python -m tasks.score on this preset (ml-25m: ~6 min)")
     parser.add_argument("--publish-top-n", type=int, default=10)
     args = parser.parse_args()
     set_threads()
     bench_scoring(args.preset, args.top_n, args.factors, args.rank_factors, args.chunk, args.topk_users)
     if args.publish_users:
         bench_publish(args.publish_users, args.publish_top_n)
+    if args.end_to_end:
+        bench_end_to_end(args.end_to_end, args.top_n)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from __future__ import annotations
 import io
 import logging
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -207,9 +209,9 @@ class Recommender:
         has seen nearly everything) are padded with ``""`` and ``-inf``. Equal
         scores rank by the item's position in the model (deterministic).
 
-        Users are scored ``chunk_size`` at a time into one reused buffer (by
-        default about 4 MB, so the scores are still in cache when the top-k
-        kernel, :mod:`tasks.model.topk`, reads them).
+        Users are scored ``chunk_size`` at a time into a reused buffer per
+        thread (by default about 4 MB, so the scores are still in cache when
+        the top-k kernel, :mod:`tasks.model.topk`, reads them).
         """
         from tasks.model.topk import topk
 
@@ -222,23 +224,43 @@ class Recommender:
         k = min(n, n_items)
         out_idx = np.full((len(idx), n), -1, dtype=np.int64)
         out_scores = np.full((len(idx), n), -np.inf, dtype=np.float32)
-        buf = torch.empty((min(chunk_size, max(1, len(idx))), n_items), dtype=torch.float32)
+        local = threading.local()
+
+        def score(start: int) -> None:
+            """Score users start..start+chunk into this thread's buffer and select their top-k."""
+            buf = getattr(local, "buf", None)
+            if buf is None:
+                buf = local.buf = torch.empty((min(chunk_size, len(idx)), n_items), dtype=torch.float32)
+            rows = idx[start:start + chunk_size]
+            known = rows >= 0
+            users = torch.from_numpy(np.where(known, rows, 0))
+            scores = self.item_scores(users, out=buf[:len(rows)])
+            if not known.all():
+                scores[torch.from_numpy(~known)] = self._default_scores
+            top_s, top_i = topk(scores.numpy(), k, rows if exclude_seen else None,
+                                self._seen_indptr, self._seen_indices, threads=1)
+            if self._rank_p is None:  # back to predicted ratings: add user bias + mean per row
+                offset = torch.where(torch.from_numpy(known), self._bu[users], 0.0) + self._mu
+                top_s += offset.numpy()[:, None]
+            out_idx[start:start + len(rows), :k] = top_i
+            out_scores[start:start + len(rows), :k] = top_s
+
+        # One chunk per thread at a time, matmul and top-k on the same core: the scores
+        # are still in that core's cache when the kernel reads them. torch's own pool is
+        # set to one thread meanwhile (both release the GIL), then restored.
+        starts = range(0, len(idx), chunk_size)
         threads = torch.get_num_threads()
         with torch.no_grad():
-            for start in range(0, len(idx), chunk_size):
-                rows = idx[start:start + chunk_size]
-                known = rows >= 0
-                users = torch.from_numpy(np.where(known, rows, 0))
-                scores = self.item_scores(users, out=buf[:len(rows)])
-                if not known.all():
-                    scores[torch.from_numpy(~known)] = self._default_scores
-                top_s, top_i = topk(scores.numpy(), k, rows if exclude_seen else None,
-                                    self._seen_indptr, self._seen_indices, threads=threads)
-                if self._rank_p is None:  # back to predicted ratings: add user bias + mean per row
-                    offset = torch.where(torch.from_numpy(known), self._bu[users], 0.0) + self._mu
-                    top_s += offset.numpy()[:, None]
-                out_idx[start:start + len(rows), :k] = top_i
-                out_scores[start:start + len(rows), :k] = top_s
+            if threads == 1 or len(starts) == 1:
+                for start in starts:
+                    score(start)
+            else:
+                torch.set_num_threads(1)
+                try:
+                    with ThreadPoolExecutor(threads) as pool:
+                        list(pool.map(score, starts))
+                finally:
+                    torch.set_num_threads(threads)
         items = self.item_ids[np.maximum(out_idx, 0)]
         items[out_idx < 0] = ""  # padding (the kernel pads with index -1 and score -inf)
         return items, out_scores
