@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import re
 import subprocess
@@ -126,48 +125,72 @@ def bench_scoring(preset: str, top_n: int, k: int, rank_k: int, chunk: int | Non
           f"speed-up {t_seed / per_user:,.0f}x  (target >= 1000x)")
 
 
+class MotoProcess:
+    """``python -m moto.server`` in its own process, as ``make run`` starts it (its own GIL and core)."""
+
+    def __enter__(self) -> str:
+        import socket
+        import urllib.request
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.endpoint = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1)
+                return self.endpoint
+            except OSError:
+                time.sleep(0.1)
+        self.proc.kill()
+        raise SystemExit("moto server did not start")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
 def bench_publish(n_users: int, top_n: int) -> None:
     import boto3
-    from moto.server import ThreadedMotoServer
 
     from tasks import table
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access-log line per request
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    ddb = boto3.client("dynamodb", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
-                       aws_access_key_id="x", aws_secret_access_key="x")
-    try:
-        for name in ("batch", "sequential"):
-            ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
-                             KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"},
-                                        {"AttributeName": "model_version", "KeyType": "RANGE"}],
-                             AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"},
-                                                   {"AttributeName": "model_version", "AttributeType": "S"}])
-        rng = np.random.default_rng(0)
-        rows = [table.rec_item(str(u), "v1", table.encode_items([str(x) for x in rng.integers(0, 4000, top_n)],
-                                                                 rng.random(top_n) * 5,
-                                                                 [f"Movie {x}" for x in range(top_n)]), "t", 0)
-                for u in range(n_users)]
-        t0 = time.perf_counter()
-        table.write_items("batch", rows, client=ddb)
-        t_batch = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for row in rows:
-            ddb.put_item(TableName="sequential", Item=row)
-        t_seq = time.perf_counter() - t0
-        got = []
-        for page in ddb.get_paginator("scan").paginate(TableName="batch", ProjectionExpression="user_id"):
-            got.extend(it["user_id"]["S"] for it in page["Items"])
-        lost = n_users - len(set(got))
-        dup = len(got) - len(set(got))
-        print(f"[publish {n_users} users x top-{top_n} to a local moto server]")
-        print(f"  sequential put_item   {t_seq:8.3f} s")
-        print(f"  batch writer          {t_batch:8.3f} s   speed-up {t_seq / t_batch:5.1f}x (target >= 10x, <= 5 s)")
-        print(f"  read back: {len(got)} rows, lost {lost}, duplicated {dup}")
-    finally:
-        server.stop()
+    with MotoProcess() as endpoint:
+        ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1",
+                           aws_access_key_id="x", aws_secret_access_key="x")
+        _publish(ddb, table, n_users, top_n)
+
+
+def _publish(ddb, table, n_users: int, top_n: int) -> None:
+    for name in ("batch", "sequential"):
+        ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                         KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"},
+                                    {"AttributeName": "model_version", "KeyType": "RANGE"}],
+                         AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"},
+                                               {"AttributeName": "model_version", "AttributeType": "S"}])
+    rng = np.random.default_rng(0)
+    rows = [table.rec_item(str(u), "v1", table.encode_items([str(x) for x in rng.integers(0, 4000, top_n)],
+                                                             rng.random(top_n) * 5,
+                                                             [f"Movie {x}" for x in range(top_n)]), "t", 0)
+            for u in range(n_users)]
+    t0 = time.perf_counter()
+    table.write_items("batch", rows, client=ddb)
+    t_batch = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for row in rows:
+        ddb.put_item(TableName="sequential", Item=row)
+    t_seq = time.perf_counter() - t0
+    got = []
+    for page in ddb.get_paginator("scan").paginate(TableName="batch", ProjectionExpression="user_id"):
+        got.extend(it["user_id"]["S"] for it in page["Items"])
+    lost = n_users - len(set(got))
+    dup = len(got) - len(set(got))
+    print(f"[publish {n_users} users x top-{top_n} to a local moto server]")
+    print(f"  sequential put_item   {t_seq:8.3f} s")
+    print(f"  batch writer          {t_batch:8.3f} s   speed-up {t_seq / t_batch:5.1f}x (target >= 10x, <= 5 s)")
+    print(f"  read back: {len(got)} rows, lost {lost}, duplicated {dup}")
 
 
 def _timed(cmd: list[str], env: dict) -> tuple[dict, float, float]:
@@ -185,7 +208,6 @@ def _timed(cmd: list[str], env: dict) -> tuple[dict, float, float]:
 def bench_end_to_end(preset: str, top_n: int) -> None:
     """``python -m tasks.score`` for all users of a trained model, writing to a local moto server."""
     import boto3
-    from moto.server import ThreadedMotoServer
 
     from tasks import table
     from tasks.data.synthetic import generate_preset
@@ -199,13 +221,9 @@ def bench_end_to_end(preset: str, top_n: int) -> None:
         users = [str(u) for u in ratings["user_id"].unique()]
         del ratings, items
         trained, train_wall, train_rss = _timed(["tasks.train", "--ratings", str(snap), "--out", str(model)], {})
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        host, port = server.get_host_and_port()
-        aws = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_DEFAULT_REGION": "us-east-1",
-               "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
-        try:
+        with MotoProcess() as endpoint:
+            aws = {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": "us-east-1",
+                   "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
             ddb = boto3.client("dynamodb", endpoint_url=aws["AWS_ENDPOINT_URL"], region_name="us-east-1",
                                aws_access_key_id="x", aws_secret_access_key="x")
             ddb.create_table(TableName="recs", BillingMode="PAY_PER_REQUEST", KeySchema=table.KEY_SCHEMA,
@@ -222,8 +240,6 @@ def bench_end_to_end(preset: str, top_n: int) -> None:
             found = table.existing_users("recs", "v1", users, client=ddb)
             print(f"  read back: {len(found)} of {len(users)} users have their row, "
                   f"{len(set(users) - found)} missing")
-        finally:
-            server.stop()
 
 
 def main() -> None:
