@@ -113,6 +113,8 @@ def recommender_pipeline():
         "--ratings", plan_value("snapshot"), "--model-version", plan_value("model_version"),
         "--top-n", plan_value("top_n"), "--shards", plan_value("shards"), "--table", plan_value("table"),
         "--ttl-days", str(settings.ttl_days),
+        # import path: DynamoDB creates this version's table from the shards' files first
+        *(["--import-from", plan_value("import_prefix")] if settings.publish == "import" else []),
     ], settings)
 
     latest_only = LatestOnlyOperator(task_id="latest_only")
@@ -145,9 +147,9 @@ def recommender_pipeline():
             from airflow.providers.amazon.aws.hooks.ecs import EcsHook
 
             ecs = EcsHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).conn
-            return rollout.deploy_ecs(ecs, settings, image, p["model_version"])
+            return rollout.deploy_ecs(ecs, settings, image, p["model_version"], table=p["table"])
         shard0 = pipeline.read_json(settings, f"{pipeline.key_of(p['model'])}/shards/0000-of-{p['shards']:04d}.json")
-        return rollout.deploy_local(settings, p["model_version"], (shard0 or {}).get("first_user"))
+        return rollout.deploy_local(settings, p["model_version"], (shard0 or {}).get("first_user"), p["table"])
 
     @task
     def record_live(p: dict, deployed: dict) -> dict:
@@ -182,7 +184,8 @@ def recommender_pipeline():
     live >> done
     # Every night, whatever the gate said: the live and previous versions must not expire.
     retain = compute_task("retain", [
-        "python", "-m", "tasks.score", "--table", plan_value("table"), "--ttl-days", str(settings.ttl_days),
+        "python", "-m", "tasks.score", "--table", settings.table, "--ttl-days", str(settings.ttl_days),
+        *(["--table-per-version"] if settings.publish == "import" else []),
         "--retain", plan_value("retain"),
     ], settings, trigger_rule="all_done")
     done >> retain

@@ -19,6 +19,7 @@ import gzip
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -179,6 +180,29 @@ def import_table(table_name: str, source_uri: str, *, client=None, poll_seconds:
         "Enabled": True, "AttributeName": ATTR_EXPIRES_AT})
     log.info("import %s: %s items in %s", desc["ImportStatus"], desc.get("ImportedItemCount"), table_name)
     return desc
+
+
+def drop_version_tables(base: str, keep: set[str], created_before: float, *, client=None) -> list[str]:
+    """Delete the import path's per-version tables (``{base}-vYYYYMMDD``) created before
+    ``created_before`` (epoch seconds), except the versions in ``keep``; returns their names.
+
+    The counterpart of TTL on the single table: a version nobody keeps disappears
+    after the same number of days. Other tables, even with the same prefix, are never touched.
+    """
+    client = client or storage.client("dynamodb")
+    pattern = re.compile(re.escape(base) + r"-(v\d{8})")
+    dropped = []
+    for page in client.get_paginator("list_tables").paginate():
+        for name in page["TableNames"]:
+            match = pattern.fullmatch(name)
+            if not match or match.group(1) in keep:
+                continue
+            created = client.describe_table(TableName=name)["Table"]["CreationDateTime"]
+            if created.timestamp() < created_before:
+                client.delete_table(TableName=name)
+                dropped.append(name)
+                log.info("dropped %s (created %s, not kept)", name, created.isoformat())
+    return dropped
 
 
 def existing_users(table: str, version: str, user_ids: Sequence[str], *, workers: int = 8,

@@ -114,6 +114,26 @@ def test_plan_is_keyed_by_the_run_date():
     assert [a[a.index("--shard") + 1] for a in argvs] == ["0/3", "1/3", "2/3"]
 
 
+def test_import_publish_mode_puts_each_version_in_its_own_table(monkeypatch):
+    s = Settings(bucket="b", table="t", publish="import")
+    p = pipeline.plan("2026-11-23", {"shards": 2}, s, None)
+    assert p["table"] == "t-v20261123" and p["import_prefix"] == "s3://b/models/v20261123/import"
+    for argv in pipeline.score_argvs(p, 30):
+        assert "--table" not in argv and argv[argv.index("--import-out") + 1] == p["import_prefix"]
+    batch = pipeline.plan("2026-11-23", {}, Settings(bucket="b", table="t"), None)
+    assert batch["table"] == "t" and batch["import_prefix"] == ""
+    assert "--table" in pipeline.score_argvs(batch, 30)[0]
+    assert pipeline.live_pointer(p, {}, None, "now")["table"] == "t-v20261123"  # rollback knows the table
+    with pytest.raises(ValueError, match="RECSYS_PUBLISH"):
+        Settings(publish="bulk")
+
+    monkeypatch.setenv("RECSYS_PUBLISH", "import")
+    dag = DagBag(dag_folder="dags").dags[DAG_ID]
+    publish = dag.get_task("publish").bash_command
+    assert "--finalize" in publish and "--import-from" in publish and "import_prefix" in publish
+    assert "--table-per-version" in dag.get_task("retain").bash_command
+
+
 METRICS = {"candidate": {"rmse": 0.90, "ndcg@10": 0.30},
            "baselines": {"global_mean": {"rmse": 1.12}, "bias": {"rmse": 0.94}}}
 

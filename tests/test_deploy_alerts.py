@@ -69,6 +69,19 @@ def test_new_task_definition_requires_the_named_container():
         deploy.new_task_definition({"family": "f", "containerDefinitions": [{"name": "web"}]}, "recsys", "i", "v")
 
 
+def test_new_task_definition_points_serving_at_the_version_table_when_given():
+    current = {"family": "f", "containerDefinitions": [
+        {"name": "recsys", "image": "old", "environment": [{"name": "MODEL_VERSION", "value": "v1"},
+                                                           {"name": "RECSYS_TABLE", "value": "recs"},
+                                                           {"name": "OTHER", "value": "kept"}]}]}
+    env = {e["name"]: e["value"] for e in
+           deploy.new_task_definition(current, "recsys", "img", "v2", "recs-v2")["containerDefinitions"][0]["environment"]}
+    assert env == {"MODEL_VERSION": "v2", "RECSYS_TABLE": "recs-v2", "OTHER": "kept"}
+    env = {e["name"]: e["value"] for e in
+           deploy.new_task_definition(current, "recsys", "img", "v2")["containerDefinitions"][0]["environment"]}
+    assert env["RECSYS_TABLE"] == "recs"  # batch path: the one table stays
+
+
 def test_image_tag_is_a_content_hash(tmp_path):
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "a.py").write_text("x = 1\n")

@@ -7,7 +7,7 @@ import pytest
 
 from tasks import storage, table
 from tasks.data import generate
-from tasks.score import finalize, parse_shard, score_shard, shard_users
+from tasks.score import finalize, parse_shard, retain, score_shard, shard_users
 from tasks.train import TrainConfig, train
 
 
@@ -283,3 +283,26 @@ def test_import_that_does_not_complete_fails_loudly_and_publishes_nothing():
     with pytest.raises(table.ImportFailedError, match="still IN_PROGRESS"):
         table.import_table("t", "s3://b/p", client=Client(["IN_PROGRESS"] * 3), sleep=lambda s: None,
                            timeout_seconds=10, clock=lambda: next(clock))
+
+
+def test_retain_per_version_tables_keeps_live_and_previous_and_drops_old_ones(trained, boto):
+    """Import path: each version has its own table; retention extends kept ones, drops the rest."""
+    import time
+
+    from recsys import infra
+
+    ddb = boto("dynamodb")
+    args = (trained["model"], trained["snapshot"], "v20261123", 5)
+    live = "recs-test-v20261123"
+    for name in (live, "recs-test-v20261001", "recs-test-v20260901", "recs-test-archive"):
+        infra.ensure_table(ddb, name)
+    score_shard(*args, table_name=live, ttl_days=1)
+    finalize(*args, shards=1, table_name=live, ttl_days=1)
+    later = time.time() + 40 * 86400  # every table above is now older than the 30-day TTL
+    out = retain(trained["table"], {"v20261123": trained["model"], "v20261001": trained["model"]}, 30,
+                 now=later, per_version=True)
+    assert out["v20261123"].endswith("rows extended by 30 days")
+    assert out["dropped"] == ["recs-test-v20260901"]  # not kept, old; "-archive" is not a version table
+    names = set(ddb.list_tables()["TableNames"])
+    assert {live, "recs-test-v20261001", "recs-test-archive"} <= names and "recs-test-v20260901" not in names
+    assert table.get_marker(live, "v20261123")["expires_at"] >= int(later)

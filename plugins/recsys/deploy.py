@@ -105,8 +105,10 @@ def build_and_push(ecr, settings: Settings, repository_uri: str, tag: str) -> st
 
 # -- ECS ---------------------------------------------------------------------
 
-def new_task_definition(current: dict, container: str, image: str, model_version: str) -> dict:
-    """Arguments of register_task_definition: ``current`` with a new image and MODEL_VERSION."""
+def new_task_definition(current: dict, container: str, image: str, model_version: str,
+                        table: str | None = None) -> dict:
+    """Arguments of register_task_definition: ``current`` with a new image and MODEL_VERSION
+    (and RECSYS_TABLE when given: the import path keeps each version in its own table)."""
     args = {k: current[k] for k in TASKDEF_FIELDS if current.get(k)}
     containers = []
     found = False
@@ -115,8 +117,9 @@ def new_task_definition(current: dict, container: str, image: str, model_version
         if c["name"] == container:
             found = True
             c["image"] = image
-            env = [e for e in c.get("environment", []) if e["name"] != "MODEL_VERSION"]
-            c["environment"] = [*env, {"name": "MODEL_VERSION", "value": model_version}]
+            new_env = {"MODEL_VERSION": model_version, **({"RECSYS_TABLE": table} if table else {})}
+            env = [e for e in c.get("environment", []) if e["name"] not in new_env]
+            c["environment"] = [*env, *({"name": k, "value": v} for k, v in new_env.items())]
         containers.append(c)
     if not found:
         names = [c["name"] for c in current["containerDefinitions"]]
@@ -126,14 +129,14 @@ def new_task_definition(current: dict, container: str, image: str, model_version
     return args
 
 
-def deploy_ecs(ecs, settings: Settings, image: str, model_version: str, *, wait_delay: int = 15,
-               wait_attempts: int = 40) -> dict:
+def deploy_ecs(ecs, settings: Settings, image: str, model_version: str, *, table: str | None = None,
+               wait_delay: int = 15, wait_attempts: int = 40) -> dict:
     """Register a revision, roll the service, wait for steady state; roll back on failure."""
     service = ecs.describe_services(cluster=settings.ecs_cluster, services=[settings.ecs_service])["services"][0]
     previous = service["taskDefinition"]
     current = ecs.describe_task_definition(taskDefinition=previous)["taskDefinition"]
     registered = ecs.register_task_definition(**new_task_definition(current, settings.ecs_container, image,
-                                                                    model_version))
+                                                                    model_version, table))
     new_arn = registered["taskDefinition"]["taskDefinitionArn"]
     log.info("registered %s (image %s, MODEL_VERSION=%s); rolling %s", new_arn, image, model_version,
              settings.ecs_service)
@@ -219,9 +222,10 @@ class LocalServer:
                 time.sleep(0.1)
         self.pid_file.unlink(missing_ok=True)
 
-    def start(self, model_version: str) -> dict:
+    def start(self, model_version: str, table: str | None = None) -> dict:
         self.dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "MODEL_VERSION": model_version, "RECSYS_TABLE": self.settings.table,
+        table = table or self.settings.table
+        env = {**os.environ, "MODEL_VERSION": model_version, "RECSYS_TABLE": table,
                "PYTHONPATH": self.settings.project_root}
         log_file = open(self.dir / "serve.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
@@ -229,16 +233,17 @@ class LocalServer:
              "--port", str(self.settings.serve_port)],
             cwd=self.settings.project_root, env=env, stdout=log_file, stderr=subprocess.STDOUT,
             start_new_session=True)  # survives the task process, like a real service
-        state = {"pid": proc.pid, "model_version": model_version, "url": self.url}
+        state = {"pid": proc.pid, "model_version": model_version, "table": table, "url": self.url}
         self.pid_file.write_text(json.dumps(state))
         return state
 
 
-def deploy_local(settings: Settings, model_version: str, smoke_user: str | None) -> dict:
+def deploy_local(settings: Settings, model_version: str, smoke_user: str | None,
+                 table: str | None = None) -> dict:
     server = LocalServer(settings)
     previous = server.current()
     server.stop()
-    state = server.start(model_version)
+    state = server.start(model_version, table)
     try:
         smoke_test(server.url, model_version, smoke_user)
     except Exception:
@@ -246,7 +251,7 @@ def deploy_local(settings: Settings, model_version: str, smoke_user: str | None)
         server.stop()
         if previous:
             log.warning("restarting the previous version %s", previous["model_version"])
-            server.start(previous["model_version"])
+            server.start(previous["model_version"], previous.get("table"))
         raise
     log.info("serving %s at %s (pid %s)", model_version, server.url, state["pid"])
     return {**state, "previous": previous and previous["model_version"]}

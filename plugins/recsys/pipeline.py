@@ -34,7 +34,8 @@ def plan(ds: str, params: dict, settings: Settings, live: dict | None) -> dict[s
     if live and live.get("model_uri") and live.get("model_version") != version:
         champion = live["model_uri"]
     return {
-        "ds": ds, "model_version": version, "bucket": settings.bucket, "table": settings.table,
+        "ds": ds, "model_version": version, "bucket": settings.bucket, "table": settings.version_table(version),
+        "import_prefix": settings.s3(f"models/{version}/import") if settings.publish == "import" else "",
         "raw": settings.s3("raw/ratings"), "items": settings.s3("raw/items"),
         "snapshot": settings.s3(f"datasets/ds={ds}"), "quarantine": settings.s3(f"quarantine/ds={ds}"),
         "model": settings.s3(f"models/{version}"), "champion": champion,
@@ -51,16 +52,20 @@ def live_pointer(p: dict, deployed: dict, previous: dict | None, now: str) -> di
     prev = None
     if previous and previous.get("model_version") and previous["model_version"] != p["model_version"]:
         prev = {"model_version": previous["model_version"], "model_uri": previous["model_uri"]}
+        if previous.get("table"):
+            prev["table"] = previous["table"]
     elif previous:
         prev = previous.get("previous")
-    return {"model_version": p["model_version"], "model_uri": p["model"], "ds": p["ds"], "deployed": deployed,
-            "deployed_at": now, "previous": prev}
+    return {"model_version": p["model_version"], "model_uri": p["model"], "ds": p["ds"], "table": p.get("table"),
+            "deployed": deployed, "deployed_at": now, "previous": prev}
 
 
 def score_argvs(p: dict, ttl_days: int) -> list[list[str]]:
+    """One command per shard: rows go to the table, or (import path) to files under ``import_prefix``."""
+    dest = ["--import-out", p["import_prefix"]] if p.get("import_prefix") else ["--table", p["table"]]
     return [["python", "-m", "tasks.score", "--model", p["model"], "--ratings", p["snapshot"],
              "--model-version", p["model_version"], "--top-n", str(p["top_n"]), "--shard", f"{i}/{p['shards']}",
-             "--table", p["table"], "--ttl-days", str(ttl_days)] for i in range(p["shards"])]
+             *dest, "--ttl-days", str(ttl_days)] for i in range(p["shards"])]
 
 
 def gate(metrics: dict, tolerance: float, force: bool = False) -> tuple[bool, list[str]]:

@@ -51,16 +51,23 @@ class Settings:
     deferrable: bool = field(default_factory=lambda: _env("RECSYS_DEFERRABLE", "false").lower() == "true")
     retry_delay_seconds: int = field(default_factory=lambda: int(_env("RECSYS_RETRY_DELAY_SECONDS", "120")))
     ttl_days: int = field(default_factory=lambda: int(_env("RECSYS_TTL_DAYS", "30")))
+    publish: str = field(default_factory=lambda: _env("RECSYS_PUBLISH", "batch"))
 
     def __post_init__(self):
         if self.compute not in ("local", "docker", "ecs"):
             raise ValueError(f"RECSYS_COMPUTE must be local, docker or ecs, got {self.compute!r}")
         if self.deploy not in ("local", "ecs"):
             raise ValueError(f"RECSYS_DEPLOY must be local or ecs, got {self.deploy!r}")
+        if self.publish not in ("batch", "import"):
+            raise ValueError(f"RECSYS_PUBLISH must be batch or import, got {self.publish!r}")
 
     @property
     def state_path(self) -> Path:
         return Path(self.state_dir or Path(self.project_root) / ".state")
+
+    def version_table(self, model_version: str) -> str:
+        """The table a version's rows live in: the one table, or (import path) one per version."""
+        return self.table if self.publish == "batch" else f"{self.table}-{model_version}"
 
     def s3(self, *parts: str) -> str:
         return "/".join([f"s3://{self.bucket}", *(p.strip("/") for p in parts)])

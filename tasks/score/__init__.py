@@ -167,23 +167,38 @@ def finalize(model_uri: str, ratings_uri: str, model_version: str, top_n: int, s
     return {"model_version": model_version, "users": int(len(expected)), "complete": True}
 
 
-def retain(table_name: str, versions: dict[str, str], ttl_days: int, now: float | None = None) -> dict:
+def retain(table_name: str, versions: dict[str, str], ttl_days: int, now: float | None = None,
+           per_version: bool = False) -> dict:
     """Keep the given versions (``{model_version: model_uri}``, e.g. live and previous) from expiring.
 
     A version is refreshed only when its marker expires within half the TTL, so
-    the extra writes happen about twice per TTL period, not every night.
+    the extra writes happen about twice per TTL period, not every night. With
+    ``per_version`` (the import path) version V lives in table ``{table_name}-V``,
+    and per-version tables older than the TTL that are not kept are dropped.
     """
     now = time.time() if now is None else now
     out = {}
     for version, model_uri in versions.items():
-        marker = table.get_marker(table_name, version)
+        version_table = f"{table_name}-{version}" if per_version else table_name
+        marker = table.get_marker(version_table, version) if _table_exists(version_table) else None
         if marker is None:
             out[version] = "no marker: nothing to keep"
         elif marker["expires_at"] - now > ttl_days * 86400 / 2:
             out[version] = f"expires in {(marker['expires_at'] - now) / 86400:.1f} days: left as is"
         else:
             users = storage.read_json(storage.join(model_uri, META_FILE))["user_ids"]
-            n = table.extend_ttl(table_name, version, users, int(now + ttl_days * 86400))
+            n = table.extend_ttl(version_table, version, users, int(now + ttl_days * 86400))
             out[version] = f"{n} rows extended by {ttl_days} days"
         log.info("retain %s: %s", version, out[version])
+    if per_version:
+        out["dropped"] = table.drop_version_tables(table_name, set(versions), now - ttl_days * 86400)
     return out
+
+
+def _table_exists(name: str) -> bool:
+    client = storage.client("dynamodb")
+    try:
+        client.describe_table(TableName=name)
+        return True
+    except client.exceptions.ResourceNotFoundException:
+        return False

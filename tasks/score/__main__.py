@@ -4,7 +4,8 @@ Score one shard:  ``--model URI --ratings URI --model-version V --top-n N [--sha
 Finalize:         ``--finalize --model URI --ratings URI --model-version V --top-n N --shards N --table T``
 Import path:      score with ``--import-out s3://B/P`` instead of ``--table``, then
                   ``--finalize ... --import-from s3://B/P --table NEW``: DynamoDB creates NEW from the files
-Retain:           ``--retain V=URI [V=URI ...] --table T --ttl-days D``  keep these versions from expiring
+Retain:           ``--retain V=URI [V=URI ...] --table T --ttl-days D [--table-per-version]``
+                  keep these versions from expiring
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                                               "this prefix first")
     parser.add_argument("--retain", nargs="*", metavar="VERSION=URI",
                         help="extend the TTL of these versions (live, previous) when close to expiry")
+    parser.add_argument("--table-per-version", action="store_true",
+                        help="with --retain: version V lives in table T-V (import path); drop old T-v* tables")
     args = parser.parse_args(argv)
     storage.setup_logging()
     from tasks.score import finalize, parse_shard, retain, score_shard
@@ -48,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.retain is not None:
         tokens = " ".join(args.retain).split()  # one templated argument may hold several pairs
         pairs = dict(t.split("=", 1) for t in tokens if "=" in t)
-        print(json.dumps(retain(args.table or os.environ.get("RECSYS_TABLE", DEFAULT_TABLE), pairs, args.ttl_days)))
+        print(json.dumps(retain(args.table or os.environ.get("RECSYS_TABLE", DEFAULT_TABLE), pairs, args.ttl_days,
+                                per_version=args.table_per_version)))
         return 0
     missing = [f for f in ("model", "ratings", "model_version") if not getattr(args, f)]
     if missing:
