@@ -1,8 +1,9 @@
 """Exact top-k per row with seen-item masking, compiled with numba.
 
-``torch.topk`` costs about 6 ns per score on this machine's CPUs: at MovieLens-25M
-scale (162k users x 59k items) that is a minute, five times the matrix multiply
-that produced the scores. This kernel reads each score once:
+``torch.topk`` costs about 2-6 ns per score on this machine's CPUs: at MovieLens-25M
+scale (162k users x 59k items) about 4x the matrix multiply that produced the
+scores (bench/score_bench.py). This kernel passes over each score once, plus a
+1-in-16 sample:
 
 - a *reservoir* per row keeps every item that beats a running threshold. When
   it holds ``2k`` entries, a quickselect keeps the best ``k`` and the threshold
@@ -161,7 +162,7 @@ def _topk_rows(scores, rows, indptr, indices, k, out_scores, out_index, groups, 
         for r in range(g * step, min(n_rows, (g + 1) * step)):
             row = scores[r]
             bits = bits_all[r]
-            if z > -np.inf:  # a first threshold near the score of the (2k)-th item
+            if z > -np.inf:  # a first threshold near the score of the (1.5k)-th item
                 mean, std = _moments(row)
                 thr = np.float32(mean + z * std)
             else:
