@@ -169,3 +169,26 @@ def test_id_lookup_accepts_ints_strings_and_mixed_input():
     leading_zero = IdLookup(np.array(["007", "8"]))  # not canonical ints: compared as strings
     assert leading_zero(np.array([7, 8])).tolist() == [-1, 1]
     assert leading_zero(["007"]).tolist() == [0]
+
+
+def test_recommend_in_parallel_chunks_matches_one_chunk_and_restores_torch_threads():
+    """Chunks are scored on a thread per core; concurrent calls must not disturb each other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(3)
+    model = MF(400, 300, k=4, rank_k=4)
+    rec = Recommender(model, np.arange(400).astype(str), np.arange(300).astype(str))
+    rng = np.random.default_rng(3)
+    rec.set_seen_from_ratings(rng.integers(0, 400, 5000).astype(str), rng.integers(0, 300, 5000).astype(str))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        whole = rec.recommend(rec.user_ids, 20, chunk_size=400)
+        with ThreadPoolExecutor(2) as pool:
+            runs = list(pool.map(lambda _: rec.recommend(rec.user_ids, 20, chunk_size=16), range(2)))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    for items, scores in runs:
+        assert (items == whole[0]).all()
+        np.testing.assert_array_equal(scores, whole[1])

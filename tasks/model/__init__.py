@@ -29,6 +29,7 @@ from tasks.constants import META_FILE, SEEN_FILE, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
 
+_POOL_LOCK = threading.Lock()
 AUTO_CHUNK_ELEMENTS = 1 << 20  # scores held at once by recommend() (4 MB: stays in cache) unless chunk_size is given
 
 
@@ -255,12 +256,13 @@ class Recommender:
                 for start in starts:
                     score(start)
             else:
-                torch.set_num_threads(1)
-                try:
-                    with ThreadPoolExecutor(threads) as pool:
-                        list(pool.map(score, starts))
-                finally:
-                    torch.set_num_threads(threads)
+                with _POOL_LOCK:  # torch's thread count is process-wide: one such call at a time
+                    torch.set_num_threads(1)
+                    try:
+                        with ThreadPoolExecutor(threads) as pool:
+                            list(pool.map(score, starts))
+                    finally:
+                        torch.set_num_threads(threads)
         items = self.item_ids[np.maximum(out_idx, 0)]
         items[out_idx < 0] = ""  # padding (the kernel pads with index -1 and score -inf)
         return items, out_scores
