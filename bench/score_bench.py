@@ -185,11 +185,8 @@ def bench_publish(n_users: int, top_n: int) -> None:
 
 def _publish(ddb, table, n_users: int, top_n: int) -> None:
     for name in ("batch", "sequential"):
-        ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
-                         KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"},
-                                    {"AttributeName": "model_version", "KeyType": "RANGE"}],
-                         AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"},
-                                               {"AttributeName": "model_version", "AttributeType": "S"}])
+        ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", KeySchema=table.KEY_SCHEMA,
+                         AttributeDefinitions=table.ATTRIBUTE_DEFINITIONS)
     rng = np.random.default_rng(0)
     rows = [table.rec_item(str(u), "v1", table.encode_items([str(x) for x in rng.integers(0, 4000, top_n)],
                                                              rng.random(top_n) * 5,

@@ -16,6 +16,7 @@ Shared by ``tasks.score`` (writes) and ``tasks.serve`` (reads).
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import logging
 import random
@@ -128,10 +129,21 @@ ATTRIBUTE_DEFINITIONS = [{"AttributeName": ATTR_USER, "AttributeType": "S"},
 IMPORT_SUFFIX = ".json.gz"
 
 
-def import_file(items: Iterable[dict]) -> bytes:
-    """Items as ImportTable reads them: gzip'd DynamoDB JSON, one ``{"Item": ...}`` per line."""
-    lines = "".join(json.dumps({"Item": it}, separators=(",", ":"), ensure_ascii=False) + "\n" for it in items)
-    return gzip.compress(lines.encode("utf-8"), compresslevel=6)
+class ImportFileWriter:
+    """One import file, as ImportTable reads it: gzip'd DynamoDB JSON, one ``{"Item": ...}``
+    per line. Rows are compressed as they come, so a shard holds only the compressed bytes."""
+
+    def __init__(self) -> None:
+        self._buf = io.BytesIO()
+        self._gz = gzip.GzipFile(fileobj=self._buf, mode="wb", compresslevel=6, mtime=0)
+
+    def write(self, items: Iterable[dict]) -> None:
+        self._gz.write("".join(json.dumps({"Item": it}, separators=(",", ":"), ensure_ascii=False) + "\n"
+                               for it in items).encode("utf-8"))
+
+    def getvalue(self) -> bytes:
+        self._gz.close()
+        return self._buf.getvalue()
 
 
 class ImportFailedError(RuntimeError):

@@ -88,7 +88,7 @@ def score_shard(model_uri: str, ratings_uri: str, model_version: str, top_n: int
     generated = dt.datetime.now(dt.timezone.utc).isoformat()
     exp = expiry(ttl_days)
     parquet_rows: list[dict] = []
-    import_items: list[dict] = []
+    import_file = table.ImportFileWriter() if import_out else None
     t_score = 0.0
     # Score and write one chunk of users at a time: peak memory is set by
     # --chunk-size (the chunk's top-N lists) and recommend()'s 4 MB score
@@ -109,16 +109,16 @@ def score_shard(model_uri: str, ratings_uri: str, model_version: str, top_n: int
                                                                         [titles.get(i, i) for i in its]),
                                    generated, exp)
                     for u, its, ss in zip(chunk, lists, scores, strict=True))
-            if import_out:
-                import_items.extend(rows)
+            if import_file:
+                import_file.write(rows)
             else:
                 table.write_items(table_name, rows)
     if out:
         storage.write_parquet(storage.join(out, f"part-{shard[0]:04d}-of-{shard[1]:04d}.parquet"),
                               pd.DataFrame(parquet_rows))
-    if import_out:  # one file per shard: a re-run overwrites it (idempotent)
+    if import_file:  # one file per shard: a re-run overwrites it (idempotent)
         storage.write_bytes(storage.join(import_out, f"part-{shard[0]:04d}-of-{shard[1]:04d}{table.IMPORT_SUFFIX}"),
-                            table.import_file(import_items))
+                            import_file.getvalue())
     result = {"model_version": model_version, "shard": f"{shard[0]}/{shard[1]}", "users": int(len(users)),
               "first_user": str(users[0]) if len(users) else None, "top_n": top_n, "score_seconds": round(t_score, 3),
               "total_seconds": round(time.perf_counter() - t0, 3), "generated_at": generated}
