@@ -15,9 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -27,12 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from timed import run_timed
 
 from tasks.data.synthetic import PRESETS
-from tasks.model import AUTO_CHUNK_ELEMENTS, MF, Recommender, set_threads
+from tasks.model import MF, Recommender, auto_chunk_size, set_threads
 from tasks.train import TrainConfig
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def random_model(n_users: int, n_items: int, k: int, rank_k: int = 0, seed: int = 0) -> MF:
@@ -72,7 +68,7 @@ def bench_scoring(preset: str, top_n: int, k: int, rank_k: int, chunk: int | Non
     # best of several chunk sizes including the one recommend uses
     P, Q = (rec._p, rec._q) if rank_k == 0 else (rec._rank_p, rec._rank_qt.T)
     Qt = Q.T.contiguous()
-    auto = max(8, min(4096, AUTO_CHUNK_ELEMENTS // p.items))
+    auto = auto_chunk_size(p.items)
     chunk = chunk or auto
     def matmul(c: int, starts) -> None:
         buf = torch.empty(min(c, p.users), p.items)
@@ -210,18 +206,6 @@ def _publish(ddb, table, n_users: int, top_n: int) -> None:
     print(f"  read back: {len(got)} rows, lost {lost}, duplicated {dup}")
 
 
-def _timed(cmd: list[str], env: dict) -> tuple[dict, float, float]:
-    """Run a ``python -m`` command under ``/usr/bin/time -v``: (its JSON result, wall s, peak RSS GB)."""
-    proc = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", *cmd], capture_output=True, text=True,
-                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
-    if proc.returncode:
-        raise SystemExit(f"{cmd[0]} failed:\n{proc.stderr[-3000:]}")
-    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", proc.stderr).group(1)
-    wall_s = sum(float(v) * 60 ** n for n, v in enumerate(reversed(wall.split(":"))))
-    return json.loads(proc.stdout.strip().splitlines()[-1]), wall_s, rss_kb / 2**20
-
-
 def bench_end_to_end(preset: str, top_n: int) -> None:
     """``python -m tasks.score`` for all users of a trained model, writing to a local moto server."""
     import boto3
@@ -237,7 +221,7 @@ def bench_end_to_end(preset: str, top_n: int) -> None:
         items.to_parquet(snap / "items.parquet")
         users = [str(u) for u in ratings["user_id"].unique()]
         del ratings, items
-        trained, train_wall, train_rss = _timed(["tasks.train", "--ratings", str(snap), "--out", str(model)], {})
+        trained, train_wall, train_rss = run_timed(["tasks.train", "--ratings", str(snap), "--out", str(model)], {})
         with MotoProcess() as endpoint:
             aws = {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": "us-east-1",
                    "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
@@ -245,7 +229,7 @@ def bench_end_to_end(preset: str, top_n: int) -> None:
                                aws_access_key_id="x", aws_secret_access_key="x")
             ddb.create_table(TableName="recs", BillingMode="PAY_PER_REQUEST", KeySchema=table.KEY_SCHEMA,
                              AttributeDefinitions=table.ATTRIBUTE_DEFINITIONS)
-            result, wall, rss = _timed(["tasks.score", "--model", str(model), "--ratings", str(snap),
+            result, wall, rss = run_timed(["tasks.score", "--model", str(model), "--ratings", str(snap),
                                         "--model-version", "v1", "--top-n", str(top_n), "--table", "recs"], aws)
             print(f"[end to end {preset}: python -m tasks.score, trained model "
                   f"(fit {trained['fit_seconds']:.0f} s, command {train_wall:.0f} s, {train_rss:.2f} GB), "

@@ -22,10 +22,6 @@ output says which one was used.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +32,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from timed import run_timed  # noqa: E402
 
 from tasks.constants import ITEM_ID, RATING, USER_ID  # noqa: E402
 from tasks.model import Recommender, set_threads  # noqa: E402
@@ -151,18 +149,9 @@ def scale(preset: str, workdir: Path) -> dict:
     ratings.to_parquet(ratings_path)
     gen_s = time.perf_counter() - t0
     del ratings
-    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "tasks.train", "--ratings", str(ratings_path),
-           "--out", str(workdir / f"model-{preset}")]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
-    if proc.returncode:
-        raise SystemExit(f"tasks.train failed on {preset}:\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
-    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", proc.stderr).group(1)
-    parts = [float(x) for x in wall.split(":")]
-    wall_s = sum(v * 60 ** n for n, v in enumerate(reversed(parts)))
-    return {"generate_s": gen_s, "fit_s": result["fit_seconds"], "wall_s": wall_s, "peak_rss_gb": rss_kb / 2**20,
+    result, wall_s, rss_gb = run_timed(["tasks.train", "--ratings", str(ratings_path),
+                                        "--out", str(workdir / f"model-{preset}")])
+    return {"generate_s": gen_s, "fit_s": result["fit_seconds"], "wall_s": wall_s, "peak_rss_gb": rss_gb,
             "rmse": result["candidate"]["rmse"], "ndcg@10": result["candidate"]["ndcg@10"]}
 
 

@@ -150,6 +150,15 @@ class ImportFailedError(RuntimeError):
     """DynamoDB's import from S3 ended in FAILED or CANCELLED, or did not finish in time."""
 
 
+def table_exists(name: str, *, client=None) -> bool:
+    client = client or storage.client("dynamodb")
+    try:
+        client.describe_table(TableName=name)
+        return True
+    except client.exceptions.ResourceNotFoundException:
+        return False
+
+
 def import_table(table_name: str, source_uri: str, *, client=None, poll_seconds: float = 10.0,
                  timeout_seconds: float = 6 * 3600, sleep=time.sleep, clock=time.monotonic) -> dict:
     """Create ``table_name`` from the import files below ``source_uri`` and wait for it.
@@ -162,12 +171,9 @@ def import_table(table_name: str, source_uri: str, *, client=None, poll_seconds:
     """
     client = client or storage.client("dynamodb")
     bucket, prefix = storage.split_s3(source_uri)
-    try:
-        client.describe_table(TableName=table_name)
+    if table_exists(table_name, client=client):
         log.info("table %s exists: not importing again", table_name)
         return {"ImportStatus": "SKIPPED", "TableName": table_name}
-    except client.exceptions.ResourceNotFoundException:
-        pass
     desc = client.import_table(
         S3BucketSource={"S3Bucket": bucket, "S3KeyPrefix": prefix.rstrip("/") + "/"},
         InputFormat="DYNAMODB_JSON", InputCompressionType="GZIP",

@@ -100,6 +100,11 @@ class IdLookup:
         return self._by_str.get_indexer(values.astype(object)).astype(np.int64)
 
 
+def auto_chunk_size(n_items: int) -> int:
+    """Users per scoring chunk: about ``AUTO_CHUNK_ELEMENTS`` scores (4 MB), 8 to 4096 users."""
+    return max(8, min(4096, AUTO_CHUNK_ELEMENTS // max(1, n_items)))
+
+
 class Recommender:
     """Raw-id API over a trained :class:`MF` (numpy/torch on CPU, batch first)."""
 
@@ -220,7 +225,7 @@ class Recommender:
             raise ValueError(f"n must be positive, got {n}")
         n_items = self.model.n_item
         if chunk_size is None:
-            chunk_size = max(8, min(4096, AUTO_CHUNK_ELEMENTS // max(1, n_items)))
+            chunk_size = auto_chunk_size(n_items)
         idx = self.user_index_of(user_ids)
         k = min(n, n_items)
         out_idx = np.full((len(idx), n), -1, dtype=np.int64)

@@ -29,6 +29,7 @@ Tested against a brute-force ``np.lexsort`` reference in ``tests/test_model.py``
 
 from __future__ import annotations
 
+import functools
 from statistics import NormalDist
 
 import numpy as np
@@ -193,6 +194,14 @@ topk_rows = njit(parallel=True, cache=True, boundscheck=False, nogil=True)(_topk
 topk_rows_serial = njit(cache=True, boundscheck=False, nogil=True)(_topk_rows)
 
 
+@functools.lru_cache(maxsize=64)
+def _first_guess_z(k: int, n: int) -> float:
+    """If scores were normal, z standard deviations above the mean would leave about 1.5k of
+    n items above the first threshold. Only a guess: more items above it cost time, fewer than
+    k trigger a second scan from -inf; the result is exact either way."""
+    return NormalDist().inv_cdf(1 - 1.5 * k / n) if 1.5 * k < n else -np.inf
+
+
 def topk(scores: np.ndarray, k: int, rows: np.ndarray | None = None, indptr: np.ndarray | None = None,
          indices: np.ndarray | None = None, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` per row; ``scores`` is used as scratch space (seen items set to -inf).
@@ -209,11 +218,7 @@ def topk(scores: np.ndarray, k: int, rows: np.ndarray | None = None, indptr: np.
         rows = np.full(n_rows, -1, dtype=np.int64)
         indptr = np.zeros(1, dtype=np.int64)
         indices = np.zeros(0, dtype=np.int64)
-    n = scores.shape[1]
-    # If scores were normal, z standard deviations above the mean would leave about 2k items
-    # (the reservoir's size) above the first threshold. It is only a guess: more items above
-    # it cost time, fewer than k trigger a second scan from -inf; the result is exact either way.
-    z = NormalDist().inv_cdf(1 - 1.5 * k / n) if 1.5 * k < n else -np.inf
+    z = _first_guess_z(k, scores.shape[1])
     out_s = np.empty((n_rows, k), dtype=np.float32)
     out_i = np.empty((n_rows, k), dtype=np.int64)
     if n_rows:

@@ -180,7 +180,7 @@ def retain(table_name: str, versions: dict[str, str], ttl_days: int, now: float 
     out = {}
     for version, model_uri in versions.items():
         version_table = f"{table_name}-{version}" if per_version else table_name
-        marker = table.get_marker(version_table, version) if _table_exists(version_table) else None
+        marker = table.get_marker(version_table, version) if table.table_exists(version_table) else None
         if marker is None:
             out[version] = "no marker: nothing to keep"
         elif marker["expires_at"] - now > ttl_days * 86400 / 2:
@@ -194,11 +194,3 @@ def retain(table_name: str, versions: dict[str, str], ttl_days: int, now: float 
         out["dropped"] = table.drop_version_tables(table_name, set(versions), now - ttl_days * 86400)
     return out
 
-
-def _table_exists(name: str) -> bool:
-    client = storage.client("dynamodb")
-    try:
-        client.describe_table(TableName=name)
-        return True
-    except client.exceptions.ResourceNotFoundException:
-        return False
