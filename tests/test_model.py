@@ -112,8 +112,19 @@ def test_ranking_head_orders_recommend_but_not_predict(tmp_path):
     assert load(str(tmp_path)).recommend(["u1"], 2)[0].tolist() == [["i0", "i1"]]
 
 
+def _assert_exact_topk(scores, k, s, i):
+    """Brute force: every non-NaN item above -inf, by score descending then index ascending."""
+    for r in range(len(scores)):
+        eligible = np.flatnonzero(~np.isnan(scores[r]) & (scores[r] > -np.inf))
+        ref = eligible[np.lexsort((eligible, -scores[r][eligible]))][:k]
+        assert i[r, :len(ref)].tolist() == ref.tolist(), (k, r)
+        np.testing.assert_array_equal(s[r, :len(ref)], scores[r][ref])
+        assert (i[r, len(ref):] == -1).all() and np.isneginf(s[r, len(ref):]).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("seed", range(5))
-def test_topk_matches_brute_force_with_heavy_ties(seed):
+def test_topk_matches_brute_force_with_heavy_ties(seed, threads):
     """Exact order: score descending, then item index ascending; -inf rows pad with index -1."""
     from tasks.model.topk import topk
 
@@ -123,14 +134,33 @@ def test_topk_matches_brute_force_with_heavy_ties(seed):
     scores[rng.random(scores.shape) < 0.3] = -np.inf  # masked items
     scores[0] = -np.inf
     scores[1, 5] = np.nan  # never selected
+    scores[2, :7] = np.inf  # ranks first, ties by index
+    scores[3] = 0.0
+    scores[3, ::3] = -0.0  # -0.0 ties with 0.0: order by index alone
     for k in (1, 5, 17, 40, n_items, n_items + 3):
-        s, i = topk(scores.copy(), k, threads=2)
-        for r in range(len(scores)):
-            finite = np.flatnonzero(np.isfinite(scores[r]))
-            ref = finite[np.lexsort((finite, -scores[r][finite]))][:k]
-            assert i[r, :len(ref)].tolist() == ref.tolist(), (k, r)
-            np.testing.assert_array_equal(s[r, :len(ref)], scores[r][ref])
-            assert (i[r, len(ref):] == -1).all() and np.isneginf(s[r, len(ref):]).all()
+        s, i = topk(scores.copy(), k, threads=threads)
+        _assert_exact_topk(scores, k, s, i)
+
+
+@pytest.mark.parametrize("order", ["random", "ascending", "descending"])
+def test_topk_is_exact_on_long_rows_whatever_the_order(order):
+    """Rows long enough for the sampled first threshold, many cuts of the candidate list (scores
+    rising along the row), a first guess that misses (descending) and near-ties in one bucket."""
+    from tasks.model.topk import topk
+
+    rng = np.random.default_rng(3)
+    scores = rng.standard_normal((12, 5003)).astype(np.float32)
+    scores[1] = np.round(scores[1], 1)  # ~60 distinct values: long runs of equal scores
+    scores[2] = 1.0 + np.float32(1e-7) * rng.integers(0, 3, 5003)  # a range a few ulps wide
+    scores[3, rng.choice(5003, 40, replace=False)] = 1e30  # a few huge scores far above the rest
+    scores[4, 100:] = -np.inf  # fewer eligible items than k
+    if order != "random":
+        scores.sort(axis=1)
+        if order == "descending":
+            scores = np.ascontiguousarray(scores[:, ::-1])
+    for k in (1, 10, 100, 1000):
+        s, i = topk(scores.copy(), k, threads=1)
+        _assert_exact_topk(scores, k, s, i)
 
 
 def test_topk_excludes_exactly_the_seen_items_of_each_row():

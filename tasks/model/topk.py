@@ -2,27 +2,28 @@
 
 ``torch.topk`` costs about 2-6 ns per score on this machine's CPUs: at MovieLens-25M
 scale (162k users x 59k items) about 4x the matrix multiply that produced the
-scores (bench/score_bench.py). This kernel passes over each score once, plus a
-1-in-16 sample:
+scores (bench/score_bench.py). This kernel reads each score once, plus a 1-in-16
+sample:
 
-- a *reservoir* per row keeps every item that beats a running threshold. When
-  it holds ``2k`` entries, a quickselect keeps the best ``k`` and the threshold
-  rises to the k-th best score, so after the first few hundred items almost
-  nothing enters;
 - the first threshold is a guess from the mean and standard deviation of a
   sample of the row (where about 1.5k items would be above it if scores were
-  normal; a wrong guess costs time, never exactness: fewer than k items above
-  it trigger a second scan from -inf);
-- the threshold test runs on blocks of 64 scores at a time, as eight 8-wide
-  running maxima the compiler turns into SIMD instructions; only a block whose
-  maximum beats the threshold is looked at item by item;
-- entries are 64-bit keys, ``(score descending, item index ascending)``, so one
-  integer sort gives the exact, deterministic order: equal scores rank by lower
-  item index.
+  normal). A wrong guess costs time, never exactness: fewer than k items above
+  it trigger a second scan from -inf;
+- scores are tested 8 at a time (one SIMD maximum); only a block whose maximum
+  beats the threshold is looked at, and its items are appended to the
+  candidate list without a branch (the index is always written, the count only
+  advances for an item above the threshold);
+- when the candidate list reaches ``2k``, it is ordered and cut to the best
+  ``k``, and the threshold rises to the k-th best score;
+- the candidates are ordered by one counting pass over score buckets (a
+  monotone map of the score, so buckets never invert the order) and an
+  insertion sort by a 64-bit key, ``(score descending, item index
+  ascending)``: equal scores rank by lower item index, and ``-0.0`` ties with
+  ``0.0``. About 2.5x faster than a comparison sort for ~100 candidates.
 
 Items masked as seen are set to ``-inf`` in the scratch score matrix and never
-enter. Rows with fewer than ``k`` eligible items are padded with index ``-1``
-and score ``-inf``. NaN scores never enter (they compare false).
+enter. Rows with fewer than ``k`` eligible items (finite or ``+inf``) are padded
+with index ``-1`` and score ``-inf``. NaN scores never enter (they compare false).
 
 Tested against a brute-force ``np.lexsort`` reference in ``tests/test_model.py``.
 """
@@ -35,7 +36,10 @@ from statistics import NormalDist
 import numpy as np
 from numba import njit, prange
 
-BLOCK = 64  # scores tested per vectorised threshold check (8 lanes x 8)
+BLOCK = 8  # scores per threshold test (one 8-wide SIMD maximum)
+GUESS = 1.5  # the first threshold aims at this many times k items above it, if scores were normal
+GUESS_LOW = 3.0  # the second, when fewer than k items were above the first (a heavy upper tail)
+CAP = 2.0  # candidates kept before a cut to the best k, times k
 STRIDE = 16  # the first threshold's mean and std come from every 16th score
 _LOW = np.uint64(0xFFFFFFFF)
 _SIGN = np.uint64(0x80000000)
@@ -44,43 +48,52 @@ _SHIFT32 = np.uint64(32)
 
 
 @njit(inline="always", boundscheck=False)
-def _select(a, n, k):
-    """Rearrange ``a[:n]`` so its ``k`` smallest keys are in ``a[:k]`` (Hoare quickselect)."""
-    left, right = 0, n - 1
-    target = k - 1
-    while right > left:
-        mid = (left + right) >> 1
-        if a[mid] < a[left]:
-            a[mid], a[left] = a[left], a[mid]
-        if a[right] < a[left]:
-            a[right], a[left] = a[left], a[right]
-        if a[right] < a[mid]:
-            a[right], a[mid] = a[mid], a[right]
-        pivot = a[mid]
-        i, j = left, right
-        while i <= j:
-            while a[i] < pivot:
-                i += 1
-            while a[j] > pivot:
-                j -= 1
-            if i <= j:
-                a[i], a[j] = a[j], a[i]
-                i += 1
-                j -= 1
-        if target <= j:
-            right = j
-        elif target >= i:
-            left = i
-        else:
-            break
-
-
-@njit(inline="always", boundscheck=False)
 def _key(bits, t):
     """Sort key: ascending key == descending score, then ascending item index ``t``."""
     x = np.uint64(bits)
-    x = x ^ _LOW if x >> _SHIFT31 else x ^ _SIGN  # order-preserving map of the float's bits
+    x = x & ~(np.uint64(x == _SIGN) << _SHIFT31)  # -0.0 ranks as 0.0
+    x = x ^ (((x >> _SHIFT31) * np.uint64(0x7FFFFFFF)) | _SIGN)  # order-preserving map of the float's bits
     return ((_LOW - x) << _SHIFT32) | np.uint64(t)
+
+
+@njit(inline="always", boundscheck=False)
+def _order(row, bits, idx, c, keys, cnt):
+    """``keys[:c]`` = the candidates ``idx[:c]`` as sort keys, best first.
+
+    A counting pass over ``2c`` buckets of ``(best - score) * scale`` (IEEE
+    subtraction and multiplication are monotone, so a better score never lands
+    in a later bucket), then an insertion sort by the full key, which only
+    moves items within their bucket.
+    """
+    hi = np.float64(row[idx[0]])
+    lo = hi
+    for i in range(1, c):
+        s = np.float64(row[idx[i]])
+        hi = max(hi, s)
+        lo = min(lo, s)
+    nb = 2 * c
+    scale = (nb - 1) / (hi - lo) if hi > lo else 0.0
+    if scale > 0.0 and scale < 1e300:
+        cnt[:nb + 1] = 0
+        for i in range(c):
+            cnt[min(np.int64((hi - np.float64(row[idx[i]])) * scale), nb - 1) + 1] += 1
+        for b in range(nb):
+            cnt[b + 1] += cnt[b]
+        for i in range(c):
+            t = idx[i]
+            b = min(np.int64((hi - np.float64(row[t])) * scale), nb - 1)
+            keys[cnt[b]] = _key(bits[t], t)
+            cnt[b] += 1
+    else:  # all equal, an infinite score or a subnormal range: the insertion sort alone
+        for i in range(c):
+            keys[i] = _key(bits[idx[i]], idx[i])
+    for i in range(1, c):
+        v = keys[i]
+        j = i - 1
+        while j >= 0 and keys[j] > v:
+            keys[j + 1] = keys[j]
+            j -= 1
+        keys[j + 1] = v
 
 
 @njit(fastmath=True, cache=True, boundscheck=False)
@@ -99,55 +112,49 @@ def _moments(row):
 
 
 @njit(inline="always", boundscheck=False)
-def _block_max(row, base):
-    """Largest of ``row[base:base + 64]``, ignoring NaN, in 8 independent lanes (SIMD max)."""
-    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = np.float32(-np.inf)
-    for q in range(base, base + BLOCK, 8):
-        v = row[q]
-        m0 = v if v > m0 else m0
-        v = row[q + 1]
-        m1 = v if v > m1 else m1
-        v = row[q + 2]
-        m2 = v if v > m2 else m2
-        v = row[q + 3]
-        m3 = v if v > m3 else m3
-        v = row[q + 4]
-        m4 = v if v > m4 else m4
-        v = row[q + 5]
-        m5 = v if v > m5 else m5
-        v = row[q + 6]
-        m6 = v if v > m6 else m6
-        v = row[q + 7]
-        m7 = v if v > m7 else m7
-    return max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
+def _block_max(row, q):
+    """Largest of ``row[q:q + 8]`` (NaN-ignoring enough: a NaN block is looked at, its NaN never enters)."""
+    m0 = max(row[q], row[q + 4])
+    m1 = max(row[q + 1], row[q + 5])
+    m2 = max(row[q + 2], row[q + 6])
+    m3 = max(row[q + 3], row[q + 7])
+    return max(max(m0, m1), max(m2, m3))
 
 
 @njit(inline="always", boundscheck=False)
-def _scan(row, bits, thr, res, cap, k):
-    """Insert every item scoring above ``thr`` (rising as the reservoir fills); returns the count."""
+def _cut(row, bits, idx, c, keys, cnt, k):
+    """Keep the best ``k`` of the ``c`` candidates; returns the new threshold (the k-th best score)."""
+    _order(row, bits, idx, c, keys, cnt)
+    for q in range(k):
+        idx[q] = np.int64(keys[q] & _LOW)
+    return row[idx[k - 1]]
+
+
+@njit(inline="always", boundscheck=False)
+def _scan(row, bits, thr, idx, keys, cnt, cap, k):
+    """Candidates above ``thr`` (rising as the list fills) into ``idx``; returns their count."""
     n = row.shape[0]
     full = n - n % BLOCK
     c = 0
-    for j in range(0, n, BLOCK):
-        hi = min(j + BLOCK, n)
-        if j < full and not _block_max(row, j) > thr:  # vectorised: nothing in the block enters
+    for j in range(0, full, BLOCK):
+        if not _block_max(row, j) > thr:
             continue
-        for t in range(j, hi):
-            if row[t] > thr:
-                res[c] = _key(bits[t], t)
-                c += 1
-                if c == cap and cap > k:  # (k >= n: every item fits, never full)
-                    _select(res, c, k)
-                    c = k
-                    worst = res[0]
-                    for q in range(1, k):
-                        if res[q] > worst:
-                            worst = res[q]
-                    thr = row[np.int64(worst & _LOW)]
+        if c + BLOCK > cap:  # no room for a whole block: keep the best k, raise the threshold
+            thr = _cut(row, bits, idx, c, keys, cnt, k)
+            c = k
+        for t in range(j, j + BLOCK):
+            idx[c] = t
+            c += row[t] > thr
+    for t in range(full, n):
+        if c + 1 > cap:
+            thr = _cut(row, bits, idx, c, keys, cnt, k)
+            c = k
+        idx[c] = t
+        c += row[t] > thr
     return c
 
 
-def _topk_rows(scores, rows, indptr, indices, k, out_scores, out_index, groups, z):
+def _topk_rows(scores, rows, indptr, indices, k, out_scores, out_index, groups, z, z_low):
     """Top-``k`` of each row of ``scores`` (float32, C-contiguous, overwritten).
 
     ``rows[r]`` is the user whose seen items ``indices[indptr[u]:indptr[u + 1]]``
@@ -155,33 +162,33 @@ def _topk_rows(scores, rows, indptr, indices, k, out_scores, out_index, groups, 
     and ``out_index`` of shape ``(len(scores), k)``, best first.
     """
     n_rows, n = scores.shape
-    cap = min(2 * k, n)
+    cap = max(int(CAP * k), k + BLOCK)  # a cut always leaves room for one more block
     step = (n_rows + groups - 1) // groups
     bits_all = scores.view(np.uint32)
     for g in prange(groups):
-        res = np.empty(max(cap, 1), dtype=np.uint64)
+        idx = np.empty(cap + BLOCK, dtype=np.int64)
+        keys = np.empty(cap + BLOCK, dtype=np.uint64)
+        cnt = np.empty(2 * (cap + BLOCK) + 1, dtype=np.int64)
         for r in range(g * step, min(n_rows, (g + 1) * step)):
             row = scores[r]
             bits = bits_all[r]
-            if z > -np.inf:  # a first threshold near the score of the (1.5k)-th item
-                mean, std = _moments(row)
-                thr = np.float32(mean + z * std)
-            else:
-                thr = np.float32(-np.inf)
+            mean, std = _moments(row) if z > -np.inf else (0.0, 0.0)
             u = rows[r]
             if u >= 0:
                 for p in range(indptr[u], indptr[u + 1]):
                     row[indices[p]] = -np.inf
-            c = _scan(row, bits, thr, res, cap, k)
-            if c < k and z > -np.inf:  # fewer than k items above the guess (too high, or NaN)
-                c = _scan(row, bits, np.float32(-np.inf), res, cap, k)
-            if c > k:
-                _select(res, c, k)
-                c = k
-            res[:c].sort()
+            c = 0
+            if z > -np.inf:  # a first threshold near the score of the (GUESS * k)-th item
+                c = _scan(row, bits, np.float32(mean + z * std), idx, keys, cnt, cap, k)
+            if c < k and z_low > -np.inf:  # fewer than k above it (a heavy tail): a lower guess
+                c = _scan(row, bits, np.float32(mean + z_low * std), idx, keys, cnt, cap, k)
+            if c < k:  # no guess (k near n), still too few, NaN scores, or fewer eligible items than k
+                c = _scan(row, bits, np.float32(-np.inf), idx, keys, cnt, cap, k)
+            if c:
+                _order(row, bits, idx, c, keys, cnt)
             m = min(k, c)
             for q in range(m):
-                t = np.int64(res[q] & _LOW)
+                t = np.int64(keys[q] & _LOW)
                 out_scores[r, q] = row[t]
                 out_index[r, q] = t
             for q in range(m, k):
@@ -195,11 +202,11 @@ topk_rows_serial = njit(cache=True, boundscheck=False, nogil=True)(_topk_rows)
 
 
 @functools.lru_cache(maxsize=64)
-def _first_guess_z(k: int, n: int) -> float:
-    """If scores were normal, z standard deviations above the mean would leave about 1.5k of
-    n items above the first threshold. Only a guess: more items above it cost time, fewer than
-    k trigger a second scan from -inf; the result is exact either way."""
-    return NormalDist().inv_cdf(1 - 1.5 * k / n) if 1.5 * k < n else -np.inf
+def _first_guess_z(k: int, n: int, aim: float = GUESS) -> float:
+    """If scores were normal, z standard deviations above the mean would leave about ``aim * k``
+    of n items above the threshold. Only a guess: more items above it cost time, fewer than k
+    trigger a scan from a lower guess, then from -inf; the result is exact either way."""
+    return NormalDist().inv_cdf(1 - aim * k / n) if aim * k < n else -np.inf
 
 
 def topk(scores: np.ndarray, k: int, rows: np.ndarray | None = None, indptr: np.ndarray | None = None,
@@ -219,12 +226,13 @@ def topk(scores: np.ndarray, k: int, rows: np.ndarray | None = None, indptr: np.
         indptr = np.zeros(1, dtype=np.int64)
         indices = np.zeros(0, dtype=np.int64)
     z = _first_guess_z(k, scores.shape[1])
+    z_low = _first_guess_z(k, scores.shape[1], GUESS_LOW) if z > -np.inf else -np.inf
     out_s = np.empty((n_rows, k), dtype=np.float32)
     out_i = np.empty((n_rows, k), dtype=np.int64)
     if n_rows:
         kernel = topk_rows if threads > 1 else topk_rows_serial
         kernel(scores, np.ascontiguousarray(rows, dtype=np.int64), indptr, indices, k, out_s, out_i,
-               max(1, min(n_rows, 4 * threads)), z)
+               max(1, min(n_rows, 4 * threads)), z, z_low)
     return out_s, out_i
 
 
