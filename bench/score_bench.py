@@ -99,10 +99,10 @@ def bench_scoring(preset: str, top_n: int, k: int, rank_k: int, chunk: int | Non
     with torch.no_grad():
         for _ in range(repeat):
             for c in sorted({chunk, auto, 16, 64, 256, 1024}):
-                t = timed(lambda: matmul(c, range(0, p.users, c)))  # torch's own threads
+                t = timed(lambda c=c: matmul(c, range(0, p.users, c)))  # torch's own threads
                 if t < t_matmul:
                     t_matmul, best_chunk = t, f"{c} users, torch threads"
-                t = timed(lambda: one_thread_per_core(c))
+                t = timed(lambda c=c: one_thread_per_core(c))
                 if t < t_matmul:
                     t_matmul, best_chunk = t, f"{c} users, a Python thread per core"
             t_score = min(t_score, timed(lambda: rec.recommend(users, top_n, exclude_seen=True, chunk_size=chunk)))
