@@ -187,6 +187,36 @@ def test_topk_rejects_what_it_cannot_score():
         topk(np.zeros((2, 3)), 1)
     with pytest.raises(ValueError, match="positive"):
         topk(np.zeros((2, 3), dtype=np.float32), 0)
+    with pytest.raises(ValueError, match=r"moments must have shape \(2, 2\)"):
+        topk(np.zeros((2, 3), dtype=np.float32), 1, moments=np.zeros((3, 2)))
+
+
+@pytest.mark.parametrize("moments", ["exact", "far too high", "far too low", "nan"])
+def test_topk_is_exact_whatever_moments_it_is_given(moments):
+    """Moments only place the first threshold: wrong ones cost time, never the result."""
+    from tasks.model.topk import topk
+
+    rng = np.random.default_rng(5)
+    scores = rng.standard_normal((40, 4000)).astype(np.float32) * 2 + 1
+    given = np.stack([scores.mean(1), scores.std(1)], 1).astype(np.float64)
+    given = {"exact": given, "far too high": given + [50.0, 0.0], "far too low": given - [50.0, 0.0],
+             "nan": np.full_like(given, np.nan)}[moments]
+    for k in (1, 10, 100):
+        s, i = topk(scores.copy(), k, threads=1, moments=given)
+        _assert_exact_topk(scores, k, s, i)
+
+
+@pytest.mark.parametrize("rank_k", [0, 3])
+def test_score_moments_are_the_exact_mean_and_std_of_each_score_row(rank_k):
+    torch.manual_seed(1)
+    model = MF(30, 200, k=5, rank_k=rank_k)
+    with torch.no_grad():
+        model.item_bias.weight.normal_(0, 1)  # the rating head's rows include the item bias
+    rec = Recommender(model, np.arange(30).astype(str), np.arange(200).astype(str))
+    rows = rec.item_scores(torch.tensor([0, 7, 29, 0])).double()
+    rows[3] = rec._default_scores.double()  # -1: an unknown user's non-personal row
+    expected = torch.stack([rows.mean(1), rows.std(1, correction=0)], 1).numpy()
+    np.testing.assert_allclose(rec.score_moments(np.array([0, 7, 29, -1])), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_id_lookup_accepts_ints_strings_and_mixed_input():

@@ -137,6 +137,16 @@ class Recommender:
             else:
                 self._rank_p = None
                 self._default_scores = self._bi
+            # each user's score row has mean p'.mu and variance p' C p' over all items, with
+            # p' the user's vector (and a 1 for the item bias) and mu, C the mean and
+            # covariance of the item vectors (and biases): the top-k kernel's first threshold
+            items = (self._rank_qt.T if self._rank_p is not None
+                     else torch.cat([self._q, self._bi[:, None]], 1)).double()
+            self._item_mean = items.mean(0)
+            centered = items - self._item_mean
+            self._item_cov = centered.T @ centered / max(1, len(items))
+            default = self._default_scores.double()
+            self._default_moments = (float(default.mean()), float(default.std(correction=0)))
         if seen_indptr is None:
             seen_indptr = np.zeros(model.n_user + 1, dtype=np.int64)
             seen_indices = np.zeros(0, dtype=np.int64)
@@ -204,6 +214,21 @@ class Recommender:
         # (B, k) @ (k, I) + (I,) -> (B, I)
         return torch.addmm(self._bi, self._p[users], self._qt, out=out)
 
+    def score_moments(self, rows: np.ndarray) -> np.ndarray:
+        """Exact mean and standard deviation of the :meth:`item_scores` row of each user
+        index (``-1``: an unknown user's non-personal row), shape (B, 2), from the item
+        vectors' mean and covariance: no score is read."""
+        known = torch.from_numpy(rows >= 0)
+        users = torch.from_numpy(np.maximum(rows, 0))
+        with torch.no_grad():
+            if self._rank_p is not None:
+                vec = self._rank_p[users].double()
+            else:
+                vec = torch.cat([self._p[users], torch.ones(len(users), 1)], 1).double()
+            out = torch.stack([vec @ self._item_mean, ((vec @ self._item_cov) * vec).sum(1).clamp(min=0).sqrt()], 1)
+            out[~known] = torch.tensor(self._default_moments, dtype=torch.float64)
+        return out.numpy()
+
     def recommend(self, user_ids, n: int = 10, exclude_seen: bool = True,
                   chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` raw item ids and scores per user, best first: shapes (U, n).
@@ -231,6 +256,7 @@ class Recommender:
         out_idx = np.full((len(idx), n), -1, dtype=np.int64)
         out_scores = np.full((len(idx), n), -np.inf, dtype=np.float32)
         local = threading.local()
+        moments = self.score_moments(idx)  # each row's mean and std: the kernel's first threshold
 
         def score(start: int) -> None:
             """Score users start..start+chunk into this thread's buffer and select their top-k."""
@@ -244,7 +270,8 @@ class Recommender:
             if not known.all():
                 scores[torch.from_numpy(~known)] = self._default_scores
             top_s, top_i = topk(scores.numpy(), k, rows if exclude_seen else None,
-                                self._seen_indptr, self._seen_indices, threads=1)
+                                self._seen_indptr, self._seen_indices, threads=1,
+                                moments=moments[start:start + chunk_size])
             if self._rank_p is None:  # back to predicted ratings: add user bias + mean per row
                 offset = torch.where(torch.from_numpy(known), self._bu[users], 0.0) + self._mu
                 top_s += offset.numpy()[:, None]

@@ -39,7 +39,7 @@ from numba import njit, prange
 
 BLOCK = 8  # scores per threshold test (one 8-wide SIMD maximum)
 COARSE = 64  # scores per coarser test, used when fewer than one item per 64 is expected above the threshold
-GUESS = 1.5  # the first threshold aims at this many times k items above it, if scores were normal
+GUESS = 1.5  # the first threshold aims at this many times k items above it (sampled moments)
 GUESS_LOW = 3.0  # the second, when fewer than k items were above the first (a heavy upper tail)
 CAP = 2.0  # candidates kept before a cut to the best k, times k
 _LOW = np.uint64(0xFFFFFFFF)
@@ -184,12 +184,15 @@ def _scan(row, bits, thr, idx, keys, cnt, cap, k, coarse):
     return c
 
 
-def _topk_rows(scores, rows, indptr, indices, k, out_scores, out_index, groups, z, z_low, coarse, stride):
+def _topk_rows(scores, rows, indptr, indices, k, out_scores, out_index, groups, z, z_low, coarse, stride,
+               moments):
     """Top-``k`` of each row of ``scores`` (float32, C-contiguous, overwritten).
 
     ``rows[r]`` is the user whose seen items ``indices[indptr[u]:indptr[u + 1]]``
     are excluded from row ``r`` (``-1``: exclude nothing). Writes ``out_scores``
-    and ``out_index`` of shape ``(len(scores), k)``, best first.
+    and ``out_index`` of shape ``(len(scores), k)``, best first. ``moments``:
+    each row's mean and standard deviation, shape ``(len(scores), 2)``, or
+    ``(0, 2)`` to estimate them from a sample of every ``stride``-th score.
     """
     n_rows, n = scores.shape
     cap = max(int(CAP * k), k + BLOCK)  # a cut always leaves room for one more block
@@ -202,7 +205,12 @@ def _topk_rows(scores, rows, indptr, indices, k, out_scores, out_index, groups, 
         for r in range(g * step, min(n_rows, (g + 1) * step)):
             row = scores[r]
             bits = bits_all[r]
-            mean, std = _moments(row, stride) if z > -np.inf else (0.0, 0.0)
+            if z == -np.inf:
+                mean, std = 0.0, 0.0
+            elif moments.shape[0]:
+                mean, std = moments[r, 0], moments[r, 1]
+            else:
+                mean, std = _moments(row, stride)
             u = rows[r]
             if u >= 0:
                 for p in range(indptr[u], indptr[u + 1]):
@@ -237,6 +245,17 @@ def sample_stride(n: int) -> int:
     return max(1, min(64, n // 256))
 
 
+def aim(k: int, exact: bool) -> float:
+    """How many times k items the first threshold aims to leave above it.
+
+    With a row's exact mean and standard deviation the count above is close to
+    Poisson (k + 2.5 sqrt(k) leaves about 1% of rows short at k=10 to 100); with
+    sampled ones the estimate's own error needs more room (1.5k left 8% of
+    rows short at MovieLens shapes, bench/score_bench.py's random model).
+    """
+    return 1.0 + 2.5 / k ** 0.5 if exact else GUESS
+
+
 @functools.lru_cache(maxsize=64)
 def _first_guess_z(k: int, n: int, aim: float = GUESS) -> float:
     """If scores were normal, z standard deviations above the mean would leave about ``aim * k``
@@ -246,30 +265,39 @@ def _first_guess_z(k: int, n: int, aim: float = GUESS) -> float:
 
 
 def topk(scores: np.ndarray, k: int, rows: np.ndarray | None = None, indptr: np.ndarray | None = None,
-         indices: np.ndarray | None = None, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+         indices: np.ndarray | None = None, threads: int = 1,
+         moments: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-``k`` per row; ``scores`` is used as scratch space (seen items set to -inf).
 
     ``threads=1`` runs on the calling thread and releases the GIL, so Python
     threads may call it concurrently; more threads use numba's parallel pool.
+    ``moments``, shape ``(rows, 2)``: each row's exact mean and standard
+    deviation before masking, when the caller knows them (a better first
+    threshold than a sample's; any values give the exact result).
     """
     if scores.dtype != np.float32 or not scores.flags.c_contiguous:
         raise ValueError("scores must be a C-contiguous float32 matrix")
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
-    n_rows = scores.shape[0]
+    n_rows, n = scores.shape
+    if moments is None:
+        moments = np.zeros((0, 2))
+    elif moments.shape != (n_rows, 2):
+        raise ValueError(f"moments must have shape ({n_rows}, 2), got {moments.shape}")
     if rows is None:
         rows = np.full(n_rows, -1, dtype=np.int64)
         indptr = np.zeros(1, dtype=np.int64)
         indices = np.zeros(0, dtype=np.int64)
-    z = _first_guess_z(k, scores.shape[1])
-    z_low = _first_guess_z(k, scores.shape[1], GUESS_LOW) if z > -np.inf else -np.inf
+    first = aim(k, exact=len(moments) > 0)
+    z = _first_guess_z(k, n, first)
+    z_low = _first_guess_z(k, n, max(GUESS_LOW, 2 * first)) if z > -np.inf else -np.inf
     out_s = np.empty((n_rows, k), dtype=np.float32)
     out_i = np.empty((n_rows, k), dtype=np.int64)
     if n_rows:
         kernel = topk_rows if threads > 1 else topk_rows_serial
         kernel(scores, np.ascontiguousarray(rows, dtype=np.int64), indptr, indices, k, out_s, out_i,
-               max(1, min(n_rows, 4 * threads)), z, z_low,
-               GUESS * k * COARSE < scores.shape[1], sample_stride(scores.shape[1]))
+               max(1, min(n_rows, 4 * threads)), z, z_low, first * k * COARSE < n, sample_stride(n),
+               np.ascontiguousarray(moments, dtype=np.float64))
     return out_s, out_i
 
 
