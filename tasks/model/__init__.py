@@ -292,7 +292,7 @@ class Recommender:
                 take = threading.Lock()
 
                 def worker() -> None:
-                    """Take the next chunk until none is left (a future per chunk cost ~20 µs)."""
+                    """Take the next chunk until none is left (rather than a future per chunk)."""
                     while True:
                         with take:
                             start = next(pending, None)

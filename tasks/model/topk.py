@@ -2,13 +2,15 @@
 
 ``torch.topk`` costs about 2-6 ns per score on this machine's CPUs: at MovieLens-25M
 scale (162k users x 59k items) about 4x the matrix multiply that produced the
-scores (bench/score_bench.py). This kernel reads each score once, plus a sample:
+scores (bench/score_bench.py). This kernel reads each score once:
 
-- the first threshold is a guess from the mean and standard deviation of a
-  sample of the row (about 256 scores or more, at most one per 64), where
-  about 1.5k items would be above it if scores were normal. A wrong guess
+- the first threshold is placed with the row's mean and standard deviation
+  where, if scores were normal, about k + 2.5 sqrt(k) items would be above it.
+  ``recommend`` passes each row's exact moments (from the model's vectors);
+  without them they come from a sample of the row (about 256 scores or more,
+  at most one per 64) and the threshold aims at 1.5k items. A wrong guess
   costs time, never exactness: fewer than k items above it trigger a scan from
-  a lower guess (3k), then from -inf;
+  a lower guess, then from -inf;
 - scores are tested 8 at a time (one SIMD maximum), and when fewer than one
   item per 64 is expected above the threshold, 64 at a time first (a
   vectorised count); only a block that beats the threshold is looked at, and
@@ -216,7 +218,7 @@ def _topk_rows(scores, rows, indptr, indices, k, out_scores, out_index, groups, 
                 for p in range(indptr[u], indptr[u + 1]):
                     row[indices[p]] = -np.inf
             c = 0
-            if z > -np.inf:  # a first threshold near the score of the (GUESS * k)-th item
+            if z > -np.inf:  # a first threshold near the score of the (aim * k)-th item
                 c = _scan(row, bits, np.float32(mean + z * std), idx, keys, cnt, cap, k, coarse)
             if c < k and z_low > -np.inf:  # fewer than k above it (a heavy tail): a lower guess
                 c = _scan(row, bits, np.float32(mean + z_low * std), idx, keys, cnt, cap, k, coarse)
@@ -249,19 +251,19 @@ def aim(k: int, exact: bool) -> float:
     """How many times k items the first threshold aims to leave above it.
 
     With a row's exact mean and standard deviation the count above is close to
-    Poisson (k + 2.5 sqrt(k) leaves about 1% of rows short at k=10 to 100); with
-    sampled ones the estimate's own error needs more room (1.5k left 8% of
-    rows short at MovieLens shapes, bench/score_bench.py's random model).
+    Poisson: k + 2.5 sqrt(k) left 0.4-1.1% of rows short at k=10 and 100. With
+    sampled ones the estimate's own error needs more room: 1.5k left 8% of rows
+    short at k=100. (ML-1M and ML-25M shapes, bench/score_bench.py's random model.)
     """
     return 1.0 + 2.5 / k ** 0.5 if exact else GUESS
 
 
 @functools.lru_cache(maxsize=64)
-def _first_guess_z(k: int, n: int, aim: float = GUESS) -> float:
-    """If scores were normal, z standard deviations above the mean would leave about ``aim * k``
+def _first_guess_z(k: int, n: int, times: float = GUESS) -> float:
+    """If scores were normal, z standard deviations above the mean would leave about ``times * k``
     of n items above the threshold. Only a guess: more items above it cost time, fewer than k
     trigger a scan from a lower guess, then from -inf; the result is exact either way."""
-    return NormalDist().inv_cdf(1 - aim * k / n) if aim * k < n else -np.inf
+    return NormalDist().inv_cdf(1 - times * k / n) if times * k < n else -np.inf
 
 
 def topk(scores: np.ndarray, k: int, rows: np.ndarray | None = None, indptr: np.ndarray | None = None,
