@@ -64,11 +64,12 @@ def _read_and_order(scores, k):
     keys = np.empty(k, dtype=np.uint64)
     cnt = np.empty(2 * k + 1, dtype=np.int64)
     bits = scores.view(np.uint32)
+    zero = np.float32(0.0)  # a float32 comparison, as the kernel's (a float64 one would convert every score)
     above = 0
     for r in range(n_rows):
         row = scores[r]
         for t in range(n):
-            above += row[t] > 0.0
+            above += row[t] > zero
         _order(row, bits[r], idx, k, keys, cnt)
     return above
 
