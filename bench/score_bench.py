@@ -70,7 +70,7 @@ def _read_and_order(scores, k):
         row = scores[r]
         for t in range(n):
             above += row[t] > zero
-        _order(row, idx, bits[r], k, keys, cnt)  # the first k scores as the candidates
+        _order(row, bits[r], idx, k, keys, cnt)  # the first k scores as the candidates
     return above
 
 

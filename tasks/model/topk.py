@@ -90,9 +90,16 @@ def _key(bits, t):
 
 
 @njit(inline="always", boundscheck=False)
-def _order(cand, idx, bits, c, keys, cnt):
-    """``keys[:c]`` = the candidates (scores ``cand[:c]``, items ``idx[:c]``, the row's
-    float bits ``bits``) as sort keys, best first.
+def _unkey(key):
+    """The float32 bits of a key's score (``-0.0`` comes back as ``0.0``)."""
+    x = _LOW - (key >> _SHIFT32)
+    return np.uint32(x ^ _SIGN if x & _SIGN else x ^ _LOW)
+
+
+@njit(inline="always", boundscheck=False)
+def _order(cand, cbits, idx, c, keys, cnt):
+    """``keys[:c]`` = the candidates (scores ``cand[:c]``, the same memory as float bits
+    ``cbits``, items ``idx[:c]``) as sort keys, best first.
 
     A counting pass over ``2c`` buckets of ``(best - score) * scale`` (IEEE
     subtraction and multiplication are monotone, so a better score never lands
@@ -116,11 +123,11 @@ def _order(cand, idx, bits, c, keys, cnt):
             cnt[b + 1] += cnt[b]
         for i in range(c):
             b = min(np.int64((hi - np.float64(cand[i])) * scale), nb - 1)
-            keys[cnt[b]] = _key(bits[idx[i]], idx[i])
+            keys[cnt[b]] = _key(cbits[i], idx[i])
             cnt[b] += 1
     else:  # all equal, an infinite score or a subnormal range: the insertion sort alone
         for i in range(c):
-            keys[i] = _key(bits[idx[i]], idx[i])
+            keys[i] = _key(cbits[i], idx[i])
     for i in range(1, c):
         v = keys[i]
         j = i - 1
@@ -146,18 +153,17 @@ def _moments(row, stride):
 
 
 @njit(inline="always", boundscheck=False)
-def _cut(row, bits, cand, idx, c, keys, cnt, k):
-    """Keep the best ``k`` of the ``c`` candidates; returns the new threshold (the k-th best score)."""
-    _order(cand, idx, bits, c, keys, cnt)
+def _cut(cand, cbits, idx, c, keys, cnt, k):
+    """Keep the best ``k`` of the ``c`` candidates, in order; returns the new threshold (the k-th best score)."""
+    _order(cand, cbits, idx, c, keys, cnt)
     for q in range(k):
-        t = np.int64(keys[q] & _LOW)
-        idx[q] = t
-        cand[q] = row[t]
+        idx[q] = np.int64(keys[q] & _LOW)
+        cbits[q] = _unkey(keys[q])
     return cand[k - 1]
 
 
 @njit(inline="always", boundscheck=False)
-def _scan(row, bits, thr, cand, idx, keys, cnt, cap, k):
+def _scan(row, thr, cand, cbits, idx, keys, cnt, cap, k):
     """Candidates above ``thr`` (rising as the list fills): scores into ``cand``, items into
     ``idx``; returns their count. ``cap >= k + 32``: a cut always leaves room for a block."""
     n = row.shape[0]
@@ -168,7 +174,7 @@ def _scan(row, bits, thr, cand, idx, keys, cnt, cap, k):
         if m == 0:
             continue
         if c + LANES > cap:  # perhaps no room for the whole block: keep the best k, raise the threshold
-            thr = _cut(row, bits, cand, idx, c, keys, cnt, k)
+            thr = _cut(cand, cbits, idx, c, keys, cnt, k)
             c = k
             m = _mask32(row, j, thr)
         while m:
@@ -178,13 +184,28 @@ def _scan(row, bits, thr, cand, idx, keys, cnt, cap, k):
             c += 1
             m &= m - _ONE
     if c + LANES > cap:
-        thr = _cut(row, bits, cand, idx, c, keys, cnt, k)
+        thr = _cut(cand, cbits, idx, c, keys, cnt, k)
         c = k
     for t in range(full, n):  # the last n % 32 scores, appended without a branch
         idx[c] = t
         cand[c] = row[t]
         c += row[t] > thr
     return c
+
+
+@njit(inline="always", boundscheck=False)
+def _emit(cand, cbits, idx, c, keys, cnt, k, out_scores, out_index):
+    """Write the best ``k`` of ``c`` candidates, best first, padded with index -1 and score -inf."""
+    if c:
+        _order(cand, cbits, idx, c, keys, cnt)
+    m = min(k, c)
+    out_bits = out_scores.view(np.uint32)
+    for q in range(m):
+        out_index[q] = np.int64(keys[q] & _LOW)
+        out_bits[q] = _unkey(keys[q])
+    for q in range(m, k):
+        out_scores[q] = -np.inf
+        out_index[q] = -1
 
 
 def _topk_rows(scores, rows, indptr, indices, k, out_scores, out_index, groups, z, z_low, stride, moments):
@@ -199,15 +220,14 @@ def _topk_rows(scores, rows, indptr, indices, k, out_scores, out_index, groups, 
     n_rows, n = scores.shape
     cap = max(int(CAP * k), k + LANES)  # a cut always leaves room for one more block
     step = (n_rows + groups - 1) // groups
-    bits_all = scores.view(np.uint32)
     for g in prange(groups):
         idx = np.empty(cap, dtype=np.int64)
         cand = np.empty(cap, dtype=np.float32)
+        cbits = cand.view(np.uint32)
         keys = np.empty(cap, dtype=np.uint64)
         cnt = np.empty(2 * cap + 1, dtype=np.int64)
         for r in range(g * step, min(n_rows, (g + 1) * step)):
             row = scores[r]
-            bits = bits_all[r]
             if z == -np.inf:
                 mean, std = 0.0, 0.0
             elif moments.shape[0]:
@@ -220,21 +240,12 @@ def _topk_rows(scores, rows, indptr, indices, k, out_scores, out_index, groups, 
                     row[indices[p]] = -np.inf
             c = 0
             if z > -np.inf:  # a first threshold near the score of the (aim * k)-th item
-                c = _scan(row, bits, np.float32(mean + z * std), cand, idx, keys, cnt, cap, k)
+                c = _scan(row, np.float32(mean + z * std), cand, cbits, idx, keys, cnt, cap, k)
             if c < k and z_low > -np.inf:  # fewer than k above it (a heavy tail): a lower guess
-                c = _scan(row, bits, np.float32(mean + z_low * std), cand, idx, keys, cnt, cap, k)
+                c = _scan(row, np.float32(mean + z_low * std), cand, cbits, idx, keys, cnt, cap, k)
             if c < k:  # no guess (k near n), still too few, NaN scores, or fewer eligible items than k
-                c = _scan(row, bits, np.float32(-np.inf), cand, idx, keys, cnt, cap, k)
-            if c:
-                _order(cand, idx, bits, c, keys, cnt)
-            m = min(k, c)
-            for q in range(m):
-                t = np.int64(keys[q] & _LOW)
-                out_scores[r, q] = row[t]
-                out_index[r, q] = t
-            for q in range(m, k):
-                out_scores[r, q] = -np.inf
-                out_index[r, q] = -1
+                c = _scan(row, np.float32(-np.inf), cand, cbits, idx, keys, cnt, cap, k)
+            _emit(cand, cbits, idx, c, keys, cnt, k, out_scores[r], out_index[r])
 
 
 topk_rows = njit(parallel=True, cache=True, boundscheck=False, nogil=True)(_topk_rows)
