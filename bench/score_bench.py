@@ -24,12 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from numba import njit
 from timed import run_timed
 
 from tasks.data.synthetic import PRESETS
-from tasks.model import MF, Recommender, auto_chunk_size, set_threads
-from tasks.model.topk import _order
+from tasks.model import MF, RECOMMEND_CHUNK, Recommender, set_threads
+from tasks.model.fused import fused_topk
 from tasks.train import TrainConfig
 
 
@@ -55,25 +54,6 @@ def seen_pairs(n_users: int, n_items: int, n_ratings: int, seed: int = 0):
     return keys // n_items, keys % n_items
 
 
-@njit(nogil=True, boundscheck=False)
-def _read_and_order(scores, k):
-    """Read every score once (a vectorised count) and order the first k of each row with the top-k
-    kernel's own ordering: the work left after the multiply even if selection cost nothing."""
-    n_rows, n = scores.shape
-    idx = np.arange(k)
-    keys = np.empty(k, dtype=np.uint64)
-    cnt = np.empty(2 * k + 1, dtype=np.int64)
-    bits = scores.view(np.uint32)
-    zero = np.float32(0.0)  # a float32 comparison, as the kernel's (a float64 one would convert every score)
-    above = 0
-    for r in range(n_rows):
-        row = scores[r]
-        for t in range(n):
-            above += row[t] > zero
-        _order(row, bits[r], idx, k, keys, cnt)  # the first k scores as the candidates
-    return above
-
-
 def timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -90,48 +70,59 @@ def bench_scoring(preset: str, top_n: int, k: int, rank_k: int, chunk: int | Non
     rec.set_seen(indptr, i[np.lexsort((i, u))])
     users = rec.user_ids
 
-    # the matmul recommend does (the ranking head's when there is one), at its fastest:
-    # into a preallocated buffer (a fresh (B, I) tensor per chunk costs page faults),
-    # best of several chunk sizes including the one recommend uses
+    # the matmul that scores the same pairs (the ranking head's when there is one), at its
+    # fastest: into a preallocated buffer (a fresh (B, I) tensor per chunk costs page faults),
+    # best of several chunk sizes, with torch's own threads or a Python thread per core
     P, Q = (rec._p, rec._q) if rank_k == 0 else (rec._rank_p, rec._rank_qt.T)
     Qt = Q.T.contiguous()
-    auto = auto_chunk_size(p.items)
-    chunk = chunk or auto
-    def matmul(c: int, starts, after=None) -> None:
-        """Multiply chunks of c users into one reused buffer; ``after(scores)`` per chunk if given."""
+    chunk = chunk or RECOMMEND_CHUNK
+
+    def matmul(c: int, starts) -> None:
+        """Multiply chunks of c users into one reused buffer."""
         buf = torch.empty(min(c, p.users), p.items)
         for s in starts:
             e = min(s + c, p.users)
             torch.mm(P[s:e], Qt, out=buf[:e - s])  # (B, k) @ (k, I) -> (B, I)
-            if after is not None:
-                after(buf[:e - s])
 
     t_matmul, best_chunk = float("inf"), None
     threads = torch.get_num_threads()
 
-    def one_thread_per_core(c: int, after=None) -> None:  # torch single-threaded: recommend's layout
+    def one_thread_per_core(c: int) -> None:  # torch single-threaded, a Python thread per core
         torch.set_num_threads(1)
         try:
             with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(lambda i: matmul(c, range(i * c, p.users, threads * c), after), range(threads)))
+                list(pool.map(lambda i: matmul(c, range(i * c, p.users, threads * c)), range(threads)))
         finally:
             torch.set_num_threads(threads)
 
-    rec.recommend(users[:64], top_n)  # compile the top-k kernel (cached on disk after the first run)
+    # the fused kernel's scoring alone: thresholds at +inf, so every score is computed and compared
+    # but nothing is selected (every row comes back "short", nothing is ordered)
+    vectors = rec.scoring_vectors(np.arange(p.users))
+    none_s, none_i = np.empty((p.users, top_n), np.float32), np.empty((p.users, top_n), np.int64)
+    no_rows, above_all = np.full(p.users, -1), np.full(p.users, np.inf, dtype=np.float32)
+
+    def score_only() -> None:
+        def part(i: int) -> None:
+            s = slice(i * p.users // threads, (i + 1) * p.users // threads)
+            fused_topk(vectors[s], rec._items_t, p.items, no_rows[s], rec._seen_indptr, rec._seen_indices, top_n,
+                       above_all[s], none_s[s], none_i[s], np.zeros(s.stop - s.start, dtype=np.bool_))
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(part, range(threads)))
+
+    rec.recommend(users[:64], top_n)  # compile the kernels (cached on disk after the first run)
     # best of `repeat` runs for the baseline and for ours alike, interleaved (the machine is shared)
-    t_score = t_layout = float("inf")
+    t_score = t_only = float("inf")
     with torch.no_grad():
         for _ in range(repeat):
-            for c in sorted({chunk, auto, 16, 64, 256, 1024}):
+            for c in sorted({16, 64, 256, 1024, max(8, min(4096, (1 << 20) // p.items))}):  # last: 4 MB of scores
                 t = timed(lambda c=c: matmul(c, range(0, p.users, c)))  # torch's own threads
                 if t < t_matmul:
                     t_matmul, best_chunk = t, f"{c} users, torch threads"
                 t = timed(lambda c=c: one_thread_per_core(c))
-                if c == chunk:
-                    t_layout = min(t_layout, t)
                 if t < t_matmul:
                     t_matmul, best_chunk = t, f"{c} users, a Python thread per core"
             t_score = min(t_score, timed(lambda: rec.recommend(users, top_n, exclude_seen=True, chunk_size=chunk)))
+            t_only = min(t_only, timed(score_only))
     print(f"[scoring {preset}: {p.users} users x {p.items} items, ranked by "
           f"{'the ranking head, k=' + str(rank_k) if rank_k else 'predicted rating, k=' + str(k)}, top-{top_n}, "
           f"{len(u)} seen pairs, "
@@ -139,16 +130,8 @@ def bench_scoring(preset: str, top_n: int, k: int, rank_k: int, chunk: int | Non
     print(f"  bare matmul           {t_matmul:8.3f} s   (fastest: {best_chunk}; best of {repeat} runs, as below)")
     print(f"  recommend (all users) {t_score:8.3f} s   ratio to matmul {t_score / t_matmul:5.2f}x  (target <= 1.5x)"
           f"   chunk {chunk} users")
-    # a floor in recommend's own layout: the multiply, then only reading every score once and
-    # ordering N of them per user (what any exact, ordered top-N over stored scores must do)
-    kk = min(top_n, p.items)
-    _read_and_order(np.zeros((2, max(8, kk)), dtype=np.float32), kk)  # compile
-    with torch.no_grad():
-        t_floor = min(timed(lambda: one_thread_per_core(chunk, lambda scores: _read_and_order(scores.numpy(), kk)))
-                      for _ in range(repeat))
-    print(f"  recommend's layout, matmul only {t_layout:.3f} s = {t_layout / t_matmul:.2f}x matmul; "
-          f"+ reading every score once + ordering {top_n} per user (a floor for any top-N over stored scores) "
-          f"{t_floor:.3f} s = {t_floor / t_matmul:.2f}x")
+    print(f"  of which scoring alone (the fused kernel, nothing selected) {t_only:.3f} s = {t_only / t_matmul:.2f}x "
+          f"matmul; selecting, masking, ordering and ids the rest")
     keys = torch.rand(p.users, top_n)
     t_sort = min(timed(lambda: torch.sort(keys, dim=1, descending=True)) for _ in range(repeat))
     print(f"  sorting {top_n} scores per user alone (torch.sort) {t_sort:.3f} s = {t_sort / t_matmul:.2f}x matmul")

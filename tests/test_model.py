@@ -219,6 +219,90 @@ def test_score_moments_are_the_exact_mean_and_std_of_each_score_row(rank_k):
     np.testing.assert_allclose(rec.score_moments(np.array([0, 7, 29, -1])), expected, rtol=1e-5, atol=1e-6)
 
 
+def _seen_csr(rng, n_rows, n_items, most):
+    seen = [np.sort(rng.choice(n_items, int(rng.integers(0, most + 1)), replace=False)) for _ in range(n_rows)]
+    indptr = np.concatenate([[0], np.cumsum([len(x) for x in seen])]).astype(np.int64)
+    return seen, indptr, np.concatenate(seen).astype(np.int64)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_fused_topk_matches_brute_force_on_its_own_scores(seed):
+    """Scoring and selection in one pass: exact against a lexsort of the very scores it computes
+    (``fused_scores``, the same code), with seen items, padding columns and every threshold case."""
+    from tasks.model.fused import fused_scores, fused_topk, pad_items
+
+    rng = np.random.default_rng(seed)
+    n_rows, n_factors, n_items = int(rng.integers(1, 23)), int(rng.integers(1, 20)), int(rng.integers(1, 300))
+    vectors = rng.standard_normal((n_rows, n_factors)).astype(np.float32)
+    items = rng.standard_normal((n_factors, n_items)).astype(np.float32)
+    if seed % 2:  # small integers: many equal scores
+        vectors, items = np.round(vectors), np.round(items)
+    items_t = pad_items(items)
+    scores = fused_scores(vectors, items_t, n_items)
+    np.testing.assert_allclose(scores, vectors @ items, rtol=1e-5, atol=1e-4)
+    seen, indptr, indices = _seen_csr(rng, n_rows, n_items, n_items)
+    rows = np.where(rng.random(n_rows) < 0.2, -1, np.arange(n_rows))  # -1: nothing excluded
+    masked = scores.copy()
+    for r in range(n_rows):
+        if rows[r] >= 0:
+            masked[r, seen[r]] = -np.inf
+    for k in (1, 7, 33, 100, n_items + 5):
+        for thr in (np.full(n_rows, -np.inf), np.median(scores, axis=1), np.full(n_rows, 1e9)):
+            out_s, out_i = np.full((n_rows, k), 7, np.float32), np.full((n_rows, k), 7, np.int64)
+            short = np.zeros(n_rows, dtype=np.bool_)
+            n_short = fused_topk(vectors, items_t, n_items, rows, indptr, indices, k, thr.astype(np.float32),
+                                 out_s, out_i, short)
+            assert n_short == short.sum()
+            above = (masked > thr.astype(np.float32)[:, None]).sum(1)
+            assert (short == ((above < k) & (thr > -np.inf))).all()  # short: fewer than k above a guess
+            done = np.flatnonzero(~short)
+            _assert_exact_topk(masked[done], k, out_s[done], out_i[done])
+
+
+@pytest.mark.parametrize("rank_k", [0, 4])
+def test_recommend_is_the_exact_top_n_of_the_model_scores(rank_k):
+    """recommend (fused kernel, thresholds from moments, reruns of short rows, threads, chunks)
+    against a brute force over item_scores; unknown users get the non-personal row."""
+    from tasks.model.fused import fused_scores
+
+    torch.manual_seed(rank_k)
+    model = MF(60, 700, k=6, rank_k=rank_k)
+    with torch.no_grad():
+        model.item_bias.weight.normal_(0, 1)
+    rec = Recommender(model, np.arange(60).astype(str), np.arange(700).astype(str))
+    rng = np.random.default_rng(rank_k)
+    seen, indptr, indices = _seen_csr(rng, 60, 700, 650)
+    rec.set_seen(indptr, indices)
+    users = np.array([*np.arange(60).astype(str), "nobody"])
+    idx = rec.user_index_of(users)
+    exact = fused_scores(rec.scoring_vectors(idx), rec._items_t, 700)
+    np.testing.assert_allclose(exact[:60], rec.item_scores(torch.arange(60)).numpy(), rtol=1e-5, atol=1e-5)
+    offset = 0.0 if rank_k else (np.append(rec._bu.numpy(), 0.0) + rec._mu).astype(np.float32)[:, None]
+    for exclude in (True, False):
+        masked = exact.copy()
+        if exclude:
+            for u in range(60):
+                masked[u, seen[u]] = -np.inf
+        for n in (1, 10, 100):
+            for chunk in (None, 5):
+                items, scores = rec.recommend(users, n, exclude_seen=exclude, chunk_size=chunk)
+                assert items.shape == scores.shape == (61, n)
+                index = np.array([[int(x) if x != "" else -1 for x in row] for row in items])
+                picked = np.where(index >= 0, np.take_along_axis(masked, np.maximum(index, 0), 1), -np.inf)
+                _assert_exact_topk(masked, n, picked, index)
+                np.testing.assert_allclose(scores, picked + offset, rtol=1e-6)  # + user bias and mean: ratings
+
+
+def test_set_seen_sorts_each_users_items():
+    """The kernel walks seen items in order: unsorted input is sorted per user, not rejected."""
+    rec = checkerboard()
+    rec.set_seen(np.array([0, 3, 3, 3, 3]), np.array([4, 0, 2]))
+    assert rec._seen_indices.tolist() == [0, 2, 4]
+    assert rec.recommend(["u0"], 3)[0].tolist() == [["i1", "i3", "i5"]]  # the even items are seen
+    with pytest.raises(ValueError, match="ends at 3"):
+        rec.set_seen(np.array([0, 3, 3, 3, 3]), np.array([4, 0]))
+
+
 def test_id_lookup_accepts_ints_strings_and_mixed_input():
     from tasks.model import IdLookup
 

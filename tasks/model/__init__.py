@@ -29,8 +29,7 @@ from tasks.constants import META_FILE, SEEN_FILE, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
 
-_POOL_LOCK = threading.Lock()
-AUTO_CHUNK_ELEMENTS = 1 << 20  # scores held at once by recommend() (4 MB: stays in cache) unless chunk_size is given
+RECOMMEND_CHUNK = 256  # users per scoring call in recommend() (per thread at a time), unless chunk_size is given
 
 
 class MF(nn.Module):
@@ -100,11 +99,6 @@ class IdLookup:
         return self._by_str.get_indexer(values.astype(object)).astype(np.int64)
 
 
-def auto_chunk_size(n_items: int) -> int:
-    """Users per scoring chunk: about ``AUTO_CHUNK_ELEMENTS`` scores (4 MB), 8 to 4096 users."""
-    return max(8, min(4096, AUTO_CHUNK_ELEMENTS // max(1, n_items)))
-
-
 class Recommender:
     """Raw-id API over a trained :class:`MF` (numpy/torch on CPU, batch first)."""
 
@@ -147,6 +141,19 @@ class Recommender:
             self._item_cov = centered.T @ centered / max(1, len(items))
             default = self._default_scores.double()
             self._default_moments = (float(default.mean()), float(default.std(correction=0)))
+            # the same scores as one dot product per (user, item), for the fused kernel
+            if self._rank_p is not None:
+                self._vectors = self._rank_p.numpy()
+                self._default_vector = self._rank_p.mean(0).numpy()
+                items_t = self._rank_qt.numpy()
+            else:
+                self._vectors = torch.cat([self._p, torch.ones(len(self._p), 1)], 1).numpy()
+                self._default_vector = np.zeros(self._vectors.shape[1], dtype=np.float32)
+                self._default_vector[-1] = 1.0
+                items_t = torch.cat([self._qt, self._bi[None, :]], 0).numpy()
+        from tasks.model.fused import pad_items
+
+        self._items_t = pad_items(items_t)
         if seen_indptr is None:
             seen_indptr = np.zeros(model.n_user + 1, dtype=np.int64)
             seen_indices = np.zeros(0, dtype=np.int64)
@@ -157,8 +164,16 @@ class Recommender:
         indptr = np.asarray(indptr, dtype=np.int64)
         if indptr.shape != (self.model.n_user + 1,):
             raise ValueError(f"seen indptr must have shape ({self.model.n_user + 1},), got {indptr.shape}")
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) != indptr[-1]:
+            raise ValueError(f"seen indptr ends at {indptr[-1]} but there are {len(indices)} indices")
+        # the scoring kernel walks each user's seen items in item order
+        descending = np.flatnonzero(np.diff(indices) < 0) + 1  # positions where the order drops
+        if len(descending) and not np.isin(descending, indptr).all():
+            owner = np.repeat(np.arange(self.model.n_user), np.diff(indptr))
+            indices = indices[np.lexsort((indices, owner))]
         self._seen_indptr = indptr
-        self._seen_indices = np.asarray(indices, dtype=np.int64)
+        self._seen_indices = np.ascontiguousarray(indices)
 
     def set_seen_from_ratings(self, user_ids, item_ids) -> None:
         """Replace the seen sets by exactly these (user, item) pairs; unknown ids are ignored."""
@@ -229,6 +244,14 @@ class Recommender:
             out[~known] = torch.tensor(self._default_moments, dtype=torch.float64)
         return out.numpy()
 
+    def scoring_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """Each user index's vector in the space :meth:`item_scores` is a dot product in
+        (``-1``: the non-personal row), (B, F) float32: the ranking head's user vector, or
+        the rating head's with a 1 for the item bias."""
+        out = self._vectors[np.maximum(rows, 0)]
+        out[rows < 0] = self._default_vector
+        return out
+
     def recommend(self, user_ids, n: int = 10, exclude_seen: bool = True,
                   chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``n`` raw item ids and scores per user, best first: shapes (U, n).
@@ -240,77 +263,85 @@ class Recommender:
         has seen nearly everything) are padded with ``""`` and ``-inf``. Equal
         scores rank by the item's position in the model (deterministic).
 
-        Users are scored ``chunk_size`` at a time into a reused buffer per
-        thread (by default about 4 MB, so the scores are still in cache when
-        the top-k kernel, :mod:`tasks.model.topk`, reads them).
+        Scoring and selection are one pass (:mod:`tasks.model.fused`): no score
+        matrix is held. ``chunk_size`` users at a time go to each of
+        ``torch.get_num_threads()`` threads.
         """
-        from tasks.model.topk import topk
+        from tasks.model.fused import fused_topk
+        from tasks.model.topk import GUESS_LOW, _first_guess_z, aim
 
         if n <= 0:
             raise ValueError(f"n must be positive, got {n}")
         n_items = self.model.n_item
-        if chunk_size is None:
-            chunk_size = auto_chunk_size(n_items)
+        chunk_size = chunk_size or RECOMMEND_CHUNK
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         idx = self.user_index_of(user_ids)
         k = min(n, n_items)
+        vectors = self.scoring_vectors(idx)
+        rows = idx if exclude_seen else np.full(len(idx), -1, dtype=np.int64)
+        # the first threshold per row from its exact mean and standard deviation, then lower guesses
+        moments = self.score_moments(idx)
+        first = aim(k, exact=True)
+        z = _first_guess_z(k, n_items, first)
+        guesses = [z, _first_guess_z(k, n_items, max(GUESS_LOW, 2 * first)) if z > -np.inf else -np.inf, -np.inf]
+        top_s = np.empty((len(idx), k), dtype=np.float32)
+        top_i = np.empty((len(idx), k), dtype=np.int64)
+        todo = np.arange(len(idx))
+        for guess in dict.fromkeys(guesses):  # distinct guesses, in order
+            if not len(todo):
+                break
+            thr = (moments[todo, 0] + guess * moments[todo, 1]).astype(np.float32) if guess > -np.inf \
+                else np.full(len(todo), -np.inf, dtype=np.float32)
+            vec, sel, out_s, out_i = (vectors, rows, top_s, top_i) if len(todo) == len(idx) else \
+                (vectors[todo], rows[todo], np.empty((len(todo), k), np.float32), np.empty((len(todo), k), np.int64))
+            short = np.zeros(len(todo), dtype=np.bool_)
+
+            def run(start: int, vec=vec, sel=sel, thr=thr, out_s=out_s, out_i=out_i, short=short) -> None:
+                end = start + chunk_size
+                fused_topk(vec[start:end], self._items_t, n_items, sel[start:end], self._seen_indptr,
+                           self._seen_indices, k, thr[start:end], out_s[start:end], out_i[start:end],
+                           short[start:end])
+
+            _parallel(run, range(0, len(todo), chunk_size), torch.get_num_threads())
+            if out_s is not top_s:
+                done = ~short
+                top_s[todo[done]] = out_s[done]
+                top_i[todo[done]] = out_i[done]
+            todo = todo[short]
+        if self._rank_p is None:  # back to predicted ratings: add user bias + mean per row
+            offset = np.where(idx >= 0, self._bu.numpy()[np.maximum(idx, 0)], 0.0) + self._mu
+            top_s += offset.astype(np.float32)[:, None]
         out_idx = np.full((len(idx), n), -1, dtype=np.int64)
         out_scores = np.full((len(idx), n), -np.inf, dtype=np.float32)
-        local = threading.local()
-        moments = self.score_moments(idx)  # each row's mean and std: the kernel's first threshold
-
-        def score(start: int) -> None:
-            """Score users start..start+chunk into this thread's buffer and select their top-k."""
-            buf = getattr(local, "buf", None)
-            if buf is None:
-                buf = local.buf = torch.empty((min(chunk_size, len(idx)), n_items), dtype=torch.float32)
-            rows = idx[start:start + chunk_size]
-            known = rows >= 0
-            users = torch.from_numpy(np.where(known, rows, 0))
-            scores = self.item_scores(users, out=buf[:len(rows)])
-            if not known.all():
-                scores[torch.from_numpy(~known)] = self._default_scores
-            top_s, top_i = topk(scores.numpy(), k, rows if exclude_seen else None,
-                                self._seen_indptr, self._seen_indices, threads=1,
-                                moments=moments[start:start + chunk_size])
-            if self._rank_p is None:  # back to predicted ratings: add user bias + mean per row
-                offset = torch.where(torch.from_numpy(known), self._bu[users], 0.0) + self._mu
-                top_s += offset.numpy()[:, None]
-            out_idx[start:start + len(rows), :k] = top_i
-            out_scores[start:start + len(rows), :k] = top_s
-
-        # One chunk per thread at a time, matmul and top-k on the same core: the scores
-        # are still in that core's cache when the kernel reads them. torch's own pool is
-        # set to one thread meanwhile (both release the GIL), then restored.
-        starts = range(0, len(idx), chunk_size)
-        threads = torch.get_num_threads()
-        with torch.no_grad():
-            if threads == 1 or len(starts) == 1:
-                for start in starts:
-                    score(start)
-            else:
-                pending = iter(starts)
-                take = threading.Lock()
-
-                def worker() -> None:
-                    """Take the next chunk until none is left (rather than a future per chunk)."""
-                    while True:
-                        with take:
-                            start = next(pending, None)
-                        if start is None:
-                            return
-                        score(start)
-
-                with _POOL_LOCK:  # torch's thread count is process-wide: one such call at a time
-                    torch.set_num_threads(1)
-                    try:
-                        with ThreadPoolExecutor(threads) as pool:
-                            for done in [pool.submit(worker) for _ in range(threads)]:
-                                done.result()
-                    finally:
-                        torch.set_num_threads(threads)
+        out_idx[:, :k] = top_i
+        out_scores[:, :k] = top_s
         items = self.item_ids[np.maximum(out_idx, 0)]
         items[out_idx < 0] = ""  # padding (the kernel pads with index -1 and score -inf)
         return items, out_scores
+
+
+def _parallel(fn, starts, threads: int) -> None:
+    """``fn(start)`` for every start, on ``threads`` threads that each take the next start
+    (the kernel releases the GIL)."""
+    if threads <= 1 or len(starts) <= 1:
+        for start in starts:
+            fn(start)
+        return
+    pending = iter(starts)
+    take = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with take:
+                start = next(pending, None)
+            if start is None:
+                return
+            fn(start)
+
+    with ThreadPoolExecutor(min(threads, len(starts))) as pool:
+        for done in [pool.submit(worker) for _ in range(min(threads, len(starts)))]:
+            done.result()
 
 
 def save(out: str, model: MF, meta: dict, seen_indptr: np.ndarray, seen_indices: np.ndarray) -> None:
