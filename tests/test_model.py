@@ -293,14 +293,16 @@ def test_recommend_is_the_exact_top_n_of_the_model_scores(rank_k):
                 np.testing.assert_allclose(scores, picked + offset, rtol=1e-6)  # + user bias and mean: ratings
 
 
-def test_set_seen_sorts_each_users_items():
-    """The kernel walks seen items in order: unsorted input is sorted per user, not rejected."""
+def test_set_seen_takes_any_order_and_rejects_what_would_corrupt_memory():
+    """The kernels index without bounds checks: indexes outside the items are refused up front."""
     rec = checkerboard()
-    rec.set_seen(np.array([0, 3, 3, 3, 3]), np.array([4, 0, 2]))
-    assert rec._seen_indices.tolist() == [0, 2, 4]
+    rec.set_seen(np.array([0, 3, 3, 3, 3]), np.array([4, 0, 2]))  # any order within a user
     assert rec.recommend(["u0"], 3)[0].tolist() == [["i1", "i3", "i5"]]  # the even items are seen
     with pytest.raises(ValueError, match="ends at 3"):
         rec.set_seen(np.array([0, 3, 3, 3, 3]), np.array([4, 0]))
+    for bad in (6, -1):
+        with pytest.raises(ValueError, match=r"in \[0, 6\)"):
+            rec.set_seen(np.array([0, 1, 1, 1, 1]), np.array([bad]))
 
 
 def test_id_lookup_accepts_ints_strings_and_mixed_input():

@@ -167,11 +167,9 @@ class Recommender:
         indices = np.asarray(indices, dtype=np.int64)
         if len(indices) != indptr[-1]:
             raise ValueError(f"seen indptr ends at {indptr[-1]} but there are {len(indices)} indices")
-        # the scoring kernel walks each user's seen items in item order
-        descending = np.flatnonzero(np.diff(indices) < 0) + 1  # positions where the order drops
-        if len(descending) and not np.isin(descending, indptr).all():
-            owner = np.repeat(np.arange(self.model.n_user), np.diff(indptr))
-            indices = indices[np.lexsort((indices, owner))]
+        if len(indices) and not (0 <= indices.min() and indices.max() < self.model.n_item):
+            raise ValueError(f"seen item indexes must be in [0, {self.model.n_item}), got "
+                             f"{indices.min()} .. {indices.max()}")  # the kernels index without bounds checks
         self._seen_indptr = indptr
         self._seen_indices = np.ascontiguousarray(indices)
 
@@ -312,13 +310,16 @@ class Recommender:
         if self._rank_p is None:  # back to predicted ratings: add user bias + mean per row
             offset = np.where(idx >= 0, self._bu.numpy()[np.maximum(idx, 0)], 0.0) + self._mu
             top_s += offset.astype(np.float32)[:, None]
-        out_idx = np.full((len(idx), n), -1, dtype=np.int64)
-        out_scores = np.full((len(idx), n), -np.inf, dtype=np.float32)
-        out_idx[:, :k] = top_i
-        out_scores[:, :k] = top_s
-        items = self.item_ids[np.maximum(out_idx, 0)]
-        items[out_idx < 0] = ""  # padding (the kernel pads with index -1 and score -inf)
-        return items, out_scores
+        if k < n:  # fewer items than n: pad
+            top_i = np.concatenate([top_i, np.full((len(idx), n - k), -1, dtype=np.int64)], 1)
+            top_s = np.concatenate([top_s, np.full((len(idx), n - k), -np.inf, dtype=np.float32)], 1)
+        padded = top_i < 0  # the kernel pads with index -1 and score -inf
+        if padded.any():
+            items = self.item_ids[np.where(padded, 0, top_i)]
+            items[padded] = ""
+        else:
+            items = self.item_ids[top_i]
+        return items, top_s
 
 
 def _parallel(fn, starts, threads: int) -> None:

@@ -19,7 +19,8 @@ every call (the order of the additions is fixed: factor 0 first).
 The selection around it is :mod:`tasks.model.topk`'s (the first threshold from
 the row's exact mean and standard deviation, cuts to the best k when the
 candidate list fills, the same ordering and tie rule). A user's seen items
-(sorted item indexes) clear their bits from the block's mask. Rows with fewer
+are set in a bitmap (a bit per item, for the 4 users of the group) that clears
+their bits from each block's mask without a branch. Rows with fewer
 than k items above their first threshold are reported back: the caller reruns
 them with a lower one (about 1% of rows).
 """
@@ -103,7 +104,7 @@ def fused_topk(vectors, items_t, n_items, rows, indptr, indices, k, thresholds, 
 
     ``vectors`` (B, F) float32; ``items_t`` (F, I) float32 with I a multiple of 32
     (columns from ``n_items`` on are padding, never selected); ``rows[r]``: the user
-    whose seen items ``indices[indptr[u]:indptr[u + 1]]`` (sorted) are excluded
+    whose seen items ``indices[indptr[u]:indptr[u + 1]]`` (each below ``n_items``) are excluded
     (``-1``: none); ``thresholds[r]``: the first guess, only items strictly above
     it are candidates (``-inf``: every item). A row with fewer than ``k``
     candidates above a finite guess is left unwritten and flagged in ``short``
@@ -121,24 +122,21 @@ def fused_topk(vectors, items_t, n_items, rows, indptr, indices, k, thresholds, 
     cbits = cand.view(np.uint32)
     idx = np.empty((GROUP, cap), dtype=np.int64)
     keys = np.empty(cap, dtype=np.uint64)
-    cnt = np.empty(2 * cap + 1, dtype=np.int64)
+    cnt = np.empty(3 * cap + 1, dtype=np.int64)
     count = np.zeros(GROUP, dtype=np.int64)
-    seen = np.zeros(GROUP, dtype=np.int64)
-    seen_end = np.zeros(GROUP, dtype=np.int64)
+    seen = np.zeros((GROUP, n_cols // WIDTH), dtype=np.uint64)  # the group's seen items, a bit per item
     n_short = 0
     for r0 in range(0, n_rows, GROUP):
         g = min(GROUP, n_rows - r0)
         for u in range(GROUP):
             count[u] = 0
-            seen[u] = 0
-            seen_end[u] = 0
             if u < g:
                 group[u] = vectors[r0 + u]
                 thr[u] = thresholds[r0 + u]
                 user = rows[r0 + u]
                 if user >= 0:
-                    seen[u] = indptr[user]
-                    seen_end[u] = indptr[user + 1]
+                    for p in range(indptr[user], indptr[user + 1]):
+                        seen[u, indices[p] >> 5] |= _ONE << np.uint64(indices[p] & 31)
             else:  # padding rows: no candidates
                 group[u] = 0.0
                 thr[u] = np.inf
@@ -150,14 +148,7 @@ def fused_topk(vectors, items_t, n_items, rows, indptr, indices, k, thresholds, 
                     continue
                 if j + WIDTH > n_items:  # the last block's padding columns
                     m &= (_ONE << np.uint64(max(0, n_items - j))) - _ONE
-                p = seen[u]
-                e = seen_end[u]
-                while p < e and indices[p] < j:
-                    p += 1
-                while p < e and indices[p] < j + WIDTH:
-                    m &= ~(_ONE << np.uint64(indices[p] - j))
-                    p += 1
-                seen[u] = p
+                m &= ~seen[u, j >> 5]
                 if m == 0:
                     continue
                 c = count[u]
@@ -174,6 +165,10 @@ def fused_topk(vectors, items_t, n_items, rows, indptr, indices, k, thresholds, 
                 count[u] = c
         for u in range(g):
             r = r0 + u
+            user = rows[r]
+            if user >= 0:  # clear the bitmap for the next group (cheaper than zeroing it at 59k items)
+                for p in range(indptr[user], indptr[user + 1]):
+                    seen[u, indices[p] >> 5] = 0
             if count[u] < k and thresholds[r] > -np.inf:
                 short[r] = True
                 n_short += 1
