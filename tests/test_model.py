@@ -214,7 +214,9 @@ def test_score_moments_are_the_exact_mean_and_std_of_each_score_row(rank_k):
         model.item_bias.weight.normal_(0, 1)  # the rating head's rows include the item bias
     rec = Recommender(model, np.arange(30).astype(str), np.arange(200).astype(str))
     rows = rec.item_scores(torch.tensor([0, 7, 29, 0])).double()
-    rows[3] = rec._default_scores.double()  # -1: an unknown user's non-personal row
+    with torch.no_grad():  # -1: an unknown user's non-personal row (the average user's, or the item bias)
+        rows[3] = (model.rank_user.weight.mean(0) @ model.rank_item.weight.T if rank_k
+                   else model.item_bias.weight[:, 0]).double()
     expected = torch.stack([rows.mean(1), rows.std(1, correction=0)], 1).numpy()
     np.testing.assert_allclose(rec.score_moments(np.array([0, 7, 29, -1])), expected, rtol=1e-5, atol=1e-6)
 

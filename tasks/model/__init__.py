@@ -127,21 +127,20 @@ class Recommender:
                 # get the average user's relevance (close to popularity)
                 self._rank_p = model.rank_user.weight.detach().float()
                 self._rank_qt = model.rank_item.weight.detach().float().T.contiguous()
-                self._default_scores = self._rank_p.mean(0) @ self._rank_qt
             else:
                 self._rank_p = None
-                self._default_scores = self._bi
             # each user's score row has mean p'.mu and variance p' C p' over all items, with
             # p' the user's vector (and a 1 for the item bias) and mu, C the mean and
             # covariance of the item vectors (and biases): the top-k kernel's first threshold
             items = (self._rank_qt.T if self._rank_p is not None
                      else torch.cat([self._q, self._bi[:, None]], 1)).double()
-            self._item_mean = items.mean(0)
-            centered = items - self._item_mean
-            self._item_cov = centered.T @ centered / max(1, len(items))
-            default = self._default_scores.double()
-            self._default_moments = (float(default.mean()), float(default.std(correction=0)))
-            # the same scores as one dot product per (user, item), for the fused kernel
+            mean = items.mean(0)
+            centered = items - mean
+            self._item_mean = mean.numpy()
+            self._item_cov = (centered.T @ centered / max(1, len(items))).numpy()
+            # the same scores as one dot product per (user, item), for the fused kernel; an
+            # unknown user's vector: the average user's (ranking head: close to popularity),
+            # or just the item bias (rating head)
             if self._rank_p is not None:
                 self._vectors = self._rank_p.numpy()
                 self._default_vector = self._rank_p.mean(0).numpy()
@@ -231,16 +230,9 @@ class Recommender:
         """Exact mean and standard deviation of the :meth:`item_scores` row of each user
         index (``-1``: an unknown user's non-personal row), shape (B, 2), from the item
         vectors' mean and covariance: no score is read."""
-        known = torch.from_numpy(rows >= 0)
-        users = torch.from_numpy(np.maximum(rows, 0))
-        with torch.no_grad():
-            if self._rank_p is not None:
-                vec = self._rank_p[users].double()
-            else:
-                vec = torch.cat([self._p[users], torch.ones(len(users), 1)], 1).double()
-            out = torch.stack([vec @ self._item_mean, ((vec @ self._item_cov) * vec).sum(1).clamp(min=0).sqrt()], 1)
-            out[~known] = torch.tensor(self._default_moments, dtype=torch.float64)
-        return out.numpy()
+        from tasks.model.fused import row_moments
+
+        return row_moments(self.scoring_vectors(rows), self._item_mean, self._item_cov)
 
     def scoring_vectors(self, rows: np.ndarray) -> np.ndarray:
         """Each user index's vector in the space :meth:`item_scores` is a dot product in

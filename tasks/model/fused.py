@@ -198,6 +198,27 @@ def fused_scores(vectors, items_t, n_items):
     return out
 
 
+@njit(cache=True, boundscheck=False, nogil=True)
+def row_moments(vectors, item_mean, item_cov):
+    """Mean and standard deviation of each row's scores over all items, (B, 2) float64, from
+    the item vectors' mean (F,) and covariance (F, F): ``v . mean`` and ``sqrt(v' C v)``."""
+    n_rows, n_factors = vectors.shape
+    out = np.empty((n_rows, 2))
+    for r in range(n_rows):
+        mean = 0.0
+        var = 0.0
+        for f in range(n_factors):
+            v = np.float64(vectors[r, f])
+            mean += v * item_mean[f]
+            s = 0.0
+            for g in range(n_factors):
+                s += item_cov[f, g] * vectors[r, g]
+            var += v * s
+        out[r, 0] = mean
+        out[r, 1] = np.sqrt(max(var, 0.0))
+    return out
+
+
 def pad_items(items_t: np.ndarray) -> np.ndarray:
     """(F, I) item vectors as the kernel wants them: float32, C-contiguous, I padded with
     zero columns to a multiple of 32 (at least 32)."""
