@@ -97,16 +97,18 @@ def _unkey(key):
 
 
 @njit(inline="always", boundscheck=False)
-def _order(cand, cbits, idx, c, keys, cnt):
-    """``keys[:c]`` = the candidates (scores ``cand[:c]``, the same memory as float bits
-    ``cbits``, items ``idx[:c]``) as sort keys, best first. ``cnt``: scratch of ``3c + 1``.
+def _order(cand, cbits, idx, c, keys, cnt, k):
+    """``keys[:k]`` = the best ``k`` of the ``c`` candidates (scores ``cand[:c]``, the same
+    memory as float bits ``cbits``, items ``idx[:c]``) as sort keys, best first (all ``c``
+    when ``c <= k``). ``cnt``: scratch of ``3c + 1``.
 
     A counting pass over ``2c`` buckets of ``(best - score) * scale`` (IEEE
     subtraction and multiplication are monotone, so a better score never lands
-    in a later bucket), then an insertion sort by the full key, which only
-    moves items within their bucket. float32 arithmetic and each candidate's
-    bucket kept from the counting pass: 1.5x faster than recomputing it in
-    float64.
+    in a later bucket); only the buckets up to the one holding the k-th best are
+    placed, then an insertion sort by the full key, which only moves items
+    within their bucket. float32 arithmetic, each candidate's bucket kept from
+    the counting pass: together about 1.7x faster than placing and sorting all
+    candidates in float64.
     """
     hi = cand[0]
     lo = hi
@@ -117,6 +119,7 @@ def _order(cand, cbits, idx, c, keys, cnt):
     nb = 2 * c
     span = hi - lo
     scale = np.float32(nb - 1) / span if span > 0 else np.float32(0.0)
+    placed = c
     if scale > 0 and scale < np.float32(1e30):  # not: all equal, an infinite score, a subnormal range
         bucket = cnt[nb + 1:]
         for b in range(nb + 1):
@@ -126,16 +129,22 @@ def _order(cand, cbits, idx, c, keys, cnt):
             b = b if b < nb - 1 else nb - 1
             bucket[i] = b
             cnt[b + 1] += 1
+        last = nb - 1
         for b in range(nb):
             cnt[b + 1] += cnt[b]
+            if cnt[b + 1] >= k:
+                last = b
+                break
+        placed = cnt[last + 1]
         for i in range(c):
             b = bucket[i]
-            keys[cnt[b]] = _key(cbits[i], idx[i])
-            cnt[b] += 1
+            if b <= last:
+                keys[cnt[b]] = _key(cbits[i], idx[i])
+                cnt[b] += 1
     else:
         for i in range(c):
             keys[i] = _key(cbits[i], idx[i])
-    for i in range(1, c):
+    for i in range(1, placed):
         v = keys[i]
         j = i - 1
         while j >= 0 and keys[j] > v:
@@ -162,7 +171,7 @@ def _moments(row, stride):
 @njit(inline="always", boundscheck=False)
 def _cut(cand, cbits, idx, c, keys, cnt, k):
     """Keep the best ``k`` of the ``c`` candidates, in order; returns the new threshold (the k-th best score)."""
-    _order(cand, cbits, idx, c, keys, cnt)
+    _order(cand, cbits, idx, c, keys, cnt, k)
     for q in range(k):
         idx[q] = np.int64(keys[q] & _LOW)
         cbits[q] = _unkey(keys[q])
@@ -204,7 +213,7 @@ def _scan(row, thr, cand, cbits, idx, keys, cnt, cap, k):
 def _emit(cand, cbits, idx, c, keys, cnt, k, out_scores, out_index):
     """Write the best ``k`` of ``c`` candidates, best first, padded with index -1 and score -inf."""
     if c:
-        _order(cand, cbits, idx, c, keys, cnt)
+        _order(cand, cbits, idx, c, keys, cnt, k)
     m = min(k, c)
     out_bits = out_scores.view(np.uint32)
     for q in range(m):
