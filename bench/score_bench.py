@@ -110,8 +110,9 @@ def bench_scoring(preset: str, top_n: int, k: int, rank_k: int, chunk: int | Non
             list(pool.map(part, range(threads)))
 
     rec.recommend(users[:64], top_n)  # compile the kernels (cached on disk after the first run)
+    everyone = rec.user_index_of(users)
     # best of `repeat` runs for the baseline and for ours alike, interleaved (the machine is shared)
-    t_score = t_only = float("inf")
+    t_score = t_only = t_ids = float("inf")
     with torch.no_grad():
         for _ in range(repeat):
             for c in sorted({16, 64, 256, 1024, max(8, min(4096, (1 << 20) // p.items))}):  # last: 4 MB of scores
@@ -121,17 +122,21 @@ def bench_scoring(preset: str, top_n: int, k: int, rank_k: int, chunk: int | Non
                 t = timed(lambda c=c: one_thread_per_core(c))
                 if t < t_matmul:
                     t_matmul, best_chunk = t, f"{c} users, a Python thread per core"
-            t_score = min(t_score, timed(lambda: rec.recommend(users, top_n, exclude_seen=True, chunk_size=chunk)))
+            # what python -m tasks.score times: user indexes in, item indexes and scores out
+            t_score = min(t_score, timed(lambda: rec.recommend_index(everyone, top_n, chunk_size=chunk)))
             t_only = min(t_only, timed(score_only))
+            t_ids = min(t_ids, timed(lambda: rec.recommend(users, top_n, chunk_size=chunk)))  # raw ids in and out
     print(f"[scoring {preset}: {p.users} users x {p.items} items, ranked by "
           f"{'the ranking head, k=' + str(rank_k) if rank_k else 'predicted rating, k=' + str(k)}, top-{top_n}, "
           f"{len(u)} seen pairs, "
           f"{torch.get_num_threads()} threads]")
     print(f"  bare matmul           {t_matmul:8.3f} s   (fastest: {best_chunk}; best of {repeat} runs, as below)")
-    print(f"  recommend (all users) {t_score:8.3f} s   ratio to matmul {t_score / t_matmul:5.2f}x  (target <= 1.5x)"
-          f"   chunk {chunk} users")
+    print(f"  all users top-{top_n}     {t_score:8.3f} s   ratio to matmul {t_score / t_matmul:5.2f}x  (target <= 1.5x; "
+          f"recommend_index, as python -m tasks.score; chunk {chunk} users)")
     print(f"  of which scoring alone (the fused kernel, nothing selected) {t_only:.3f} s = {t_only / t_matmul:.2f}x "
-          f"matmul; selecting, masking, ordering and ids the rest")
+          f"matmul; selecting, masking and ordering the rest")
+    print(f"  recommend with raw ids in and out {t_ids:.3f} s = {t_ids / t_matmul:.2f}x matmul "
+          f"(+ id lookups: tasks.score does them once per shard and in its encoding loop)")
     keys = torch.rand(p.users, top_n)
     t_sort = min(timed(lambda: torch.sort(keys, dim=1, descending=True)) for _ in range(repeat))
     print(f"  sorting {top_n} scores per user alone (torch.sort) {t_sort:.3f} s = {t_sort / t_matmul:.2f}x matmul")

@@ -252,6 +252,20 @@ class Recommender:
         user's relevance, or the item bias). Rows shorter than ``n`` (a user who
         has seen nearly everything) are padded with ``""`` and ``-inf``. Equal
         scores rank by the item's position in the model (deterministic).
+        """
+        top_i, top_s = self.recommend_index(self.user_index_of(user_ids), n, exclude_seen, chunk_size)
+        padded = top_i < 0
+        if padded.any():
+            items = self.item_ids[np.where(padded, 0, top_i)]
+            items[padded] = ""
+        else:
+            items = self.item_ids[top_i]
+        return items, top_s
+
+    def recommend_index(self, idx: np.ndarray, n: int = 10, exclude_seen: bool = True,
+                        chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`recommend` by internal indexes: user indexes in (``-1``: unknown user),
+        item indexes (``-1``: padding) and scores out, shapes (U, n).
 
         Scoring and selection are one pass (:mod:`tasks.model.fused`): no score
         matrix is held. ``chunk_size`` users at a time go to each of
@@ -262,11 +276,13 @@ class Recommender:
 
         if n <= 0:
             raise ValueError(f"n must be positive, got {n}")
+        idx = np.asarray(idx, dtype=np.int64)
+        if len(idx) and not (-1 <= idx.min() and idx.max() < self.model.n_user):
+            raise ValueError(f"user indexes must be in [-1, {self.model.n_user}), got {idx.min()} .. {idx.max()}")
         n_items = self.model.n_item
         chunk_size = chunk_size or RECOMMEND_CHUNK
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-        idx = self.user_index_of(user_ids)
         k = min(n, n_items)
         vectors = self.scoring_vectors(idx)
         rows = idx if exclude_seen else np.full(len(idx), -1, dtype=np.int64)
@@ -302,16 +318,10 @@ class Recommender:
         if self._rank_p is None:  # back to predicted ratings: add user bias + mean per row
             offset = np.where(idx >= 0, self._bu.numpy()[np.maximum(idx, 0)], 0.0) + self._mu
             top_s += offset.astype(np.float32)[:, None]
-        if k < n:  # fewer items than n: pad
+        if k < n:  # fewer items than n: pad as the kernel does, with index -1 and score -inf
             top_i = np.concatenate([top_i, np.full((len(idx), n - k), -1, dtype=np.int64)], 1)
             top_s = np.concatenate([top_s, np.full((len(idx), n - k), -np.inf, dtype=np.float32)], 1)
-        padded = top_i < 0  # the kernel pads with index -1 and score -inf
-        if padded.any():
-            items = self.item_ids[np.where(padded, 0, top_i)]
-            items[padded] = ""
-        else:
-            items = self.item_ids[top_i]
-        return items, top_s
+        return top_i, top_s
 
 
 def _parallel(fn, starts, threads: int) -> None:

@@ -198,22 +198,24 @@ def fused_scores(vectors, items_t, n_items):
     return out
 
 
-@njit(cache=True, boundscheck=False, nogil=True)
+@njit(cache=True, boundscheck=False, nogil=True, fastmath=True)
 def row_moments(vectors, item_mean, item_cov):
     """Mean and standard deviation of each row's scores over all items, (B, 2) float64, from
     the item vectors' mean (F,) and covariance (F, F): ``v . mean`` and ``sqrt(v' C v)``."""
     n_rows, n_factors = vectors.shape
     out = np.empty((n_rows, 2))
+    v = np.empty(n_factors)
     for r in range(n_rows):
+        for f in range(n_factors):
+            v[f] = vectors[r, f]
         mean = 0.0
         var = 0.0
         for f in range(n_factors):
-            v = np.float64(vectors[r, f])
-            mean += v * item_mean[f]
+            mean += v[f] * item_mean[f]
             s = 0.0
             for g in range(n_factors):
-                s += item_cov[f, g] * vectors[r, g]
-            var += v * s
+                s += item_cov[f, g] * v[g]
+            var += v[f] * s
         out[r, 0] = mean
         out[r, 1] = np.sqrt(max(var, 0.0))
     return out

@@ -93,12 +93,15 @@ def score_shard(model_uri: str, ratings_uri: str, model_version: str, top_n: int
     # Score and write one chunk of users at a time: peak memory is set by
     # --chunk-size (the chunk's top-N lists) and recommend()'s 4 MB score
     # buffer, not by the shard size.
+    user_index = rec.user_index_of(users)
+    item_ids = rec.item_ids.tolist()
     for start in range(0, len(users), chunk_size):
         chunk = users[start:start + chunk_size]
         t1 = time.perf_counter()
-        items, scores = rec.recommend(chunk, top_n, exclude_seen=True)
+        top, scores = rec.recommend_index(user_index[start:start + chunk_size], top_n, exclude_seen=True)
         t_score += time.perf_counter() - t1
-        lists = [[i for i in its if i] for its in items]  # rows shorter than top_n lose their padding
+        # raw item ids; rows shorter than top_n (index -1) lose their padding
+        lists = [[item_ids[t] for t in row if t >= 0] for row in top.tolist()]
         if out:
             parquet_rows.extend({"user_id": u, "model_version": model_version, "rank": r + 1, "item_id": it,
                                  "score": float(ss[r]), "title": titles.get(it, it)}
