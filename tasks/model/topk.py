@@ -136,11 +136,11 @@ def _order(cand, cbits, idx, c, keys, cnt, k):
                 last = b
                 break
         placed = cnt[last + 1]
-        for i in range(c):
+        for i in range(c):  # candidates past the k-th's bucket land after the placed ones (no branch)
             b = bucket[i]
-            if b <= last:
-                keys[cnt[b]] = _key(cbits[i], idx[i])
-                cnt[b] += 1
+            b = b if b <= last else last + 1
+            keys[cnt[b]] = _key(cbits[i], idx[i])
+            cnt[b] += 1
     else:
         for i in range(c):
             keys[i] = _key(cbits[i], idx[i])
