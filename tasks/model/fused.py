@@ -156,11 +156,15 @@ def fused_topk(vectors, items_t, n_items, rows, indptr, indices, k, thresholds, 
                     thr[u] = _cut(cand[u], cbits[u], idx[u], c, keys, cnt, k)
                     c = k
                     m &= _mask32(scratch[u], 0, thr[u])
-                while m:
+                while m:  # two items per turn: most blocks have one or two, so the loop rarely turns twice
                     t = trailing_zeros(m)
+                    m &= m - _ONE
+                    t2 = trailing_zeros(m) & 31  # 64 when m is now 0: written below, not counted
                     idx[u, c] = j + t
                     cand[u, c] = scratch[u, t]
-                    c += 1
+                    idx[u, c + 1] = j + t2
+                    cand[u, c + 1] = scratch[u, t2]
+                    c += 1 + (m != 0)
                     m &= m - _ONE
                 count[u] = c
         for u in range(g):
