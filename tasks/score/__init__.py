@@ -91,8 +91,8 @@ def score_shard(model_uri: str, ratings_uri: str, model_version: str, top_n: int
     import_file = table.ImportFileWriter() if import_out else None
     t_score = 0.0
     # Score and write one chunk of users at a time: peak memory is set by
-    # --chunk-size (the chunk's top-N lists) and recommend()'s 4 MB score
-    # buffer, not by the shard size.
+    # --chunk-size (the chunk's top-N lists), not by the shard size (the fused
+    # kernel holds no score matrix).
     user_index = rec.user_index_of(users)
     item_ids = rec.item_ids.tolist()
     for start in range(0, len(users), chunk_size):
