@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -249,14 +252,15 @@ def test_fused_topk_matches_brute_force_on_its_own_scores(seed):
         if rows[r] >= 0:
             masked[r, seen[r]] = -np.inf
     for k in (1, 7, 33, 100, n_items + 5):
-        for thr in (np.full(n_rows, -np.inf), np.median(scores, axis=1), np.full(n_rows, 1e9)):
+        for thr in (np.full(n_rows, -np.inf), np.median(scores, axis=1), np.full(n_rows, 1e9),
+                    np.full(n_rows, np.nan)):  # NaN: nothing is above it, the row is short
             out_s, out_i = np.full((n_rows, k), 7, np.float32), np.full((n_rows, k), 7, np.int64)
             short = np.zeros(n_rows, dtype=np.bool_)
             n_short = fused_topk(vectors, items_t, n_items, rows, indptr, indices, k, thr.astype(np.float32),
                                  out_s, out_i, short)
             assert n_short == short.sum()
             above = (masked > thr.astype(np.float32)[:, None]).sum(1)
-            assert (short == ((above < k) & (thr > -np.inf))).all()  # short: fewer than k above a guess
+            assert (short == ((above < k) & (thr != -np.inf))).all()  # short: fewer than k above a guess
             done = np.flatnonzero(~short)
             _assert_exact_topk(masked[done], k, out_s[done], out_i[done])
 
@@ -340,3 +344,13 @@ def test_recommend_in_parallel_chunks_matches_one_chunk_and_restores_torch_threa
     for items, scores in runs:
         assert (items == whole[0]).all()
         np.testing.assert_array_equal(scores, whole[1])
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_BOUNDSCHECK") == "1", reason="already running with bounds checks")
+def test_kernels_stay_in_bounds(tmp_path):
+    """The kernels are compiled without bounds checks: rerun their tests with numba's checks forced
+    on (an out-of-bounds index then raises instead of corrupting memory)."""
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                           "-k", "topk or fused or recommend"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

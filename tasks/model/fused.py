@@ -107,7 +107,7 @@ def fused_topk(vectors, items_t, n_items, rows, indptr, indices, k, thresholds, 
     whose seen items ``indices[indptr[u]:indptr[u + 1]]`` (each below ``n_items``) are excluded
     (``-1``: none); ``thresholds[r]``: the first guess, only items strictly above
     it are candidates (``-inf``: every item). A row with fewer than ``k``
-    candidates above a finite guess is left unwritten and flagged in ``short``
+    candidates above any other guess (NaN included) is left unwritten and flagged in ``short``
     (the caller reruns it lower); otherwise ``out_scores[r]``, ``out_index[r]``
     get its top k, padded with -inf / -1. Returns how many rows are short.
     """
@@ -118,9 +118,9 @@ def fused_topk(vectors, items_t, n_items, rows, indptr, indices, k, thresholds, 
     thr = np.empty(GROUP, dtype=np.float32)
     scratch = np.empty((GROUP, WIDTH), dtype=np.float32)
     masks = np.empty(GROUP, dtype=np.uint64)
-    cand = np.empty((GROUP, cap), dtype=np.float32)
+    cand = np.empty((GROUP, cap + 1), dtype=np.float32)  # + 1 spare: the walk writes two slots per turn
     cbits = cand.view(np.uint32)
-    idx = np.empty((GROUP, cap), dtype=np.int64)
+    idx = np.empty((GROUP, cap + 1), dtype=np.int64)
     keys = np.empty(cap, dtype=np.uint64)
     cnt = np.empty(3 * cap + 1, dtype=np.int64)
     count = np.zeros(GROUP, dtype=np.int64)
@@ -173,7 +173,7 @@ def fused_topk(vectors, items_t, n_items, rows, indptr, indices, k, thresholds, 
             if user >= 0:  # clear the bitmap for the next group (cheaper than zeroing it at 59k items)
                 for p in range(indptr[user], indptr[user + 1]):
                     seen[u, indices[p] >> 5] = 0
-            if count[u] < k and thresholds[r] > -np.inf:
+            if count[u] < k and thresholds[r] != -np.inf:  # a NaN guess is a guess too
                 short[r] = True
                 n_short += 1
             else:
