@@ -1,13 +1,16 @@
-"""Exact top-k per row with seen-item masking, compiled with numba.
+"""Exact top-k selection and ordering, compiled with numba.
 
-``torch.topk`` costs about 2-6 ns per score on this machine's CPUs: at MovieLens-25M
-scale (162k users x 59k items) about 4x the matrix multiply that produced the
-scores (bench/score_bench.py). This kernel reads each score once:
+``recommend`` scores and selects in one pass (:mod:`tasks.model.fused`), with the
+pieces shared from here: the first threshold (:func:`aim`), the 32-score compare
+mask, the cut of the candidate list and the ordering. :func:`topk` is the exact
+top-k of a score matrix you already hold (``torch.topk`` costs about 2-6 ns per
+score on this machine's CPUs); it reads each score once:
 
 - the first threshold is placed with the row's mean and standard deviation
   where, if scores were normal, about k + 2.5 sqrt(k) items would be above it.
-  ``recommend`` passes each row's exact moments (from the model's vectors);
-  without them they come from a sample of the row (about 256 scores or more,
+  The caller may pass each row's exact moments (``recommend`` computes them
+  from the model's vectors); without them they come from a sample of the row
+  (about 256 scores or more,
   at most one per 64) and the threshold aims at 1.5k items. A wrong guess
   costs time, never exactness: fewer than k items above it trigger a scan from
   a lower guess, then from -inf;
@@ -19,10 +22,10 @@ scores (bench/score_bench.py). This kernel reads each score once:
 - when the candidate list reaches ``2k``, it is ordered and cut to the best
   ``k``, and the threshold rises to the k-th best score;
 - the candidates are ordered by one counting pass over score buckets (a
-  monotone map of the score, so buckets never invert the order) and an
-  insertion sort by a 64-bit key, ``(score descending, item index
-  ascending)``: equal scores rank by lower item index, and ``-0.0`` ties with
-  ``0.0``. About 2.5x faster than numba's sort for ~100 candidates.
+  monotone map of the score, so buckets never invert the order), placing only
+  the buckets up to the k-th best, and an insertion sort by a 64-bit key,
+  ``(score descending, item index ascending)``: equal scores rank by lower item
+  index, and ``-0.0`` ties with ``0.0`` (and comes out as ``0.0``).
 
 Items masked as seen are set to ``-inf`` in the scratch score matrix and never
 enter. Rows with fewer than ``k`` eligible items (finite or ``+inf``) are padded
@@ -279,7 +282,7 @@ def aim(k: int, exact: bool) -> float:
     """How many times k items the first threshold aims to leave above it.
 
     With a row's exact mean and standard deviation the count above is close to
-    Poisson: k + 2.5 sqrt(k) left 0.4-1.1% of rows short at k=10 and 100. With
+    Poisson: k + 2.5 sqrt(k) left 0.15-1.1% of rows short at k=10 and 100. With
     sampled ones the estimate's own error needs more room: 1.5k left 8% of rows
     short at k=100. (ML-1M and ML-25M shapes, bench/score_bench.py's random model.)
     """
