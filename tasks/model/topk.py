@@ -10,8 +10,8 @@ score on this machine's CPUs); it reads each score once:
   where, if scores were normal, about k + 2.5 sqrt(k) items would be above it.
   The caller may pass each row's exact moments (``recommend`` computes them
   from the model's vectors); without them they come from a sample of the row
-  (about 256 scores or more,
-  at most one per 64) and the threshold aims at 1.5k items. A wrong guess
+  (about 256 scores or more, at most one per 64) and the threshold aims at
+  1.5k items. A wrong guess
   costs time, never exactness: fewer than k items above it trigger a scan from
   a lower guess, then from -inf;
 - scores are compared with the threshold 32 at a time into a bit mask (four
