@@ -346,6 +346,16 @@ def test_recommend_in_parallel_chunks_matches_one_chunk_and_restores_torch_threa
         np.testing.assert_array_equal(scores, whole[1])
 
 
+def test_recommend_index_speaks_indexes_and_refuses_unknown_ones():
+    rec = checkerboard()
+    top, scores = rec.recommend_index(np.array([0, -1]), 2)
+    items, same = rec.recommend(["u0", "nobody"], 2)
+    assert rec.item_ids[top].tolist() == items.tolist()
+    np.testing.assert_array_equal(scores, same)
+    with pytest.raises(ValueError, match=r"user indexes must be in \[-1, 4\)"):
+        rec.recommend_index(np.array([4]), 2)
+
+
 @pytest.mark.skipif(os.environ.get("NUMBA_BOUNDSCHECK") == "1", reason="already running with bounds checks")
 def test_kernels_stay_in_bounds(tmp_path):
     """The kernels are compiled without bounds checks: rerun their tests with numba's checks forced

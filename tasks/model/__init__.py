@@ -166,7 +166,7 @@ class Recommender:
         indices = np.asarray(indices, dtype=np.int64)
         if len(indices) != indptr[-1]:
             raise ValueError(f"seen indptr ends at {indptr[-1]} but there are {len(indices)} indices")
-        if len(indices) and not (0 <= indices.min() and indices.max() < self.model.n_item):
+        if len(indices) and not (indices.min() >= 0 and indices.max() < self.model.n_item):
             raise ValueError(f"seen item indexes must be in [0, {self.model.n_item}), got "
                              f"{indices.min()} .. {indices.max()}")  # the kernels index without bounds checks
         self._seen_indptr = indptr
@@ -277,7 +277,7 @@ class Recommender:
         if n <= 0:
             raise ValueError(f"n must be positive, got {n}")
         idx = np.asarray(idx, dtype=np.int64)
-        if len(idx) and not (-1 <= idx.min() and idx.max() < self.model.n_user):
+        if len(idx) and not (idx.min() >= -1 and idx.max() < self.model.n_user):
             raise ValueError(f"user indexes must be in [-1, {self.model.n_user}), got {idx.min()} .. {idx.max()}")
         n_items = self.model.n_item
         chunk_size = chunk_size or RECOMMEND_CHUNK
