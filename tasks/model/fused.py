@@ -12,9 +12,10 @@ scores this way takes 0.54-0.88x the time of torch's ``mm`` for the same shapes
 
 The block is written as LLVM vector IR (:func:`_block_scores`): numba does not
 vectorise a loop nest of this shape. ``llvm.fmuladd`` fuses the multiply-add
-where the CPU has FMA and is a multiply and an add elsewhere, so the compiled
-code runs on any CPU numba supports; the scores of one build are the same for
-every call (the order of the additions is fixed: factor 0 first).
+where the CPU has FMA and is a multiply and an add elsewhere; the IR is
+generic, not x86-specific, though only x86-64 with AVX2 is tested here. The
+scores of one build are the same for every call (the order of the additions is
+fixed: factor 0 first).
 
 The selection around it is :mod:`tasks.model.topk`'s (the first threshold from
 the row's exact mean and standard deviation, cuts to the best k when the

@@ -61,8 +61,9 @@ def _mask32(typingctx, row, q, thr):
     """Bit ``t`` set when ``row[q + t] > thr``, ``t < 32`` (an ordered compare: NaN never).
 
     Four unaligned 8-float loads and compares, each packed to 8 bits: LLVM emits
-    ``vcmpps`` + ``vmovmskps`` with AVX, two SSE halves without it, NEON on ARM.
-    The caller guarantees ``q + 32 <= len(row)`` (no bounds check).
+    ``vcmpps`` + ``vmovmskps`` with AVX and lowers the same generic vector IR for
+    other targets (only x86-64 with AVX2 is tested here). The caller guarantees
+    ``q + 32 <= len(row)`` (no bounds check).
     """
     sig = types.uint64(row, q, thr)
 
