@@ -118,41 +118,37 @@ class Recommender:
         with torch.no_grad():
             self._p = model.user.weight.detach().float()  # (U, k)
             self._q = model.item.weight.detach().float()  # (I, k)
-            self._qt = self._q.T.contiguous()  # (k, I): contiguous for the scoring matmul
+            self._qt = self._q.T.contiguous()  # (k, I): contiguous, for item_scores' matmul
             self._bu = model.user_bias.weight.detach().float().squeeze(1)  # (U,)
             self._bi = model.item_bias.weight.detach().float().squeeze(1)  # (I,)
             self._mu = float(model.bias.detach().reshape(-1)[0])
+            # every score as one dot product per (user, item), for the fused kernel: the
+            # ranking head's vectors, or the rating head's with a 1 matching the item bias.
+            # An unknown user's vector: the average user's (ranking head: close to
+            # popularity), or just the item bias (rating head)
             if model.rank_k:
-                # ranking head: relevance = <rank_user[u], rank_item[i]>; unknown users
-                # get the average user's relevance (close to popularity)
                 self._rank_p = model.rank_user.weight.detach().float()
                 self._rank_qt = model.rank_item.weight.detach().float().T.contiguous()
+                self._vectors = self._rank_p.numpy()
+                self._default_vector = self._rank_p.mean(0).numpy()
+                items_t = self._rank_qt
             else:
                 self._rank_p = None
-            # each user's score row has mean p'.mu and variance p' C p' over all items, with
-            # p' the user's vector (and a 1 for the item bias) and mu, C the mean and
-            # covariance of the item vectors (and biases): the top-k kernel's first threshold
-            items = (self._rank_qt.T if self._rank_p is not None
-                     else torch.cat([self._q, self._bi[:, None]], 1)).double()
+                self._vectors = torch.cat([self._p, torch.ones(len(self._p), 1)], 1).numpy()
+                self._default_vector = np.zeros(self._vectors.shape[1], dtype=np.float32)
+                self._default_vector[-1] = 1.0
+                items_t = torch.cat([self._qt, self._bi[None, :]], 0)
+            # each user's score row has mean v'.mu and variance v' C v' over all items, with
+            # v the user's vector and mu, C the mean and covariance of the item vectors:
+            # the kernel's first threshold
+            items = items_t.T.double()
             mean = items.mean(0)
             centered = items - mean
             self._item_mean = mean.numpy()
             self._item_cov = (centered.T @ centered / max(1, len(items))).numpy()
-            # the same scores as one dot product per (user, item), for the fused kernel; an
-            # unknown user's vector: the average user's (ranking head: close to popularity),
-            # or just the item bias (rating head)
-            if self._rank_p is not None:
-                self._vectors = self._rank_p.numpy()
-                self._default_vector = self._rank_p.mean(0).numpy()
-                items_t = self._rank_qt.numpy()
-            else:
-                self._vectors = torch.cat([self._p, torch.ones(len(self._p), 1)], 1).numpy()
-                self._default_vector = np.zeros(self._vectors.shape[1], dtype=np.float32)
-                self._default_vector[-1] = 1.0
-                items_t = torch.cat([self._qt, self._bi[None, :]], 0).numpy()
         from tasks.model.fused import pad_items
 
-        self._items_t = pad_items(items_t)
+        self._items_t = pad_items(items_t.numpy())
         if seen_indptr is None:
             seen_indptr = np.zeros(model.n_user + 1, dtype=np.int64)
             seen_indices = np.zeros(0, dtype=np.int64)
@@ -271,7 +267,7 @@ class Recommender:
         matrix is held. ``chunk_size`` users at a time go to each of
         ``torch.get_num_threads()`` threads.
         """
-        from tasks.model.fused import fused_topk
+        from tasks.model.fused import fused_topk, row_moments
         from tasks.model.topk import GUESS_LOW, _first_guess_z, aim
 
         if n <= 0:
@@ -287,7 +283,7 @@ class Recommender:
         vectors = self.scoring_vectors(idx)
         rows = idx if exclude_seen else np.full(len(idx), -1, dtype=np.int64)
         # the first threshold per row from its exact mean and standard deviation, then lower guesses
-        moments = self.score_moments(idx)
+        moments = row_moments(vectors, self._item_mean, self._item_cov)
         first = aim(k, exact=True)
         z = _first_guess_z(k, n_items, first)
         guesses = [z, _first_guess_z(k, n_items, max(GUESS_LOW, 2 * first)) if z > -np.inf else -np.inf, -np.inf]

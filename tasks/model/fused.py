@@ -35,7 +35,7 @@ from numba.core import cgutils
 from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
-from tasks.model.topk import _cut, _emit, _mask32
+from tasks.model.topk import _V8, _cut, _emit, _mask32, _splat8
 
 GROUP = 4  # users scored together (each item vector load serves all four)
 WIDTH = 32  # items per block: one 32-bit mask per user
@@ -51,8 +51,8 @@ def _block_scores(typingctx, users, items_t, thr, j, out, masks):
     sig = types.void(users, items_t, thr, j, out, masks)
 
     def codegen(context, builder, signature, args):
-        i32, i64 = ir.IntType(32), ir.IntType(64)
-        v8 = ir.VectorType(ir.FloatType(), 8)
+        i64 = ir.IntType(64)
+        v8 = _V8
         p, q, t, o, m = (context.make_array(signature.args[a])(context, builder, args[a]) for a in (0, 1, 2, 4, 5))
         n_factors = cgutils.unpack_tuple(builder, p.shape, 2)[1]
         n_cols = cgutils.unpack_tuple(builder, q.shape, 2)[1]
@@ -62,14 +62,10 @@ def _block_scores(typingctx, users, items_t, thr, j, out, masks):
         def const(x):
             return ir.Constant(i64, x)
 
-        def splat(x):
-            v = builder.insert_element(ir.Constant(v8, ir.Undefined), x, ir.Constant(i32, 0))
-            return builder.shuffle_vector(v, ir.Constant(v8, ir.Undefined), ir.Constant(ir.VectorType(i32, 8), [0] * 8))
-
         def vec(ptr):
             return builder.bitcast(ptr, v8.as_pointer())
 
-        thresholds = [splat(builder.load(builder.gep(t.data, [const(u)]))) for u in range(GROUP)]
+        thresholds = [_splat8(builder, builder.load(builder.gep(t.data, [const(u)]))) for u in range(GROUP)]
         bits = [const(0)] * GROUP
         acc = [[cgutils.alloca_once(builder, v8) for _ in range(_VECTORS)] for _ in range(GROUP)]
         for s in range(0, WIDTH // 8, _VECTORS):
@@ -82,7 +78,7 @@ def _block_scores(typingctx, users, items_t, thr, j, out, masks):
                 item = [builder.load(vec(builder.gep(q.data, [builder.add(base, const(8 * v))])), align=4)
                         for v in range(_VECTORS)]
                 for u in range(GROUP):
-                    x = splat(builder.load(builder.gep(p.data, [builder.add(builder.mul(const(u), n_factors), f)])))
+                    x = _splat8(builder, builder.load(builder.gep(p.data, [builder.add(builder.mul(const(u), n_factors), f)])))
                     for v in range(_VECTORS):
                         builder.store(builder.call(fmuladd, [x, item[v], builder.load(acc[u][v])]), acc[u][v])
             for u in range(GROUP):

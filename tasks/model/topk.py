@@ -56,6 +56,16 @@ _SHIFT32 = np.uint64(32)
 _ONE = np.uint64(1)
 
 
+_V8 = ir.VectorType(ir.FloatType(), 8)
+
+
+def _splat8(builder, x):
+    """LLVM IR: the float ``x`` in all 8 lanes of a vector."""
+    i32 = ir.IntType(32)
+    v = builder.insert_element(ir.Constant(_V8, ir.Undefined), x, ir.Constant(i32, 0))
+    return builder.shuffle_vector(v, ir.Constant(_V8, ir.Undefined), ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+
+
 @intrinsic
 def _mask32(typingctx, row, q, thr):
     """Bit ``t`` set when ``row[q + t] > thr``, ``t < 32`` (an ordered compare: NaN never).
@@ -69,14 +79,12 @@ def _mask32(typingctx, row, q, thr):
 
     def codegen(context, builder, signature, args):
         data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        i32, i64 = ir.IntType(32), ir.IntType(64)
-        v8 = ir.VectorType(ir.FloatType(), 8)
-        t = builder.insert_element(ir.Constant(v8, ir.Undefined), args[2], ir.Constant(i32, 0))
-        t = builder.shuffle_vector(t, ir.Constant(v8, ir.Undefined), ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+        i64 = ir.IntType(64)
+        t = _splat8(builder, args[2])
         base = builder.gep(data, [args[1]])
         out = ir.Constant(i64, 0)
         for b in range(4):
-            v = builder.load(builder.bitcast(builder.gep(base, [ir.Constant(i64, 8 * b)]), v8.as_pointer()), align=4)
+            v = builder.load(builder.bitcast(builder.gep(base, [ir.Constant(i64, 8 * b)]), _V8.as_pointer()), align=4)
             m = builder.zext(builder.bitcast(builder.fcmp_ordered(">", v, t), ir.IntType(8)), i64)
             out = builder.or_(out, builder.shl(m, ir.Constant(i64, 8 * b)))
         return out
@@ -333,9 +341,3 @@ def topk(scores: np.ndarray, k: int, rows: np.ndarray | None = None, indptr: np.
                max(1, min(n_rows, 4 * threads)), z, z_low, sample_stride(n),
                np.ascontiguousarray(moments, dtype=np.float64))
     return out_s, out_i
-
-
-def warm_up() -> None:
-    """Compile both kernels into numba's on-disk cache (run at image build: saves ~10 s per task)."""
-    for threads in (1, 2):
-        topk(np.zeros((4, 8), dtype=np.float32), 2, threads=threads)
