@@ -125,6 +125,38 @@ def _assert_exact_topk(scores, k, s, i):
         assert (i[r, len(ref):] == -1).all() and np.isneginf(s[r, len(ref):]).all()
 
 
+@pytest.mark.parametrize("kind", ["normal", "few values", "signed zeros", "extremes"])
+@pytest.mark.parametrize("c,k", [(1, 1), (7, 10), (32, 5), (33, 100), (64, 64), (65, 10), (100, 100),
+                                 (128, 100), (129, 100), (160, 128), (161, 100), (192, 1), (193, 100),
+                                 (256, 128), (200, 129), (257, 100), (300, 200)])
+def test_sortnet_orders_candidates_like_a_lexsort(c, k, kind):
+    """Every path of the ordering (networks of 32, 64 and 128, the merges of 129-256 candidates,
+    the bucket fallback) against a lexsort: score descending, then item index ascending,
+    -0.0 tied with 0.0 and written as 0.0."""
+    from tasks.model.sortnet import ROOM, order
+
+    rng = np.random.default_rng(c * 1000 + k)
+    for _ in range(20):
+        if kind == "normal":
+            scores = rng.standard_normal(c).astype(np.float32)
+        elif kind == "few values":
+            scores = rng.integers(-2, 2, c).astype(np.float32)
+        elif kind == "signed zeros":
+            scores = np.where(rng.random(c) < 0.5, -0.0, 0.0).astype(np.float32)
+        else:
+            scores = rng.choice(np.array([np.inf, 3e38, -3e38, 1e-45, -1e-45, 0.0, -0.0, 1.0], np.float32), c)
+        items = rng.choice(1 << 20, c, replace=False).astype(np.int32)
+        cand = np.full(max(c + 1, ROOM), np.nan, dtype=np.float32)
+        idx = np.full(len(cand), -7, dtype=np.int32)
+        cand[:c], idx[:c] = scores, items
+        order(cand, idx, c, k, np.empty(c, dtype=np.uint64), np.empty(3 * c + 1, dtype=np.int64))
+        m = min(c, k)
+        ref = np.lexsort((items, -scores))[:m]
+        assert idx[:m].tolist() == items[ref].tolist()
+        np.testing.assert_array_equal(cand[:m] + np.float32(0.0), scores[ref] + np.float32(0.0))
+        assert not np.signbit(cand[:m][cand[:m] == 0]).any()  # 0.0, not -0.0
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("seed", range(5))
 def test_topk_matches_brute_force_with_heavy_ties(seed, threads):
@@ -362,5 +394,5 @@ def test_kernels_stay_in_bounds(tmp_path):
     on (an out-of-bounds index then raises instead of corrupting memory)."""
     env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
-                           "-k", "topk or fused or recommend"], env=env, capture_output=True, text=True)
+                           "-k", "topk or fused or recommend or sortnet"], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -35,12 +35,14 @@ from numba.core import cgutils
 from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
-from tasks.model.topk import _V8, _cut, _emit, _mask32, _splat8
+from tasks.model.sortnet import ROOM, order
+from tasks.model.topk import _V8, _mask32, _splat8
 
 GROUP = 4  # users scored together (each item vector load serves all four)
 WIDTH = 32  # items per block: one 32-bit mask per user
 _VECTORS = 2  # 8-wide vectors per user per factor step: 4 users x 2 = 8 accumulators
 _ONE = np.uint64(1)
+MAX_ITEMS = 2**31 - 32  # int32 item indexes, padding included
 
 
 @intrinsic
@@ -95,6 +97,20 @@ def _block_scores(typingctx, users, items_t, thr, j, out, masks):
     return sig, codegen
 
 
+@njit(inline="always", boundscheck=False)
+def _emit(cand, idx, c, keys, cnt, k, out_scores, out_index):
+    """Write the best ``k`` of ``c`` candidates, best first, padded with index -1 and score -inf."""
+    if c:
+        order(cand, idx, c, k, keys, cnt)
+    m = min(k, c)
+    for q in range(m):
+        out_scores[q] = cand[q]  # order() writes -0.0 as 0.0
+        out_index[q] = idx[q]
+    for q in range(m, k):
+        out_scores[q] = -np.inf
+        out_index[q] = -1
+
+
 @njit(cache=True, boundscheck=False, nogil=True)
 def fused_topk(vectors, items_t, n_items, rows, indptr, indices, k, thresholds, out_scores, out_index, short):
     """Top-``k`` items of each row by ``vectors[r] . items_t[:, i]``, best first.
@@ -115,9 +131,9 @@ def fused_topk(vectors, items_t, n_items, rows, indptr, indices, k, thresholds, 
     thr = np.empty(GROUP, dtype=np.float32)
     scratch = np.empty((GROUP, WIDTH), dtype=np.float32)
     masks = np.empty(GROUP, dtype=np.uint64)
-    cand = np.empty((GROUP, cap + 1), dtype=np.float32)  # + 1 spare: the walk writes two slots per turn
-    cbits = cand.view(np.uint32)
-    idx = np.empty((GROUP, cap + 1), dtype=np.int64)
+    room = max(cap + 1, ROOM)  # + 1 spare: the walk writes two slots per turn; the sort pads up to ROOM
+    cand = np.empty((GROUP, room), dtype=np.float32)
+    idx = np.empty((GROUP, room), dtype=np.int32)
     keys = np.empty(cap, dtype=np.uint64)
     cnt = np.empty(3 * cap + 1, dtype=np.int64)
     count = np.zeros(GROUP, dtype=np.int64)
@@ -150,7 +166,8 @@ def fused_topk(vectors, items_t, n_items, rows, indptr, indices, k, thresholds, 
                     continue
                 c = count[u]
                 if c + WIDTH > cap:  # perhaps no room for the block: keep the best k, raise the threshold
-                    thr[u] = _cut(cand[u], cbits[u], idx[u], c, keys, cnt, k)
+                    order(cand[u], idx[u], c, k, keys, cnt)
+                    thr[u] = cand[u, k - 1]
                     c = k
                     m &= _mask32(scratch[u], 0, thr[u])
                 while m:  # two items per turn: most blocks have one or two, so the loop rarely turns twice
@@ -174,7 +191,7 @@ def fused_topk(vectors, items_t, n_items, rows, indptr, indices, k, thresholds, 
                 short[r] = True
                 n_short += 1
             else:
-                _emit(cand[u], cbits[u], idx[u], count[u], keys, cnt, k, out_scores[r], out_index[r])
+                _emit(cand[u], idx[u], count[u], keys, cnt, k, out_scores[r], out_index[r])
     return n_short
 
 
@@ -224,8 +241,10 @@ def row_moments(vectors, item_mean, item_cov):
 
 def pad_items(items_t: np.ndarray) -> np.ndarray:
     """(F, I) item vectors as the kernel wants them: float32, C-contiguous, I padded with
-    zero columns to a multiple of 32 (at least 32)."""
+    zero columns to a multiple of 32 (at least 32). Candidates carry int32 item indexes."""
     f, n = items_t.shape
+    if n >= MAX_ITEMS:
+        raise ValueError(f"at most {MAX_ITEMS - 1} items can be ranked, got {n}")
     out = np.zeros((f, max(WIDTH, -(-n // WIDTH) * WIDTH)), dtype=np.float32)
     out[:, :n] = items_t
     return out
