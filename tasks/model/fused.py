@@ -5,25 +5,30 @@ pair does 32 flops per score but writes 4 bytes per score: torch's ``mm`` is
 bound by writing its output, and a top-k pass then reads it all back. This
 kernel computes the scores of 4 users x 32 items in registers (one 8-wide
 vector FMA per user, factor and 8 items; the item vectors are loaded once for
-the 4 users), compares them with each user's threshold into a 32-bit mask, and
-only the few items above the threshold leave the registers. Computing the
-scores this way takes 0.54-0.88x the time of torch's ``mm`` for the same shapes
-(bench/score_bench.py compares the whole top-k against the bare multiply).
+the 4 users), compares them with each user's threshold, and only the few items
+above it leave the registers. Computing the scores this way takes about 0.4-0.9x
+the time of torch's ``mm`` for the same shapes (bench/score_bench.py compares
+the whole top-k against the bare multiply).
 
-The block is written as LLVM vector IR (:func:`_block_scores`): numba does not
+The block is written as LLVM vector IR (:func:`_block_select`): numba does not
 vectorise a loop nest of this shape. ``llvm.fmuladd`` fuses the multiply-add
-where the CPU has FMA and is a multiply and an add elsewhere; the IR is
-generic, not x86-specific, though only x86-64 with AVX2 is tested here. The
-scores of one build are the same for every call (the order of the additions is
-fixed: factor 0 first).
+where the CPU has FMA and is a multiply and an add elsewhere. The scores of one
+build are the same for every call (the order of the additions is fixed: factor
+0 first). Each 8 scores are compared into an 8-bit mask, the user's seen items
+(a bitmap per group of 4 users) and the padding columns are cleared from it,
+and the lanes still set are packed to the front of the vector and stored at the
+end of the user's candidate list, whole: no branch per block. The packing is
+one ``vpermps`` where numba's target has AVX2 and a generic extract per lane
+elsewhere; the rest of the IR is generic. Only x86-64 is tested here, with AVX2
+and with ``NUMBA_CPU_NAME=generic`` (the portable path, SSE2).
 
-The selection around it is :mod:`tasks.model.topk`'s (the first threshold from
-the row's exact mean and standard deviation, cuts to the best k when the
-candidate list fills, the same ordering and tie rule). A user's seen items
-are set in a bitmap (a bit per item, for the 4 users of the group) that clears
-their bits from each block's mask without a branch. Rows with fewer
-than k items above their first threshold are reported back: the caller reruns
-them with a lower one (0.15-0.9% of rows at ML-1M and ML-25M shapes).
+Around it: the first threshold from the row's exact mean and standard deviation
+(:func:`tasks.model.topk.aim`); when the candidate list could overflow, its
+best k are kept and the threshold rises to the k-th; at the end the candidates
+are ordered by :func:`tasks.model.sortnet.order` (score descending, then item
+index ascending). Rows with fewer than k items above their first threshold are
+reported back: the caller reruns them with a lower one (0.15-0.9% of rows at
+ML-1M and ML-25M shapes).
 """
 
 from __future__ import annotations
@@ -32,17 +37,72 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
 from tasks.model.sortnet import ROOM, order
-from tasks.model.topk import _V8, _mask32, _splat8
+from tasks.model.topk import _V8, _splat8
+
+
+def _host_has_avx2() -> bool:
+    """Whether numba compiles for a CPU with AVX2 (its target: NUMBA_CPU_NAME/FEATURES, else the host)."""
+    from llvmlite import binding
+    from numba.core import config
+
+    if config.CPU_FEATURES is not None:
+        return "+avx2" in config.CPU_FEATURES.split(",")
+    if config.CPU_NAME is not None and config.CPU_NAME != "host":
+        return False  # a named, e.g. generic, target: the portable path
+    return (binding.get_process_triple().startswith(("x86_64", "i686"))
+            and bool(binding.get_host_cpu_features().get("avx2")))
+
 
 GROUP = 4  # users scored together (each item vector load serves all four)
 WIDTH = 32  # items per block: one 32-bit mask per user
 _VECTORS = 2  # 8-wide vectors per user per factor step: 4 users x 2 = 8 accumulators
 _ONE = np.uint64(1)
 MAX_ITEMS = 2**31 - 32  # int32 item indexes, padding included
+_VI8 = ir.VectorType(ir.IntType(32), 8)
+_AVX2 = _host_has_avx2()
+# _LUT[m]: the lanes of the set bits of the 8-bit mask m, in order (then zeros)
+_LUT = np.array([[t for t in range(8) if m >> t & 1] + [0] * (8 - bin(m).count("1")) for m in range(256)],
+                dtype=np.int32)
+
+
+def _splat_i32(builder, x):
+    v = builder.insert_element(ir.Constant(_VI8, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(v, ir.Constant(_VI8, ir.Undefined), ir.Constant(_VI8, [0] * 8))
+
+
+def _scores(context, builder, users, items_t, j, consume):
+    """LLVM IR: the scores of the ``GROUP`` users (rows of ``users`` (G, F)) for items ``j .. j + 32``
+    of ``items_t`` (F, I), 16 items at a time: ``consume(col, scores)`` gets, for items
+    ``j + col .. j + col + 16``, each user's ``_VECTORS`` vectors of 8 scores."""
+    i64 = ir.IntType(64)
+    v8 = _V8
+    n_factors = cgutils.unpack_tuple(builder, users.shape, 2)[1]
+    n_cols = cgutils.unpack_tuple(builder, items_t.shape, 2)[1]
+    fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]),
+                                             "llvm.fmuladd.v8f32")
+
+    def const(x):
+        return ir.Constant(i64, x)
+
+    acc = [[cgutils.alloca_once(builder, v8) for _ in range(_VECTORS)] for _ in range(GROUP)]
+    for s in range(0, WIDTH // 8, _VECTORS):
+        for row in acc:
+            for a in row:
+                builder.store(ir.Constant(v8, [0.0] * 8), a)
+        with cgutils.for_range(builder, n_factors) as loop:  # kept in registers (mem2reg)
+            f = loop.index
+            base = builder.add(builder.mul(f, n_cols), builder.add(j, const(8 * s)))
+            item = [builder.load(builder.bitcast(builder.gep(items_t.data, [builder.add(base, const(8 * v))]),
+                                                 v8.as_pointer()), align=4)
+                    for v in range(_VECTORS)]
+            for u in range(GROUP):
+                x = _splat8(builder, builder.load(builder.gep(users.data, [builder.add(builder.mul(const(u), n_factors), f)])))
+                for v in range(_VECTORS):
+                    builder.store(builder.call(fmuladd, [x, item[v], builder.load(acc[u][v])]), acc[u][v])
+        consume(8 * s, [[builder.load(a) for a in row] for row in acc])
 
 
 @intrinsic
@@ -54,44 +114,95 @@ def _block_scores(typingctx, users, items_t, thr, j, out, masks):
 
     def codegen(context, builder, signature, args):
         i64 = ir.IntType(64)
-        v8 = _V8
         p, q, t, o, m = (context.make_array(signature.args[a])(context, builder, args[a]) for a in (0, 1, 2, 4, 5))
-        n_factors = cgutils.unpack_tuple(builder, p.shape, 2)[1]
-        n_cols = cgutils.unpack_tuple(builder, q.shape, 2)[1]
-        fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]),
-                                                 "llvm.fmuladd.v8f32")
+        thresholds = [_splat8(builder, builder.load(builder.gep(t.data, [ir.Constant(i64, u)]))) for u in range(GROUP)]
+        bits = [ir.Constant(i64, 0)] * GROUP
 
-        def const(x):
-            return ir.Constant(i64, x)
-
-        def vec(ptr):
-            return builder.bitcast(ptr, v8.as_pointer())
-
-        thresholds = [_splat8(builder, builder.load(builder.gep(t.data, [const(u)]))) for u in range(GROUP)]
-        bits = [const(0)] * GROUP
-        acc = [[cgutils.alloca_once(builder, v8) for _ in range(_VECTORS)] for _ in range(GROUP)]
-        for s in range(0, WIDTH // 8, _VECTORS):
-            for row in acc:
-                for a in row:
-                    builder.store(ir.Constant(v8, [0.0] * 8), a)
-            with cgutils.for_range(builder, n_factors) as loop:  # kept in registers (mem2reg)
-                f = loop.index
-                base = builder.add(builder.mul(f, n_cols), builder.add(args[3], const(8 * s)))
-                item = [builder.load(vec(builder.gep(q.data, [builder.add(base, const(8 * v))])), align=4)
-                        for v in range(_VECTORS)]
-                for u in range(GROUP):
-                    x = _splat8(builder, builder.load(builder.gep(p.data, [builder.add(builder.mul(const(u), n_factors), f)])))
-                    for v in range(_VECTORS):
-                        builder.store(builder.call(fmuladd, [x, item[v], builder.load(acc[u][v])]), acc[u][v])
+        def consume(col0, scores):
             for u in range(GROUP):
-                for v in range(_VECTORS):
-                    col = 8 * (s + v)
-                    score = builder.load(acc[u][v])
-                    builder.store(score, vec(builder.gep(o.data, [const(u * WIDTH + col)])), align=4)
+                for v, score in enumerate(scores[u]):
+                    col = col0 + 8 * v
+                    builder.store(score, builder.bitcast(builder.gep(o.data, [ir.Constant(i64, u * WIDTH + col)]),
+                                                         _V8.as_pointer()), align=4)
                     above = builder.bitcast(builder.fcmp_ordered(">", score, thresholds[u]), ir.IntType(8))
-                    bits[u] = builder.or_(bits[u], builder.shl(builder.zext(above, i64), const(col)))
+                    bits[u] = builder.or_(bits[u], builder.shl(builder.zext(above, i64), ir.Constant(i64, col)))
+
+        _scores(context, builder, p, q, args[3], consume)
         for u in range(GROUP):
-            builder.store(bits[u], builder.gep(m.data, [const(u)]))
+            builder.store(bits[u], builder.gep(m.data, [ir.Constant(i64, u)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _left_pack(builder, scores, lanes):
+    """The lanes ``lanes`` (<8 x i32>) of ``scores`` (<8 x float>), in that order: ``vpermps`` where
+    the target has AVX2, else one extract per lane (LLVM spills the vector once and loads)."""
+    if _AVX2:
+        permps = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V8, [_V8, _VI8]),
+                                                "llvm.x86.avx2.permps")
+        return builder.call(permps, [scores, lanes])
+    out = ir.Constant(_V8, ir.Undefined)
+    for t in range(8):
+        lane = builder.extract_element(lanes, ir.Constant(ir.IntType(32), t))
+        out = builder.insert_element(out, builder.extract_element(scores, lane), ir.Constant(ir.IntType(32), t))
+    return out
+
+
+@intrinsic
+def _block_select(typingctx, users, items_t, thr, j, n_items, seen, lut, cand, idx, count):
+    """The items of ``j .. j + 32`` whose score is above each user's threshold, appended to the
+    user's candidates: scores to ``cand[u, count[u]:]``, item indexes to ``idx[u, ...]``.
+
+    Items set in ``seen[u, j >> 5]`` (a bit per item) and from ``n_items`` on are left out. Each
+    group of 8 scores is compared into an 8-bit mask, and the lanes whose bit is set are packed
+    to the front of the vector (the lanes from ``lut[mask]``) and stored whole: no branch, the
+    8 slots past the new count are scratch. Needs 32 + 8 free slots past ``count[u]``.
+    """
+    sig = types.void(users, items_t, thr, j, n_items, seen, lut, cand, idx, count)
+
+    def codegen(context, builder, signature, args):
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        p, q, t, sn, lt, cd, ix, cn = (context.make_array(signature.args[a])(context, builder, args[a])
+                                       for a in (0, 1, 2, 5, 6, 7, 8, 9))
+        j, n_items = args[3], args[4]
+        room = cgutils.unpack_tuple(builder, cd.shape, 2)[1]
+        n_words = cgutils.unpack_tuple(builder, sn.shape, 2)[1]
+        ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [i32]), "llvm.ctpop.i32")
+        # the block's valid items: all 32, or the first n_items - j (the last block's padding out)
+        valid = builder.sub(n_items, j)
+        tail = builder.select(builder.icmp_signed(">=", valid, ir.Constant(i64, 32)), ir.Constant(i32, -1),
+                              builder.trunc(builder.sub(builder.shl(ir.Constant(i64, 1), valid), ir.Constant(i64, 1)), i32))
+        word = builder.ashr(j, ir.Constant(i64, 5))
+        thresholds, keep, counts = [], [], []
+        for u in range(GROUP):
+            uu = ir.Constant(i64, u)
+            thresholds.append(_splat8(builder, builder.load(builder.gep(t.data, [uu]))))
+            s = builder.trunc(builder.load(builder.gep(sn.data, [builder.add(builder.mul(uu, n_words), word)])), i32)
+            keep.append(builder.and_(tail, builder.xor(s, ir.Constant(i32, -1))))
+            counts.append(builder.load(builder.gep(cn.data, [uu])))
+
+        def consume(col0, scores):
+            for u in range(GROUP):
+                row = builder.mul(ir.Constant(i64, u), room)
+                for v, score in enumerate(scores[u]):
+                    col = col0 + 8 * v
+                    above = builder.zext(builder.bitcast(builder.fcmp_ordered(">", score, thresholds[u]), ir.IntType(8)), i32)
+                    bits = builder.and_(above, builder.lshr(keep[u], ir.Constant(i32, col)))
+                    bits = builder.and_(bits, ir.Constant(i32, 0xFF))
+                    lanes = builder.load(builder.bitcast(builder.gep(lt.data, [builder.mul(builder.zext(bits, i64), ir.Constant(i64, 8))]),
+                                                         _VI8.as_pointer()), align=4)
+                    at = builder.add(row, counts[u])
+                    builder.store(_left_pack(builder, score, lanes),
+                                  builder.bitcast(builder.gep(cd.data, [at]), _V8.as_pointer()), align=4)
+                    base = builder.trunc(builder.add(j, ir.Constant(i64, col)), i32)
+                    builder.store(builder.add(lanes, _splat_i32(builder, base)),
+                                  builder.bitcast(builder.gep(ix.data, [at]), _VI8.as_pointer()), align=4)
+                    counts[u] = builder.add(counts[u], builder.zext(builder.call(ctpop, [bits]), i64))
+
+        _scores(context, builder, p, q, j, consume)
+        for u in range(GROUP):
+            builder.store(counts[u], builder.gep(cn.data, [ir.Constant(i64, u)]))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -117,8 +228,8 @@ def fused_topk(vectors, items_t, n_items, rows, indptr, indices, k, thresholds, 
 
     ``vectors`` (B, F) float32; ``items_t`` (F, I) float32 with I a multiple of 32
     (columns from ``n_items`` on are padding, never selected); ``rows[r]``: the user
-    whose seen items ``indices[indptr[u]:indptr[u + 1]]`` (each below ``n_items``) are excluded
-    (``-1``: none); ``thresholds[r]``: the first guess, only items strictly above
+    whose seen items ``indices[indptr[u]:indptr[u + 1]]`` (each below ``n_items``, ascending
+    within a user) are excluded (``-1``: none); ``thresholds[r]``: the first guess, only items strictly above
     it are candidates (``-inf``: every item). A row with fewer than ``k``
     candidates above any other guess (NaN included) is left unwritten and flagged in ``short``
     (the caller reruns it lower); otherwise ``out_scores[r]``, ``out_index[r]``
@@ -129,9 +240,7 @@ def fused_topk(vectors, items_t, n_items, rows, indptr, indices, k, thresholds, 
     cap = max(2 * k, k + WIDTH)  # a cut always leaves room for a whole block
     group = np.zeros((GROUP, n_factors), dtype=np.float32)
     thr = np.empty(GROUP, dtype=np.float32)
-    scratch = np.empty((GROUP, WIDTH), dtype=np.float32)
-    masks = np.empty(GROUP, dtype=np.uint64)
-    room = max(cap + 1, ROOM)  # + 1 spare: the walk writes two slots per turn; the sort pads up to ROOM
+    room = max(cap + 8, ROOM)  # + 8: a block stores 8 lanes past its last candidate; the sort pads up to ROOM
     cand = np.empty((GROUP, room), dtype=np.float32)
     idx = np.empty((GROUP, room), dtype=np.int32)
     keys = np.empty(cap, dtype=np.uint64)
@@ -147,40 +256,24 @@ def fused_topk(vectors, items_t, n_items, rows, indptr, indices, k, thresholds, 
                 group[u] = vectors[r0 + u]
                 thr[u] = thresholds[r0 + u]
                 user = rows[r0 + u]
-                if user >= 0:
+                if user >= 0:  # the bitmap, a word at a time (sorted indexes: a word's items are adjacent)
+                    w_prev = -1
+                    acc = np.uint64(0)
                     for p in range(indptr[user], indptr[user + 1]):
-                        seen[u, indices[p] >> 5] |= _ONE << np.uint64(indices[p] & 31)
+                        w = indices[p] >> 5
+                        acc = (acc if w == w_prev else np.uint64(0)) | (_ONE << np.uint64(indices[p] & 31))
+                        seen[u, w] = acc
+                        w_prev = w
             else:  # padding rows: no candidates
                 group[u] = 0.0
                 thr[u] = np.inf
         for j in range(0, n_cols, WIDTH):
-            _block_scores(group, items_t, thr, j, scratch, masks)
             for u in range(g):
-                m = masks[u]
-                if m == 0:
-                    continue
-                if j + WIDTH > n_items:  # the last block's padding columns
-                    m &= (_ONE << np.uint64(max(0, n_items - j))) - _ONE
-                m &= ~seen[u, j >> 5]
-                if m == 0:
-                    continue
-                c = count[u]
-                if c + WIDTH > cap:  # perhaps no room for the block: keep the best k, raise the threshold
-                    order(cand[u], idx[u], c, k, keys, cnt)
+                if count[u] > cap - WIDTH:  # perhaps no room for a whole block: keep the best k, raise the threshold
+                    order(cand[u], idx[u], count[u], k, keys, cnt)
                     thr[u] = cand[u, k - 1]
-                    c = k
-                    m &= _mask32(scratch[u], 0, thr[u])
-                while m:  # two items per turn: most blocks have one or two, so the loop rarely turns twice
-                    t = trailing_zeros(m)
-                    m &= m - _ONE
-                    t2 = trailing_zeros(m) & 31  # 64 when m is now 0: written below, not counted
-                    idx[u, c] = j + t
-                    cand[u, c] = scratch[u, t]
-                    idx[u, c + 1] = j + t2
-                    cand[u, c + 1] = scratch[u, t2]
-                    c += 1 + (m != 0)
-                    m &= m - _ONE
-                count[u] = c
+                    count[u] = k
+            _block_select(group, items_t, thr, j, n_items, seen, _LUT, cand, idx, count)
         for u in range(g):
             r = r0 + u
             user = rows[r]

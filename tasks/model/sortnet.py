@@ -134,13 +134,13 @@ def _load(context, builder, signature, args, off, n):
     sp = [builder.bitcast(builder.gep(scores, [a]), _V8.as_pointer()) for a in at]
     ip = [builder.bitcast(builder.gep(index, [a]), _VI8.as_pointer()) for a in at]
     keys = []
-    for s, i in zip(sp, ip):
+    for s, i in zip(sp, ip, strict=True):
         keys += _to_keys(builder, builder.load(s, align=4), builder.load(i, align=4))
     return sp, ip, keys
 
 
 def _store(builder, sp, ip, keys):
-    for q, (s, i) in enumerate(zip(sp, ip)):
+    for q, (s, i) in enumerate(zip(sp, ip, strict=True)):
         scores, index = _from_keys(builder, keys[2 * q], keys[2 * q + 1])
         builder.store(scores, s, align=4)
         builder.store(index, i, align=4)
