@@ -104,6 +104,25 @@ def list_files(prefix: str) -> list[str]:
     return sorted(str(p) for p in root.rglob("*") if p.is_file())
 
 
+def delete_prefix(prefix: str) -> int:
+    """Delete every object (file) below ``prefix``; returns how many. S3: DeleteObjects in
+    batches of 1,000, failing with the keys S3 refused."""
+    files = list_files(prefix)
+    if is_s3(prefix):
+        bucket, _ = split_s3(prefix)
+        s3 = client("s3")
+        for start in range(0, len(files), 1000):
+            keys = [{"Key": split_s3(f)[1]} for f in files[start:start + 1000]]
+            errors = s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True}).get("Errors", [])
+            if errors:
+                raise OSError(f"S3 refused to delete {len(errors)} object(s) below {prefix}, e.g. "
+                              f"{errors[0].get('Key')}: {errors[0].get('Code')} {errors[0].get('Message')}")
+    else:
+        for f in files:
+            Path(f).unlink()
+    return len(files)
+
+
 def copy(src: str, dst: str) -> None:
     if is_s3(src) and is_s3(dst):
         sb, sk = split_s3(src)

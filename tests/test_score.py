@@ -213,6 +213,43 @@ def test_import_files_hold_exactly_the_rows_batch_publishing_writes(trained):
         assert x["Item"]["model_version"] == row["model_version"]
 
 
+def test_a_completed_import_is_verified_marked_and_its_files_deleted(trained, monkeypatch):
+    """moto's ImportTable cannot succeed with our rows (below), so the import itself is stood in
+    for by writing the import files' rows: finalize's part after a completed import runs for real
+    (verification, fallback, marker, then the spent files are deleted; a re-run still completes)."""
+    import gzip
+    import json
+
+    args = (trained["model"], trained["snapshot"], "v20261123", 5)
+    prefix = f"{trained['model']}/import"
+    for i in range(2):
+        score_shard(*args, shard=(i, 2), import_out=prefix)
+
+    def imported(name, source):
+        rows = [json.loads(line)["Item"] for f in storage.list_files(source)
+                for line in gzip.decompress(storage.read_bytes(f)).splitlines()]
+        table.write_items(name, rows)
+        return {"ImportStatus": "COMPLETED"}
+
+    monkeypatch.setattr(table, "import_table", imported)
+    assert len(storage.list_files(prefix)) == 2
+    result = finalize(*args, shards=2, table_name=trained["table"], import_from=prefix)
+    assert result["users"] == trained["ratings"].user_id.nunique()
+    assert table.get_marker(trained["table"], "v20261123")["users"] == result["users"]
+    assert storage.list_files(prefix) == []  # spent
+    assert storage.list_files(trained["model"])  # nothing else below the model went
+    assert finalize(*args, shards=2, table_name=trained["table"], import_from=prefix)["complete"]
+
+
+def test_delete_prefix_deletes_exactly_what_is_below(tmp_path, aws):
+    for base in (str(tmp_path), f"s3://{aws['bucket']}"):
+        for name in ("p/a", "p/sub/b", "p2/c", "q"):
+            storage.write_bytes(f"{base}/{name}", b"x")
+        assert storage.delete_prefix(f"{base}/p") == 2
+        assert [f[len(base) + 1:] for f in storage.list_files(base)] == ["p2/c", "q"]
+        assert storage.delete_prefix(f"{base}/nothing") == 0
+
+
 def test_import_api_calls_and_a_failed_import_on_the_moto_server_publishes_nothing(trained, boto):
     """moto runs ImportTable, but its JSON reader also parses JSON *inside* string attributes
     (our compact ``items``), so there every item fails: a real failed import, which must stop

@@ -1,10 +1,11 @@
 """Exact top-k selection and ordering, compiled with numba.
 
-``recommend`` scores and selects in one pass (:mod:`tasks.model.fused`), with the
-pieces shared from here: the first threshold (:func:`aim`), the 32-score compare
-mask, the cut of the candidate list and the ordering. :func:`topk` is the exact
-top-k of a score matrix you already hold (``torch.topk`` costs about 2-6 ns per
-score on this machine's CPUs); it reads each score once:
+``recommend`` scores and selects in one pass (:mod:`tasks.model.fused`, ordered
+by :mod:`tasks.model.sortnet`) and takes its first threshold from here
+(:func:`aim`); the bucket ordering below is :mod:`tasks.model.sortnet`'s
+fallback for long candidate lists. :func:`topk` is the exact top-k of a score
+matrix you already hold (``torch.topk`` costs about 2-6 ns per score on this
+machine's CPUs); it reads each score once:
 
 - the first threshold is placed with the row's mean and standard deviation
   where, if scores were normal, about k + 2.5 sqrt(k) items would be above it.

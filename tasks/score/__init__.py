@@ -143,7 +143,8 @@ def finalize(model_uri: str, ratings_uri: str, model_version: str, top_n: int, s
 
     With ``import_from`` (the shards' ``--import-out`` prefix), ``table_name`` is
     first created by DynamoDB's import from S3 (it must be a new table: one per
-    version); verification and marker are then the same as for batch writes.
+    version); verification and marker are then the same as for batch writes, and
+    once the marker is written the import files are deleted.
     """
     missing = [i for i in range(shards) if not storage.exists(manifest_uri(model_uri, i, shards))]
     if missing:
@@ -167,6 +168,8 @@ def finalize(model_uri: str, ratings_uri: str, model_version: str, top_n: int, s
                                                   generated, exp)])
     table.put_marker(table_name, model_version, len(expected), top_n, generated, exp)
     log.info("version %s complete: %d users", model_version, len(expected))
+    if import_from:  # imported and marked: the files are spent (a re-run finds the table and skips the import)
+        log.info("deleted %d import file(s) below %s", storage.delete_prefix(import_from), import_from)
     return {"model_version": model_version, "users": int(len(expected)), "complete": True}
 
 
