@@ -169,8 +169,9 @@ def _block_select(typingctx, users, items_t, thr, j, n_items, seen, lut, cand, i
         room = cgutils.unpack_tuple(builder, cd.shape, 2)[1]
         n_words = cgutils.unpack_tuple(builder, sn.shape, 2)[1]
         ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [i32]), "llvm.ctpop.i32")
-        # the block's valid items: all 32, or the first n_items - j (the last block's padding out)
+        # the block's valid items: all 32, or the first n_items - j (the last block's padding out), or none
         valid = builder.sub(n_items, j)
+        valid = builder.select(builder.icmp_signed("<", valid, ir.Constant(i64, 0)), ir.Constant(i64, 0), valid)
         tail = builder.select(builder.icmp_signed(">=", valid, ir.Constant(i64, 32)), ir.Constant(i32, -1),
                               builder.trunc(builder.sub(builder.shl(ir.Constant(i64, 1), valid), ir.Constant(i64, 1)), i32))
         word = builder.ashr(j, ir.Constant(i64, 5))
