@@ -39,7 +39,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from tasks.model.sortnet import ROOM, order
+from tasks.model.sortnet import _VI8, ROOM, order
 from tasks.model.topk import _V8, _splat8
 
 
@@ -61,16 +61,11 @@ WIDTH = 32  # items per block: one 32-bit mask per user
 _VECTORS = 2  # 8-wide vectors per user per factor step: 4 users x 2 = 8 accumulators
 _ONE = np.uint64(1)
 MAX_ITEMS = 2**31 - 32  # int32 item indexes, padding included
-_VI8 = ir.VectorType(ir.IntType(32), 8)
 _AVX2 = _host_has_avx2()
 # _LUT[m]: the lanes of the set bits of the 8-bit mask m, in order (then zeros)
 _LUT = np.array([[t for t in range(8) if m >> t & 1] + [0] * (8 - bin(m).count("1")) for m in range(256)],
                 dtype=np.int32)
 
-
-def _splat_i32(builder, x):
-    v = builder.insert_element(ir.Constant(_VI8, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
-    return builder.shuffle_vector(v, ir.Constant(_VI8, ir.Undefined), ir.Constant(_VI8, [0] * 8))
 
 
 def _scores(context, builder, users, items_t, j, consume):
@@ -106,30 +101,23 @@ def _scores(context, builder, users, items_t, j, consume):
 
 
 @intrinsic
-def _block_scores(typingctx, users, items_t, thr, j, out, masks):
+def _block_scores(typingctx, users, items_t, j, out):
     """Scores of the ``GROUP`` rows of ``users`` (G, F) for items ``j .. j + 32`` of
     ``items_t`` (F, I), I a multiple of 32, both float32 and C-contiguous, into ``out``
-    (G, 32); bit t of ``masks[u]`` set when ``out[u, t] > thr[u]`` (ordered: NaN never)."""
-    sig = types.void(users, items_t, thr, j, out, masks)
+    (G, 32): the same IR as :func:`_block_select`'s scores."""
+    sig = types.void(users, items_t, j, out)
 
     def codegen(context, builder, signature, args):
         i64 = ir.IntType(64)
-        p, q, t, o, m = (context.make_array(signature.args[a])(context, builder, args[a]) for a in (0, 1, 2, 4, 5))
-        thresholds = [_splat8(builder, builder.load(builder.gep(t.data, [ir.Constant(i64, u)]))) for u in range(GROUP)]
-        bits = [ir.Constant(i64, 0)] * GROUP
+        p, q, o = (context.make_array(signature.args[a])(context, builder, args[a]) for a in (0, 1, 3))
 
         def consume(col0, scores):
             for u in range(GROUP):
                 for v, score in enumerate(scores[u]):
-                    col = col0 + 8 * v
-                    builder.store(score, builder.bitcast(builder.gep(o.data, [ir.Constant(i64, u * WIDTH + col)]),
-                                                         _V8.as_pointer()), align=4)
-                    above = builder.bitcast(builder.fcmp_ordered(">", score, thresholds[u]), ir.IntType(8))
-                    bits[u] = builder.or_(bits[u], builder.shl(builder.zext(above, i64), ir.Constant(i64, col)))
+                    at = builder.gep(o.data, [ir.Constant(i64, u * WIDTH + col0 + 8 * v)])
+                    builder.store(score, builder.bitcast(at, _V8.as_pointer()), align=4)
 
-        _scores(context, builder, p, q, args[3], consume)
-        for u in range(GROUP):
-            builder.store(bits[u], builder.gep(m.data, [ir.Constant(i64, u)]))
+        _scores(context, builder, p, q, args[2], consume)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -197,7 +185,7 @@ def _block_select(typingctx, users, items_t, thr, j, n_items, seen, lut, cand, i
                     builder.store(_left_pack(builder, score, lanes),
                                   builder.bitcast(builder.gep(cd.data, [at]), _V8.as_pointer()), align=4)
                     base = builder.trunc(builder.add(j, ir.Constant(i64, col)), i32)
-                    builder.store(builder.add(lanes, _splat_i32(builder, base)),
+                    builder.store(builder.add(lanes, _splat8(builder, base)),
                                   builder.bitcast(builder.gep(ix.data, [at]), _VI8.as_pointer()), align=4)
                     counts[u] = builder.add(counts[u], builder.zext(builder.call(ctpop, [bits]), i64))
 
@@ -295,15 +283,13 @@ def fused_scores(vectors, items_t, n_items):
     n_rows, n_factors = vectors.shape
     out = np.empty((n_rows, n_items), dtype=np.float32)
     group = np.zeros((GROUP, n_factors), dtype=np.float32)
-    thr = np.full(GROUP, np.inf, dtype=np.float32)
     scratch = np.empty((GROUP, WIDTH), dtype=np.float32)
-    masks = np.empty(GROUP, dtype=np.uint64)
     for r0 in range(0, n_rows, GROUP):
         g = min(GROUP, n_rows - r0)
         group[:] = 0.0
         group[:g] = vectors[r0:r0 + g]
         for j in range(0, items_t.shape[1], WIDTH):
-            _block_scores(group, items_t, thr, j, scratch, masks)
+            _block_scores(group, items_t, j, scratch)
             w = min(WIDTH, n_items - j)
             if w > 0:
                 out[r0:r0 + g, j:j + w] = scratch[:g, :w]

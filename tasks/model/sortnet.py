@@ -18,7 +18,7 @@ sorted and merged before the next), so a block of a few vectors stays in
 registers through its stages: about 3,300 instructions for 128 candidates.
 Between 129 and 256 candidates, the first 128 and the rest are sorted
 separately and merged, keeping the best 128 (enough for ``k <= 128``). Longer
-lists fall back to :func:`tasks.model.topk._order` (buckets and an insertion
+lists fall back to :func:`tasks.model.topk._cut` (buckets and an insertion
 sort).
 
 Why: at ML-1M shape the scalar ordering of about 125 candidates into the top
@@ -35,7 +35,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from tasks.model.topk import _LOW, _V8, _order, _unkey
+from tasks.model.topk import _V8, _cut
 
 NET = 128  # the largest network
 ROOM = 2 * NET  # the candidate arrays need at least this many entries (padding is written up to here)
@@ -269,8 +269,4 @@ def order(cand, idx, c, k, keys, cnt):
             _sort128(cand, idx, NET)
             _merge128(cand, idx)
     else:
-        _order(cand, cand.view(np.uint32), idx, c, keys, cnt, k)
-        bits = cand.view(np.uint32)
-        for q in range(min(c, k)):
-            idx[q] = np.int32(keys[q] & _LOW)
-            bits[q] = _unkey(keys[q])
+        _cut(cand, cand.view(np.uint32), idx, c, keys, cnt, k)

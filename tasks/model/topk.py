@@ -61,10 +61,11 @@ _V8 = ir.VectorType(ir.FloatType(), 8)
 
 
 def _splat8(builder, x):
-    """LLVM IR: the float ``x`` in all 8 lanes of a vector."""
+    """LLVM IR: the scalar ``x`` (a float, an int) in all 8 lanes of a vector."""
     i32 = ir.IntType(32)
-    v = builder.insert_element(ir.Constant(_V8, ir.Undefined), x, ir.Constant(i32, 0))
-    return builder.shuffle_vector(v, ir.Constant(_V8, ir.Undefined), ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+    vt = ir.VectorType(x.type, 8)
+    v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(i32, 0))
+    return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(i32, 8), [0] * 8))
 
 
 @intrinsic
@@ -183,12 +184,14 @@ def _moments(row, stride):
 
 @njit(inline="always", boundscheck=False)
 def _cut(cand, cbits, idx, c, keys, cnt, k):
-    """Keep the best ``k`` of the ``c`` candidates, in order; returns the new threshold (the k-th best score)."""
+    """The best ``k`` of the ``c`` candidates (all, when ``c <= k``) to the front, in order; returns
+    the last of them: the new threshold when ``c > k`` (the k-th best score)."""
+    m = min(c, k)
     _order(cand, cbits, idx, c, keys, cnt, k)
-    for q in range(k):
+    for q in range(m):
         idx[q] = np.int64(keys[q] & _LOW)
         cbits[q] = _unkey(keys[q])
-    return cand[k - 1]
+    return cand[m - 1]
 
 
 @njit(inline="always", boundscheck=False)
