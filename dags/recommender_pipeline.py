@@ -10,11 +10,25 @@ DynamoDB and rolls the serving service.
 `build_image` → `deploy` → `record_live` → `summary`; `retain` runs last whatever happened
 (keeps the live and previous versions' rows from expiring).
 
-* Container stages run on `RECSYS_COMPUTE` = `local` | `docker` | `ecs`, same command line.
-* Backfills re-run snapshot → publish for past dates; `latest_only` never lets them roll the service.
-* Any failure publishes to the SNS topic `RECSYS_ALERT_TOPIC`.
+**Every run writes its own model version**: `v<YYYYMMDD>T<HHMMSS><type>-<hash>` from the
+run's logical date (its run-after time when it has none), one letter of its run type
+(`s` scheduled, `m` manual, `b` backfill, `a` asset-triggered) and 6 hex digits of
+SHA-256 of its run id. A retry or a cleared re-run of the same run rewrites the same
+version; two runs never share one. The `plan` task's return value (XCom tab) shows it.
+A run whose version is live (or the rollback target) is refused: the live version's
+artifacts and rows are immutable.
 
-See README.md for configuration and deployment.
+* **Deploys**: manual runs and the latest scheduled run, unless the `deploy` Param is
+  false. **Backfills never deploy**, whatever their dates; old scheduled runs stop at
+  `latest_only`. `summary` and `retain` run either way.
+* Container stages run on `RECSYS_COMPUTE` = `local` | `docker` | `ecs`, same command line.
+  A stage that exits 3 (bad input, a refused write) fails at once, without retries.
+* Heavy stages of all runs run one at a time (`RECSYS_STAGE_CONCURRENCY`), so a backfill
+  trains one date after another.
+* A failed run sends one alert to the SNS topic `RECSYS_ALERT_TOPIC`, with the stage's own
+  reason, its last log lines, the run's version and the live version.
+
+See README.md for configuration, backfills and rollback.
 """
 
 from __future__ import annotations
@@ -23,7 +37,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.providers.standard.operators.latest_only import LatestOnlyOperator
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Asset, Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from recsys.compute import compute_mapped, compute_task
@@ -31,6 +45,15 @@ from recsys.notifiers import failure_notifier
 from recsys.settings import Settings
 
 settings = Settings()
+
+# Lineage (the UI's Assets view): what each run produced.
+SNAPSHOT = Asset(name="recsys_snapshot", uri=settings.s3("datasets"))
+MODEL = Asset(name="recsys_model", uri=settings.s3("models"))
+RECOMMENDATIONS = Asset(name="recsys_recommendations", uri=f"dynamodb://{settings.region}/{settings.table}")
+SERVING = Asset(name="recsys_serving", uri=(f"ecs://{settings.ecs_cluster}/{settings.ecs_service}"
+                                            if settings.deploy == "ecs" else
+                                            f"http://{settings.serve_host}:{settings.serve_port}"))
+HEAVY = {"max_active_tis_per_dag": settings.stage_concurrency}
 
 
 def plan_value(key: str) -> str:
@@ -67,33 +90,39 @@ def plan_value(key: str) -> str:
     },
 )
 def recommender_pipeline():
-    @task
+    @task(multiple_outputs=False)
     def plan(params=None, ds=None, dag_run=None) -> dict:
-        """Every URI and value of this run, derived from its date only."""
+        """Every URI and value of this run: data keyed by its date, model and rows by its version."""
         from recsys import pipeline
+        from recsys.compat import AirflowFailException
 
-        run_ds = ds or dag_run.run_after.strftime("%Y-%m-%d")
+        when = dag_run.logical_date or dag_run.run_after
+        run_ds = ds or when.strftime("%Y-%m-%d")
+        version = pipeline.model_version_for(dag_run.run_id, dag_run.run_type, when)
         live = pipeline.read_json(settings, pipeline.LIVE_POINTER)
-        return pipeline.plan(run_ds, params, settings, live)
+        try:
+            p = pipeline.plan(run_ds, version, params, settings, live)
+        except pipeline.LiveVersionRefused as err:
+            raise AirflowFailException(str(err)) from None
+        return {**p, "run_id": dag_run.run_id, "run_type": str(getattr(dag_run.run_type, "value", dag_run.run_type))}
 
     snapshot = compute_task("snapshot", [
         "python", "-m", "tasks.data", "snapshot", "--raw", plan_value("raw"), "--items", plan_value("items"),
         "--ds", plan_value("ds"), "--out", plan_value("snapshot"), "--quarantine", plan_value("quarantine"),
-    ], settings)
+    ], settings, outlets=[SNAPSHOT], **HEAVY)
 
     train = compute_task("train", [
         "python", "-m", "tasks.train", "--ratings", plan_value("snapshot"), "--out", plan_value("model"),
         "--champion", plan_value("champion"), "--ds", plan_value("ds"),
         "--model-version", plan_value("model_version"),
         "--factors", "{{ params.factors }}", "--epochs", "{{ params.epochs }}",
-    ], settings)
+    ], settings, outlets=[MODEL], **HEAVY)
 
-    @task
+    @task(multiple_outputs=False)
     def gate(p: dict, params=None) -> dict:
         """Stop a model that is worse than the baselines or the live model."""
-        from airflow.sdk.exceptions import AirflowFailException
-
         from recsys import pipeline
+        from recsys.compat import AirflowFailException
 
         metrics = pipeline.read_json(settings, pipeline.key_of(p["model"]) + "/metrics.json")
         promote, reasons = pipeline.gate(metrics, float(params["tolerance"]), bool(params["force_promote"]))
@@ -102,7 +131,7 @@ def recommender_pipeline():
                                        + f". The live model ({p['live_version'] or 'none'}) keeps serving.")
         return {"candidate": metrics["candidate"], "champion": metrics.get("champion"), "overridden": reasons}
 
-    @task
+    @task(multiple_outputs=False)
     def shard_commands(p: dict) -> list:
         from recsys import compute, pipeline
 
@@ -115,21 +144,31 @@ def recommender_pipeline():
         "--ttl-days", str(settings.ttl_days),
         # import path: DynamoDB creates this version's table from the shards' files first
         *(["--import-from", plan_value("import_prefix")] if settings.publish == "import" else []),
-    ], settings)
+    ], settings, outlets=[RECOMMENDATIONS], **HEAVY)
 
+    # Old scheduled runs stop here (a manual run passes); deploy_enabled then stops backfills
+    # (LatestOnlyOperator only compares time windows) and deploy=false.
     latest_only = LatestOnlyOperator(task_id="latest_only")
 
-    @task.short_circuit
-    def deploy_enabled(params=None) -> bool:
-        return bool(params["deploy"])
+    # ignore_downstream_trigger_rules=False: skip the deploy path only; summary (none_failed)
+    # and retain (all_done) still run.
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def deploy_enabled(params=None, dag_run=None) -> bool:
+        import logging
 
-    @task
+        from recsys import pipeline
+
+        ok, why = pipeline.should_deploy(dag_run.run_type, bool(params["deploy"]))
+        logging.getLogger(__name__).info("deploy: %s (%s)", "yes" if ok else "no", why)
+        return ok
+
+    @task(multiple_outputs=False)
     def build_image() -> str:
         """Build and push the serving image unless its content-hash tag exists."""
         from airflow.providers.amazon.aws.hooks.ecr import EcrHook
-        from airflow.sdk.exceptions import AirflowSkipException
 
         from recsys import deploy
+        from recsys.compat import AirflowSkipException
 
         ecr = EcrHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).conn
         try:
@@ -137,7 +176,7 @@ def recommender_pipeline():
         except deploy.NoDockerEngine as err:
             raise AirflowSkipException(f"serving image not built: {err}") from None
 
-    @task
+    @task(multiple_outputs=False)
     def deploy(p: dict, image: str | None = None) -> dict:
         """Roll the service onto the new version (ECS, or the app on this machine)."""
         from recsys import deploy as rollout
@@ -148,29 +187,34 @@ def recommender_pipeline():
 
             ecs = EcsHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).conn
             return rollout.deploy_ecs(ecs, settings, image, p["model_version"], table=p["table"])
-        shard0 = pipeline.read_json(settings, f"{pipeline.key_of(p['model'])}/shards/0000-of-{p['shards']:04d}.json")
+        shard0 = pipeline.read_json(settings, pipeline.key_of(p["first_shard"]))
         return rollout.deploy_local(settings, p["model_version"], (shard0 or {}).get("first_user"), p["table"])
 
-    @task
-    def record_live(p: dict, deployed: dict) -> dict:
+    @task(multiple_outputs=False, outlets=[SERVING])
+    def record_live(p: dict, deployed: dict, outlet_events=None) -> dict:
         from recsys import pipeline
 
         previous = pipeline.read_json(settings, pipeline.LIVE_POINTER)
         pointer = pipeline.live_pointer(p, deployed, previous, pendulum.now("UTC").isoformat())
         pipeline.write_json(settings, pipeline.LIVE_POINTER, pointer)
+        if outlet_events is not None:
+            outlet_events[SERVING].extra = {"model_version": p["model_version"],
+                                            "revision": deployed.get("task_definition") or deployed.get("url")}
         return pointer
 
-    @task(trigger_rule="none_failed")
+    @task(trigger_rule="none_failed", multiple_outputs=False)
     def summary(p: dict, verdict: dict) -> dict:
         """One record per run: what was trained, how good, how many users, what is live."""
-        from recsys import pipeline
+        from recsys import notifiers, pipeline
 
-        return pipeline.summarize(settings, p, verdict)
+        out = pipeline.summarize(settings, p, verdict)
+        notifiers.notify_success(settings, out)
+        return out
 
     p = plan()
     verdict = gate(p)
     commands = shard_commands(p)
-    scores = compute_mapped("score", commands, settings)
+    scores = compute_mapped("score", commands, settings, max_active_tis_per_dag=settings.score_concurrency)
     enabled = deploy_enabled()
     image = build_image()
     p >> snapshot >> train >> verdict >> commands >> scores >> publish >> latest_only >> enabled >> image

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # make run: one full pipeline run on the embedded stack (moto server as AWS, SQLite Airflow).
-#   RUN_DATE=YYYY-MM-DD  run date (default: today, UTC)
+#   RUN_DATE=YYYY-MM-DD[THH:MM:SS+00:00]  logical date of the run (default: now, UTC, to the second:
+#                        every `make run` is a new run with its own model version)
 #   KEEP=1               leave the moto server and the serving app running afterwards
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 cd "$ROOT"
-RUN_DATE="${RUN_DATE:-$(date -u +%F)}"
+RUN_DATE="${RUN_DATE:-$(date -u +%FT%T+00:00)}"
+RUN_DS="${RUN_DATE:0:10}"
 STATE="$ROOT/.state"; mkdir -p "$STATE"
 started_moto=""
 
@@ -48,4 +50,4 @@ if ! airflow dags test recommender_pipeline "$RUN_DATE" > "$STATE/dags-test.log"
 fi
 python scripts/stack.py task-states "$STATE/dags-test.log"
 echo "   pipeline took $(( $(date +%s) - start )) s"
-python scripts/stack.py summary "$RUN_DATE"
+python scripts/stack.py summary "$RUN_DS"

@@ -69,13 +69,19 @@ def task_states(log_file: str) -> None:
 
 
 def summary(ds: str) -> None:
+    """The newest run summary of ``ds`` (each run writes ``runs/ds=D/<version>/summary.json``)."""
     import boto3
 
     bucket = os.environ.get("RECSYS_BUCKET", "recsys")
     s3 = boto3.client("s3")
-    out = json.loads(s3.get_object(Bucket=bucket, Key=f"runs/ds={ds}/summary.json")["Body"].read())
+    found = s3.list_objects_v2(Bucket=bucket, Prefix=f"runs/ds={ds}/").get("Contents", [])
+    found = [o for o in found if o["Key"].endswith("/summary.json")]
+    if not found:
+        sys.exit(f"no run summary under s3://{bucket}/runs/ds={ds}/")
+    key = max(found, key=lambda o: o["LastModified"])["Key"]
+    out = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     h = out["holdout"]
-    print(f"== run summary for {ds}")
+    print(f"== run summary for {ds} ({out.get('run_id')})")
     print(f"   model version   {out['model_version']} (live: {out['live_version']})")
     print(f"   holdout         RMSE {h['rmse']:.4f}  MAE {h['mae']:.4f}  precision@10 {h['precision@10']:.4f}  "
           f"NDCG@10 {h['ndcg@10']:.4f}  coverage {h['coverage']:.3f}")

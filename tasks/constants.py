@@ -22,6 +22,9 @@ META_FILE = "meta.json"
 METRICS_FILE = "metrics.json"
 SEEN_FILE = "seen.npz"
 REPORT_FILE = "report.html"
+# Written last, listing every file with its size and SHA-256: a version without it
+# (or whose files do not match it) is incomplete and never loaded.
+ARTIFACT_MANIFEST = "_complete.json"
 LIVE_POINTER = "models/_live.json"
 
 # DynamoDB attributes (partition key user_id, sort key model_version).

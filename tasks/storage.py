@@ -88,6 +88,15 @@ def exists(uri: str) -> bool:
     return Path(uri).exists()
 
 
+def delete(uri: str) -> None:
+    """Delete one object (file); a missing one is not an error."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        client("s3").delete_object(Bucket=bucket, Key=key)
+    else:
+        Path(uri).unlink(missing_ok=True)
+
+
 def list_files(prefix: str) -> list[str]:
     """Every object (file) below ``prefix``, sorted, as full URIs or paths."""
     if is_s3(prefix):

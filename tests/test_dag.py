@@ -9,7 +9,7 @@ from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.providers.standard.operators.bash import BashOperator
 
 from recsys import compute, pipeline
-from recsys.notifiers import TopicSnsNotifier
+from recsys.notifiers import FailureAlert
 from recsys.settings import Settings
 
 DAG_ID = "recommender_pipeline"
@@ -39,7 +39,7 @@ def test_policy(dag):
     assert dag.doc_md and "Nightly recommender pipeline" in dag.doc_md
     for task in dag.tasks:
         assert task.retries >= 2, task.task_id
-        assert isinstance(task.on_failure_callback[0], TopicSnsNotifier), task.task_id
+        assert isinstance(task.on_failure_callback[0], FailureAlert), task.task_id
     params = dag.params
     assert {"top_n", "factors", "epochs", "shards", "tolerance", "force_promote", "deploy"} <= set(params.keys())
 
@@ -101,26 +101,104 @@ def test_bad_backend_name_is_rejected():
         Settings(compute="lambda")
 
 
-def test_plan_is_keyed_by_the_run_date():
+def test_plan_keys_data_by_date_and_model_by_version():
     s = Settings(bucket="b", table="t")
-    p = pipeline.plan("2026-11-23", {"top_n": 5, "shards": 3}, s, {"model_version": "v20261122",
-                                                                   "model_uri": "s3://b/models/v20261122"})
-    assert p["model_version"] == "v20261123" and p["model"] == "s3://b/models/v20261123"
+    live = {"model_version": "v20261122T020000s-aaaaaa", "model_uri": "s3://b/models/v20261122T020000s-aaaaaa"}
+    p = pipeline.plan("2026-11-23", "v20261123T020000s-bbbbbb", {"top_n": 5, "shards": 3}, s, live)
+    assert p["model_version"] == "v20261123T020000s-bbbbbb" and p["model"] == "s3://b/models/v20261123T020000s-bbbbbb"
     assert p["snapshot"] == "s3://b/datasets/ds=2026-11-23" and p["quarantine"] == "s3://b/quarantine/ds=2026-11-23"
-    assert p["champion"] == "s3://b/models/v20261122"
-    # re-running the live date does not compare the model with itself
-    assert pipeline.plan("2026-11-22", {}, s, {"model_version": "v20261122", "model_uri": "x"})["champion"] == ""
+    assert p["champion"] == live["model_uri"] and p["live_version"] == live["model_version"]
+    assert p["first_shard"] == "s3://b/models/v20261123T020000s-bbbbbb/shards/0000-of-0003.json"
     argvs = pipeline.score_argvs(p, 30)
     assert [a[a.index("--shard") + 1] for a in argvs] == ["0/3", "1/3", "2/3"]
 
 
+def test_plan_refuses_the_live_version_and_the_rollback_target():
+    s = Settings(bucket="b")
+    live = {"model_version": "v2", "model_uri": "s3://b/models/v2",
+            "previous": {"model_version": "v1", "model_uri": "s3://b/models/v1"}}
+    for version, role in (("v2", "is live"), ("v1", "is the rollback target")):
+        with pytest.raises(pipeline.LiveVersionRefused, match=f"model version {version} {role}.*immutable"):
+            pipeline.plan("2026-11-23", version, {}, s, live)
+    assert pipeline.plan("2026-11-23", "v3", {}, s, live)["model_version"] == "v3"
+
+
+def test_model_version_is_the_runs_own():
+    import datetime as dt
+
+    from airflow.utils.types import DagRunType
+
+    t = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.timezone.utc)
+    nightly = pipeline.model_version_for("scheduled__2026-11-23T02:00:00+00:00", DagRunType.SCHEDULED, t)
+    assert nightly.startswith("v20261123T020000s-") and len(nightly) == len("v20261123T020000s-") + 6
+    # a retry / cleared re-run of the same run: the same version
+    assert pipeline.model_version_for("scheduled__2026-11-23T02:00:00+00:00", "scheduled", t) == nightly
+    # a manual run at the same instant, or a backfill reprocessing that run: never the same
+    manual = pipeline.model_version_for("manual__2026-11-23T02:00:00+00:00", DagRunType.MANUAL, t)
+    backfill = pipeline.model_version_for("scheduled__2026-11-23T02:00:00+00:00", DagRunType.BACKFILL_JOB, t)
+    assert len({nightly, manual, backfill}) == 3 and backfill.startswith("v20261123T020000b-")
+    # two manual runs in the same second (no logical date): the run id tells them apart
+    a = pipeline.model_version_for("manual__2026-11-23T02:00:00.1+00:00", "manual", t)
+    b = pipeline.model_version_for("manual__2026-11-23T02:00:00.2+00:00", "manual", t)
+    assert a != b
+    # the version is a valid DynamoDB table-name suffix and S3 key segment
+    import re
+
+    assert re.fullmatch(r"[A-Za-z0-9._-]+", nightly)
+
+
+@pytest.mark.parametrize("run_type, deploy, ok", [
+    ("manual", True, True), ("scheduled", True, True), ("backfill", True, False),
+    ("manual", False, False), ("backfill", False, False),
+])
+def test_should_deploy(run_type, deploy, ok):
+    assert pipeline.should_deploy(run_type, deploy)[0] is ok
+
+
+def skipped_by(dag, gate: str) -> set[str]:
+    """Tasks a skip of ``gate``'s direct downstream leaves skipped, by their trigger rules."""
+    skipped = set(dag.get_task(gate).downstream_task_ids)
+    changed = True
+    while changed:
+        changed = False
+        for task in dag.tasks:
+            if task.task_id in skipped or task.task_id == gate:
+                continue
+            ups = task.upstream_task_ids
+            if task.trigger_rule == "all_success" and ups & skipped:
+                skipped.add(task.task_id)
+                changed = True
+    return skipped
+
+
+def test_deploy_gates_skip_only_the_deploy_path(dag):
+    assert dag.get_task("deploy_enabled").ignore_downstream_trigger_rules is False
+    path = {"build_image", "deploy", "record_live"}
+    assert skipped_by(dag, "deploy_enabled") == path
+    assert skipped_by(dag, "latest_only") == path | {"deploy_enabled"}
+    for task in ("summary", "retain"):
+        assert task not in skipped_by(dag, "latest_only")
+
+
+def test_heavy_stages_run_one_at_a_time_across_runs(dag):
+    for task in ("snapshot", "train", "publish"):
+        assert dag.get_task(task).max_active_tis_per_dag == 1, task
+    assert dag.get_task("score").partial_kwargs["max_active_tis_per_dag"] == 2
+
+
+def test_stages_declare_their_assets(dag):
+    names = {t: [a.name for a in dag.get_task(t).outlets] for t in ("snapshot", "train", "publish", "record_live")}
+    assert names == {"snapshot": ["recsys_snapshot"], "train": ["recsys_model"],
+                     "publish": ["recsys_recommendations"], "record_live": ["recsys_serving"]}
+
+
 def test_import_publish_mode_puts_each_version_in_its_own_table(monkeypatch):
     s = Settings(bucket="b", table="t", publish="import")
-    p = pipeline.plan("2026-11-23", {"shards": 2}, s, None)
+    p = pipeline.plan("2026-11-23", "v20261123", {"shards": 2}, s, None)
     assert p["table"] == "t-v20261123" and p["import_prefix"] == "s3://b/models/v20261123/import"
     for argv in pipeline.score_argvs(p, 30):
         assert "--table" not in argv and argv[argv.index("--import-out") + 1] == p["import_prefix"]
-    batch = pipeline.plan("2026-11-23", {}, Settings(bucket="b", table="t"), None)
+    batch = pipeline.plan("2026-11-23", "v20261123", {}, Settings(bucket="b", table="t"), None)
     assert batch["table"] == "t" and batch["import_prefix"] == ""
     assert "--table" in pipeline.score_argvs(batch, 30)[0]
     assert pipeline.live_pointer(p, {}, None, "now")["table"] == "t-v20261123"  # rollback knows the table
@@ -198,7 +276,7 @@ def test_live_pointer_keeps_the_version_it_replaced():
     # re-deploying the live version keeps its predecessor as the rollback target
     again = pipeline.live_pointer(p, {}, pipeline.live_pointer(p, {}, old, "t"), "now")
     assert again["previous"]["model_version"] == "v2"
-    plan = pipeline.plan("2026-11-24", {}, Settings(bucket="b"), again)
+    plan = pipeline.plan("2026-11-24", "v4", {}, Settings(bucket="b"), again)
     assert plan["retain"] == "v3=s3://b/models/v3 v2=s3://b/models/v2"
 
 

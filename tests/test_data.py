@@ -145,12 +145,15 @@ def test_bad_input_is_quarantined_and_nothing_is_written(aws):
 
 def test_snapshot_cli_exit_code_and_message(tmp_path, capsys):
     from tasks.data.__main__ import main
+    from tasks.errors import EXIT_NO_RETRY, run_cli
 
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "r.csv").write_text(HEADER + "1,2,4,100\n1,3,6,101\n")
-    code = main(["snapshot", "--raw", str(tmp_path / "raw"), "--ds", DS, "--out", str(tmp_path / "out"),
-                 "--quarantine", str(tmp_path / "q")])
-    assert code == 2
+    code = run_cli(main, ["snapshot", "--raw", str(tmp_path / "raw"), "--ds", DS, "--out", str(tmp_path / "out"),
+                          "--quarantine", str(tmp_path / "q")])
+    assert code == EXIT_NO_RETRY
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("RECSYS-ERROR: invalid input:") and "r.csv, line 3, column 'rating'" in last
     assert (tmp_path / "q" / "r.csv").exists() and not (tmp_path / "out").exists()
 
 

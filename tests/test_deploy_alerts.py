@@ -8,11 +8,12 @@ uses moto's real behaviour (the waiter gives up) and checks the roll-back.
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
 from recsys import deploy, infra
-from recsys.notifiers import FAILURE_MESSAGE, failure_notifier
+from recsys.notifiers import failure_notifier
 from recsys.settings import Settings
 
 
@@ -91,21 +92,160 @@ def test_image_tag_is_a_content_hash(tmp_path):
     assert deploy.image_tag(str(tmp_path)) != first
 
 
-def test_failure_alert_arrives_through_sns(aws, boto):
+class FakeTI:
+    def __init__(self, task_id="snapshot", plan=None, map_index=-1):
+        self.task_id, self.map_index, self.dag_id, self.try_number = task_id, map_index, "recommender_pipeline", 1
+        self.log_url = ("http://airflow.example:8080/dags/recommender_pipeline/runs/manual__x/tasks/"
+                        f"{task_id}?try_number=1")
+        self._plan = plan
+
+    def xcom_pull(self, task_ids=None):
+        assert task_ids == "plan"
+        return self._plan
+
+
+class FakeRun:
+    run_id, run_type, logical_date, clear_number = "manual__x", "manual", "2026-11-23T00:00:00+00:00", 0
+
+
+def alert_messages(sqs, queue):
+    out = []
+    while True:
+        got = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1, MaxNumberOfMessages=10).get("Messages", [])
+        if not got:
+            return out
+        out += [json.loads(m["Body"]) for m in got]
+
+
+def subscribe(boto, topic):
     sns, sqs = boto("sns"), boto("sqs")
     queue = sqs.create_queue(QueueName="alerts")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    sns.subscribe(TopicArn=aws["alert_topic"], Protocol="sqs", Endpoint=queue_arn)
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    return sqs, queue
 
-    notifier = failure_notifier(Settings())
-    assert notifier.target_arn == "recsys-alerts"  # a name: resolved to the ARN when sending
-    notifier.message = FAILURE_MESSAGE.replace("{{ ti.task_id }}", "snapshot").replace(
-        "{{ exception }}", "ratings.csv, line 3: not a number")
-    notifier.notify({})
-    messages = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=1)["Messages"]
-    body = json.loads(messages[0]["Body"])
+
+def test_failure_alert_says_why_once_per_run(aws, boto):
+    sqs, queue = subscribe(boto, aws["alert_topic"])
+    from recsys.operators import stage_failure
+
+    lines = [f"log line {n}" for n in range(30)] + [
+        "RECSYS-ERROR: invalid input: | s3://b/raw/ratings/bad.csv, line 3, column 'rating': not a number"]
+    err = stage_failure("snapshot", 3, lines)
+    plan = {"model_version": "v20261123T000000m-abcdef", "live_version": "v20261122T020000s-123456"}
+    alert = failure_notifier(Settings())
+    context = {"ti": FakeTI("snapshot", plan), "dag_run": FakeRun(), "exception": err}
+    alert(context)
+    alert({**context, "ti": FakeTI("train", plan)})  # a second failed task of the same run: no second alert
+    got = alert_messages(sqs, queue)
+    assert len(got) == 1, got
+    body = got[0]
     assert body["TopicArn"] == aws["alert_topic"]
-    assert "Task snapshot of" in body["Message"] and "line 3: not a number" in body["Message"]
+    msg = body["Message"]
+    assert "Task snapshot of recommender_pipeline failed." in msg
+    assert "Reason: stage snapshot failed (exit code 3, not retried" in msg
+    assert "bad.csv, line 3, column 'rating': not a number" in msg.splitlines()[1]
+    assert "log line 29" in msg and "log line 10" not in msg  # the last 20 lines, not more
+    assert "v20261123T000000m-abcdef" in msg and "Live version: v20261122T020000s-123456" in msg
+    assert "Run: http://airflow.example:8080/dags/recommender_pipeline/runs/manual__x" in msg
+    assert "nothing after this task ran" not in msg
+    assert body["Subject"].startswith("[recsys] recommender_pipeline failed: snapshot")
+    # a cleared re-run that fails again alerts again
+    again = FakeRun()
+    again.clear_number = 1
+    alert({**context, "dag_run": again})
+    assert len(alert_messages(sqs, queue)) == 1
+
+
+def test_success_is_silent_unless_asked(aws, boto, monkeypatch):
+    from recsys import notifiers
+
+    sqs, queue = subscribe(boto, aws["alert_topic"])
+    assert notifiers.notify_success(Settings(), {"model_version": "v1"}) is False
+    monkeypatch.setenv("RECSYS_NOTIFY_SUCCESS", "true")
+    assert notifiers.notify_success(Settings(), {"model_version": "v1"}) is True
+    got = alert_messages(sqs, queue)
+    assert len(got) == 1 and '"model_version": "v1"' in got[0]["Message"]
+
+
+@pytest.mark.parametrize("code, fails_at_once", [(3, True), (1, False)])
+def test_local_stage_exit_code_3_fails_without_retry_and_quotes_the_stage(code, fails_at_once, tmp_path):
+    from airflow.exceptions import AirflowException
+
+    from recsys.compat import AirflowFailException
+    from recsys.operators.local_stage import LocalStageOperator
+
+    script = ("import sys\nfor n in range(25): print('step', n)\n"
+              f"print('RECSYS-ERROR: file f.csv, line 3: bad', file=sys.stderr)\nsys.exit({code})\n")
+    (tmp_path / "stage.py").write_text(script)
+    op = LocalStageOperator(task_id="snapshot", bash_command=f"exec {sys.executable} stage.py", cwd=str(tmp_path))
+    with pytest.raises(AirflowException) as info:
+        op.execute({})
+    assert isinstance(info.value, AirflowFailException) is fails_at_once
+    text = str(info.value)
+    assert text.startswith(f"stage snapshot failed (exit code {code}") and "file f.csv, line 3: bad" in text
+    assert "step 24" in text and "step 4\n" not in text
+
+
+def test_docker_and_ecs_stages_fail_without_retry_on_exit_code_3(monkeypatch):
+    from airflow.providers.docker.exceptions import DockerContainerFailedException
+    from airflow.providers.docker.operators.docker import DockerOperator
+
+    from recsys.compat import AirflowFailException
+    from recsys.operators.docker_stage import RecsysDockerOperator
+    from recsys.operators.ecs_stage import RecsysEcsRunTaskOperator
+
+    def failed(self, context):
+        raise DockerContainerFailedException("Docker container failed: {'StatusCode': 3}",
+                                             logs=[b"working\n", b"RECSYS-ERROR: bad rating 'five'\n"])
+
+    monkeypatch.setattr(DockerOperator, "execute", failed)
+    op = RecsysDockerOperator(task_id="snapshot", image="x", command=["true"])
+    with pytest.raises(AirflowFailException, match="bad rating 'five'"):
+        op.execute({})
+
+    class Client:
+        calls = []
+
+        def describe_tasks(self, **kwargs):
+            self.calls.append(kwargs)
+            return {"tasks": [{"containers": [{"name": "recsys", "lastStatus": "STOPPED", "exitCode": 3}]}]}
+
+    class Fetcher:
+        def get_last_log_messages(self, n):
+            assert n == 20
+            return ["loading", "RECSYS-ERROR: refusing to train over model version v1: it is live"]
+
+    ecs = RecsysEcsRunTaskOperator(task_id="train", cluster="c", task_definition="td", overrides={})
+    client = Client()
+    monkeypatch.setattr(RecsysEcsRunTaskOperator, "client", client, raising=False)
+    ecs.arn = "arn:aws:ecs:us-east-1:123456789012:task/c/abc"
+    ecs.task_log_fetcher = Fetcher()
+    with pytest.raises(AirflowFailException, match="refusing to train over model version v1"):
+        ecs._check_success_task()
+    assert client.calls == [{"cluster": "c", "tasks": [ecs.arn]}]
+
+
+def test_local_app_gets_an_allow_listed_environment_and_no_inherited_stdin(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://secret")
+    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "jwt-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    env = deploy.serving_env(__import__("os").environ)
+    assert "AWS_DEFAULT_REGION" in env and not any(k.startswith("AIRFLOW") for k in env)
+    seen = {}
+
+    class Proc:
+        pid = 4242
+
+    def popen(argv, **kwargs):
+        seen.update(kwargs)
+        return Proc()
+
+    monkeypatch.setattr(deploy.subprocess, "Popen", popen)
+    deploy.LocalServer(Settings(state_dir=str(tmp_path))).start("v1")
+    assert seen["stdin"] is deploy.subprocess.DEVNULL and seen["start_new_session"] and seen["close_fds"]
+    assert seen["env"]["MODEL_VERSION"] == "v1" and "AIRFLOW__API_AUTH__JWT_SECRET" not in seen["env"]
+    assert seen["stdout"].name.endswith("serve.log")
 
 
 def test_ensure_image_reuses_an_existing_tag_and_explains_a_missing_engine(ecs_env, monkeypatch):
@@ -121,3 +261,15 @@ def test_ensure_image_reuses_an_existing_tag_and_explains_a_missing_engine(ecs_e
                   imageManifest=json.dumps({"schemaVersion": 2, "layers": [], "config": {"digest": "sha256:" + "0" * 64}}),
                   imageManifestMediaType="application/vnd.docker.distribution.manifest.v2+json")
     assert deploy.ensure_image(ecr, settings) == f"{out['repository']}:{tag}"
+
+
+def test_docker_stage_forwards_aws_settings_privately(monkeypatch):
+    from airflow.providers.docker.operators.docker import DockerOperator
+
+    from recsys.operators.docker_stage import RecsysDockerOperator
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5999")
+    monkeypatch.setattr(DockerOperator, "execute", lambda self, context: dict(self._private_environment))
+    op = RecsysDockerOperator(task_id="snapshot", image="x", command=["true"])
+    assert op.execute({})["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5999"
+    assert "AWS_ENDPOINT_URL" not in op.environment  # never in the rendered/serialized fields

@@ -61,26 +61,65 @@ def rows_for(ddb, table, version):
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def test_pipeline_end_to_end_twice_is_idempotent_and_serves(stack, boto):
+def model_versions(s3, bucket):
+    return sorted({k["Key"].split("/")[1] for k in s3.list_objects_v2(Bucket=bucket, Prefix="models/")["Contents"]}
+                  - {"_live.json"})
+
+
+def test_pipeline_end_to_end_each_run_its_own_version_and_the_live_one_immutable(stack, boto):
     s3, ddb = boto("s3"), boto("dynamodb")
-    for _ in range(2):
-        res = stack["run"](DAY1)
-        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    versions = {k["Key"].split("/")[1] for k in s3.list_objects_v2(Bucket=stack["bucket"], Prefix="models/")["Contents"]}
-    assert versions == {"v20261120", "_live.json"}
-    rows = rows_for(ddb, stack["table"], "v20261120")
+    res = stack["run"](DAY1)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    [v1] = model_versions(s3, stack["bucket"])
+    assert v1.startswith("v20261120T000000m-")  # manual run (dags test), logical date to the second
+    rows = rows_for(ddb, stack["table"], v1)
     users = [r["user_id"]["S"] for r in rows]
     assert len(users) == len(set(users)) == 943 + 2  # one row per user, + marker + fallback list
-    summary = s3_json(s3, stack["bucket"], f"runs/ds={DAY1}/summary.json")
-    assert summary["users_written"] == 943 and summary["live_version"] == "v20261120"
+    summary = s3_json(s3, stack["bucket"], f"runs/ds={DAY1}/{v1}/summary.json")
+    assert summary["users_written"] == 943 and summary["live_version"] == v1 and summary["deployed"] is True
     assert summary["holdout"]["rmse"] < 1.0
+    artifacts = {k["Key"]: k["ETag"] for k in s3.list_objects_v2(Bucket=stack["bucket"], Prefix=f"models/{v1}/")["Contents"]}
+    assert f"models/{v1}/_complete.json" in artifacts
     # the serving app the deploy task started answers over HTTP
     state = json.loads((Path(stack["env"]["RECSYS_STATE_DIR"]) / "serve.json").read_text())
     import urllib.request
 
     with urllib.request.urlopen(f"{state['url']}/recommendations/1?n=3", timeout=5) as resp:
         body = json.loads(resp.read())
-    assert body["model_version"] == "v20261120" and len(body["items"]) == 3 and body["source"] == "personal"
+    assert body["model_version"] == v1 and len(body["items"]) == 3 and body["source"] == "personal"
+
+    # the same run again (dags test reuses the run id): its version is live, so it is refused
+    again = stack["run"](DAY1)
+    assert again.returncode != 0
+    assert f"model version {v1} is live" in again.stdout + again.stderr
+    assert model_versions(s3, stack["bucket"]) == [v1]
+    after = {k["Key"]: k["ETag"] for k in s3.list_objects_v2(Bucket=stack["bucket"], Prefix=f"models/{v1}/")["Contents"]}
+    assert after == artifacts  # byte-identical
+
+    # another run of the same day (a later logical time): its own version, deployed, v1 kept for rollback
+    later = stack["run"](f"{DAY1}T12:00:00+00:00")
+    assert later.returncode == 0, later.stdout[-3000:] + later.stderr[-3000:]
+    versions = model_versions(s3, stack["bucket"])
+    [v2] = [v for v in versions if v != v1]
+    assert v2.startswith("v20261120T120000m-")
+    live = s3_json(s3, stack["bucket"], "models/_live.json")
+    assert live["model_version"] == v2 and live["previous"]["model_version"] == v1
+    assert {k["Key"]: k["ETag"] for k in s3.list_objects_v2(Bucket=stack["bucket"],
+                                                            Prefix=f"models/{v1}/")["Contents"]} == artifacts
+    assert len(rows_for(ddb, stack["table"], v1)) == 945  # the rollback target's rows are untouched
+
+    # roll back to v1 with the command, then forward again
+    env = {**stack["env"], "PYTHONPATH": f"{ROOT}:{ROOT / 'plugins'}"}
+    back = subprocess.run([sys.executable, "-m", "recsys.rollback"], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert back.returncode == 0, back.stderr[-3000:]
+    live = s3_json(s3, stack["bucket"], "models/_live.json")
+    assert live["model_version"] == v1 and live["previous"]["model_version"] == v2
+    with urllib.request.urlopen(f"{state['url']}/readyz", timeout=5) as resp:
+        assert json.loads(resp.read())["model_version"] == v1
+    refused = subprocess.run([sys.executable, "-m", "recsys.rollback", "--to", "v19990101T000000m-000000"], env=env,
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 3 and "is incomplete" in refused.stderr
 
 
 def test_malformed_input_fails_quarantines_alerts_and_keeps_live_model(stack, boto):
@@ -100,8 +139,12 @@ def test_malformed_input_fails_quarantines_alerts_and_keeps_live_model(stack, bo
     quarantined = s3.get_object(Bucket=stack["bucket"], Key=f"quarantine/ds={DAY2}/bad.csv")["Body"].read()
     assert quarantined.decode() == bad
     assert "Contents" not in s3.list_objects_v2(Bucket=stack["bucket"], Prefix=f"datasets/ds={DAY2}/")
-    assert "Contents" not in s3.list_objects_v2(Bucket=stack["bucket"], Prefix="models/v20261121/")
+    assert "Contents" not in s3.list_objects_v2(Bucket=stack["bucket"], Prefix="models/v20261121")
     assert s3.list_objects_v2(Bucket=stack["bucket"], Prefix=live_key).get("Contents") == before
     messages = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=2, MaxNumberOfMessages=10).get("Messages", [])
     alerts = [json.loads(m["Body"]) for m in messages]
-    assert any("Task snapshot of recommender_pipeline failed" in a["Message"] for a in alerts), alerts
+    assert len(alerts) == 1, alerts  # one alert per failed run
+    msg = alerts[0]["Message"]
+    assert "Task snapshot of recommender_pipeline failed" in msg
+    assert "not retried" in msg and "bad.csv, line 3, column 'rating': not a number" in msg
+    assert "try 1" in msg  # failed at once: no retries for bad input

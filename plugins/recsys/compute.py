@@ -14,19 +14,11 @@ mapped field expects, and :func:`compute_mapped` expands over them.
 
 from __future__ import annotations
 
-import os
 import shlex
 from collections.abc import Sequence
 from datetime import timedelta
 
 from recsys.settings import Settings
-
-# Environment variables a job container needs; resolved on the worker at run time
-# (never at parse time, so credentials do not end up in the serialized DAG).
-PASSTHROUGH_ENV = (
-    "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN", "RECSYS_BUCKET", "RECSYS_TABLE", "RECSYS_TTL_DAYS", "RECSYS_THREADS", "RECSYS_MIN_RATINGS",
-)
 
 
 def to_bash(argv: Sequence[str], settings: Settings) -> str:
@@ -54,39 +46,26 @@ def mapped_values(argvs: Sequence[Sequence[str]], settings: Settings | None = No
     return [field_value(a, settings) for a in argvs]
 
 
-def _docker_operator():
-    from airflow.providers.docker.operators.docker import DockerOperator
-
-    class RecsysDockerOperator(DockerOperator):
-        """``DockerOperator`` that forwards AWS/recsys variables from the worker at run time."""
-
-        def execute(self, context):
-            self.private_environment = {
-                **{k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ},
-                **(self.private_environment or {}),
-            }
-            return super().execute(context)
-
-    return RecsysDockerOperator
-
-
 def _common(settings: Settings, stage: str) -> tuple[type, dict]:
     """Operator class and its fixed arguments for the configured backend."""
+    # Imported here: only the configured backend's provider is needed (and parsed).
     if settings.compute == "local":
-        from airflow.providers.standard.operators.bash import BashOperator
+        from recsys.operators.local_stage import LocalStageOperator
 
-        return BashOperator, {"cwd": settings.project_root, "append_env": True,
-                              "env": {"PYTHONPATH": settings.project_root, "PYTHONUNBUFFERED": "1"}}
+        return LocalStageOperator, {"cwd": settings.project_root, "append_env": True,
+                                    "env": {"PYTHONPATH": settings.project_root, "PYTHONUNBUFFERED": "1"}}
     if settings.compute == "docker":
-        return _docker_operator(), {"image": settings.job_image, "docker_url": settings.docker_url,
-                                    "network_mode": settings.docker_network, "auto_remove": "success",
-                                    "mount_tmp_dir": False, "tty": False}
-    from airflow.providers.amazon.aws.operators.ecs import EcsRunTaskOperator
+        from recsys.operators.docker_stage import RecsysDockerOperator
 
+        return RecsysDockerOperator, {"image": settings.job_image, "docker_url": settings.docker_url,
+                                      "network_mode": settings.docker_network, "auto_remove": "success",
+                                      "mount_tmp_dir": False, "tty": False}
     network = {"awsvpcConfiguration": {"subnets": settings.ecs_subnets,
                                        "securityGroups": settings.ecs_security_groups,
                                        "assignPublicIp": "DISABLED"}} if settings.ecs_subnets else None
-    return EcsRunTaskOperator, {
+    from recsys.operators.ecs_stage import RecsysEcsRunTaskOperator
+
+    return RecsysEcsRunTaskOperator, {
         "aws_conn_id": settings.aws_conn_id, "region_name": settings.region,
         "cluster": settings.ecs_cluster, "task_definition": settings.ecs_job_task_definition,
         "launch_type": "FARGATE", "network_configuration": network, "container_name": settings.ecs_container,

@@ -186,6 +186,19 @@ def smoke_test(base_url: str, model_version: str, user_id: str | None = None, ti
     return body
 
 
+# What the local serving app may see of the worker's environment: AWS access, its own
+# settings, the interpreter's basics. Never the worker's secrets (Airflow DB URL,
+# Fernet key, JWT secret: every AIRFLOW_* variable).
+SERVING_ENV_PREFIXES = ("AWS_", "RECSYS_")
+SERVING_ENV_NAMES = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+                     "MODEL_VERSION", "VIRTUAL_ENV", "TMPDIR")
+
+
+def serving_env(environ) -> dict[str, str]:
+    """The allow-listed part of ``environ`` handed to the local serving app."""
+    return {k: v for k, v in environ.items() if k in SERVING_ENV_NAMES or k.startswith(SERVING_ENV_PREFIXES)}
+
+
 class LocalServer:
     """The serving app as a background process on this machine (pid + version in the state dir)."""
 
@@ -225,15 +238,18 @@ class LocalServer:
     def start(self, model_version: str, table: str | None = None) -> dict:
         self.dir.mkdir(parents=True, exist_ok=True)
         table = table or self.settings.table
-        env = {**os.environ, "MODEL_VERSION": model_version, "RECSYS_TABLE": table,
+        env = {**serving_env(os.environ), "MODEL_VERSION": model_version, "RECSYS_TABLE": table,
                "PYTHONPATH": self.settings.project_root}
-        log_file = open(self.dir / "serve.log", "ab")  # noqa: SIM115 - owned by the child
-        proc = subprocess.Popen(
-            [self.settings.python, "-m", "tasks.serve", "--host", self.settings.serve_host,
-             "--port", str(self.settings.serve_port)],
-            cwd=self.settings.project_root, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-            start_new_session=True)  # survives the task process, like a real service
-        state = {"pid": proc.pid, "model_version": model_version, "table": table, "url": self.url}
+        with open(self.dir / "serve.log", "ab") as log_file:
+            # Detached like a real service: its own session, no inherited stdin or
+            # descriptors (the task's supervisor sockets would keep the task open).
+            proc = subprocess.Popen(
+                [self.settings.python, "-m", "tasks.serve", "--host", self.settings.serve_host,
+                 "--port", str(self.settings.serve_port)],
+                cwd=self.settings.project_root, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
+                stderr=subprocess.STDOUT, close_fds=True, start_new_session=True)
+        state = {"pid": proc.pid, "model_version": model_version, "table": table, "url": self.url,
+                 "log": str(self.dir / "serve.log")}
         self.pid_file.write_text(json.dumps(state))
         return state
 

@@ -1,32 +1,150 @@
-"""Failure alerts through the amazon provider's ``SnsNotifier``."""
+"""Failure alerts (and, optionally, success summaries) through the amazon provider's ``SnsNotifier``.
+
+:class:`FailureAlert` is the DAG's ``on_failure_callback``. It is cheap to build
+at parse time (the provider, and boto3 with it, are imported only when an alert is
+sent) and writes one alert per failed run (a second failing task of the same
+try of the run finds the first alert's marker in S3 and stays quiet). The message
+says what the stage itself said: :mod:`recsys.operators` puts the stage's
+``RECSYS-ERROR`` line and its last log lines into the exception.
+"""
 
 from __future__ import annotations
 
-from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
+import json
+import logging
+import re
+from typing import Any
 
 from recsys.settings import Settings
 
-FAILURE_SUBJECT = "[recsys] {{ dag.dag_id }} failed: {{ ti.task_id }}"
-FAILURE_MESSAGE = """\
-Task {{ ti.task_id }} of {{ dag.dag_id }} failed.
-Run: {{ run_id }} (logical date {{ logical_date }}), try {{ ti.try_number }}.
-Error: {{ exception }}
-Log: {{ ti.log_url }}
-The live model keeps serving; nothing after this task ran."""
+log = logging.getLogger(__name__)
+ALERT_MARKERS = "runs/alerts"
 
 
-class TopicSnsNotifier(SnsNotifier):
-    """``SnsNotifier`` whose target may be a topic *name*: the ARN is resolved when
-    the alert is sent (``CreateTopic`` is idempotent and returns the existing ARN),
-    so DAG files need no account id."""
+def _topic_notifier_class():
+    from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
 
-    def notify(self, context):
-        if not self.target_arn.startswith("arn:"):
-            self.target_arn = self.hook.get_conn().create_topic(Name=self.target_arn)["TopicArn"]
-        super().notify(context)
+    class TopicSnsNotifier(SnsNotifier):
+        """``SnsNotifier`` whose target may be a topic *name*: the ARN is resolved when the
+        alert is sent (``CreateTopic`` is idempotent), so DAG files need no account id."""
+
+        def notify(self, context):
+            if not self.target_arn.startswith("arn:"):
+                self.target_arn = self.hook.get_conn().create_topic(Name=self.target_arn)["TopicArn"]
+            super().notify(context)
+
+    return TopicSnsNotifier
 
 
-def failure_notifier(settings: Settings | None = None) -> TopicSnsNotifier:
-    settings = settings or Settings()
-    return TopicSnsNotifier(aws_conn_id=settings.aws_conn_id, region_name=settings.region,
-                            target_arn=settings.alert_topic, subject=FAILURE_SUBJECT, message=FAILURE_MESSAGE)
+def sns_notifier(settings: Settings, subject: str, message: str):
+    """The provider's ``SnsNotifier`` for the alert topic, with a plain subject and message."""
+    return _topic_notifier_class()(aws_conn_id=settings.aws_conn_id, region_name=settings.region,
+                                   target_arn=settings.alert_topic, subject=subject[:100], message=message)
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def run_url(ti: Any, dag_id: str, run_id: str) -> str:
+    """The run's page in the UI, from the task log URL Airflow builds (same base URL)."""
+    log_url = str(_get(ti, "log_url", "") or "")
+    match = re.match(r"(.*?/dags/[^/]+/runs/[^/]+)", log_url)
+    if match:
+        return match.group(1)
+    try:
+        from airflow.configuration import conf
+
+        base = conf.get("api", "base_url", fallback="") or ""
+    except Exception:  # noqa: BLE001 - a link is a courtesy
+        base = ""
+    return f"{base.rstrip('/')}/dags/{dag_id}/runs/{run_id}"
+
+
+def failure_message(context: dict) -> tuple[str, str]:
+    """(subject, message) of a failure alert, from the task's context."""
+    ti, dag_run = context.get("ti"), context.get("dag_run")
+    dag_id = _get(context.get("dag"), "dag_id") or _get(ti, "dag_id", "?")
+    task_id = _get(ti, "task_id", "?")
+    map_index = _get(ti, "map_index", -1)
+    task = f"{task_id}[{map_index}]" if map_index not in (None, -1) else task_id
+    run_id = _get(dag_run, "run_id") or context.get("run_id", "?")
+    run_type = str(getattr(_get(dag_run, "run_type"), "value", _get(dag_run, "run_type", "?")))
+    plan: dict = {}
+    try:
+        plan = (ti.xcom_pull(task_ids="plan") if ti is not None and task_id != "plan" else None) or {}
+    except Exception:  # noqa: BLE001 - the plan may not exist (plan itself failed)
+        plan = {}
+    exception = str(context.get("exception") or context.get("reason") or "unknown error")
+    reason, _, rest = exception.partition("\n")
+    version = plan.get("model_version", "not planned")
+    live = plan.get("live_version") or "none"
+    lines = [
+        f"Task {task} of {dag_id} failed.",
+        f"Reason: {reason}",
+        f"Run: {run_id} ({run_type}, logical date {context.get('logical_date') or _get(dag_run, 'logical_date')}), "
+        f"try {_get(ti, 'try_number', '?')}.",
+        f"Model version of this run: {version}. Live version: {live} (keeps serving: a failed run never "
+        "deploys, and retain still keeps the live rows from expiring).",
+        f"Run: {run_url(ti, dag_id, run_id)}",
+        f"Log: {_get(ti, 'log_url', '')}",
+    ]
+    if rest.strip():
+        lines += ["", rest.strip()]
+    return f"[recsys] {dag_id} failed: {task} ({reason[:40]})", "\n".join(lines)
+
+
+class FailureAlert:
+    """``on_failure_callback``: one SNS alert per failed run, saying why.
+
+    :param settings: topic, connection and bucket (for the once-per-run marker).
+    """
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or Settings()
+
+    def marker_key(self, context: dict) -> str:
+        dag_run = context.get("dag_run")
+        run_id = _get(dag_run, "run_id") or context.get("run_id", "unknown")
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", str(run_id))
+        return f"{ALERT_MARKERS}/{safe}/clear-{_get(dag_run, 'clear_number', 0) or 0}.json"
+
+    def first_for_run(self, context: dict, subject: str) -> bool:
+        """Claim this run's alert (S3 marker); True if no other task sent one. If S3 is
+        unreachable the alert is sent anyway: a duplicate beats silence."""
+        from recsys import pipeline
+
+        try:
+            hook = pipeline.s3_hook(self.settings)
+            key = self.marker_key(context)
+            if hook.check_for_key(key, bucket_name=self.settings.bucket):
+                log.info("an alert for this run was already sent (%s): not sending %r", key, subject)
+                return False
+            hook.load_string(json.dumps({"subject": subject}), key, bucket_name=self.settings.bucket, replace=True)
+        except Exception:  # noqa: BLE001
+            log.warning("could not check the once-per-run alert marker; sending anyway", exc_info=True)
+        return True
+
+    def __call__(self, context: dict) -> None:
+        subject, message = failure_message(context)
+        if not self.first_for_run(context, subject):
+            return
+        sns_notifier(self.settings, subject, message).notify(context)
+        log.info("failure alert sent to %s: %s", self.settings.alert_topic, subject)
+
+
+def failure_notifier(settings: Settings | None = None) -> FailureAlert:
+    return FailureAlert(settings)
+
+
+def notify_success(settings: Settings, summary: dict) -> bool:
+    """Publish the run summary when ``RECSYS_NOTIFY_SUCCESS`` is set; success is silent otherwise."""
+    if not settings.notify_success:
+        return False
+    subject = f"[recsys] recommender_pipeline succeeded: {summary.get('model_version')}"
+    sns_notifier(settings, subject, json.dumps(summary, indent=2, default=str)).notify({})
+    return True

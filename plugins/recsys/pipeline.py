@@ -8,6 +8,7 @@ amazon provider's ``S3Hook``.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 from typing import Any
@@ -18,21 +19,46 @@ log = logging.getLogger(__name__)
 LIVE_POINTER = "models/_live.json"
 
 
-def model_version_for(ds: str) -> str:
-    """Derived from the run date only: re-running a date overwrites the same keys."""
+RUN_TYPE_LETTER = {"scheduled": "s", "manual": "m", "backfill": "b", "asset_triggered": "a",
+                   "asset_materialization": "a"}
+
+
+def model_version_for(run_id: str, run_type: str, when: dt.datetime) -> str:
+    """The model version a DAG run writes: ``v<YYYYMMDD>T<HHMMSS><type>-<run hash>``.
+
+    ``when`` is the run's logical date (its run-after time when it has none),
+    ``type`` one letter of the run type (``s`` scheduled, ``m`` manual, ``b``
+    backfill, ``a`` asset-triggered) and the hash the first 6 hex digits of
+    SHA-256 of the run id. A retry or a cleared re-run of the same run gets the
+    same version (it overwrites its own keys); two different runs never share one
+    (run ids are unique per DAG). A backfill that reprocesses an existing run turns
+    it into a backfill run, so it never rewrites the version that run wrote.
+    """
+    kind = getattr(run_type, "value", run_type)
+    letter = RUN_TYPE_LETTER.get(str(kind), "x")
+    digest = hashlib.sha256(run_id.encode()).hexdigest()[:6]
+    return f"v{when.astimezone(dt.timezone.utc):%Y%m%dT%H%M%S}{letter}-{digest}"
+
+
+class LiveVersionRefused(RuntimeError):
+    """This run's version is live (or the rollback target): the run must not write it."""
+
+
+def plan(ds: str, version: str, params: dict, settings: Settings, live: dict | None) -> dict[str, Any]:
+    """Every URI and value of one run: data keyed by its date, model and rows by its version."""
     dt.date.fromisoformat(ds)  # validates
-    return "v" + ds.replace("-", "")
-
-
-def plan(ds: str, params: dict, settings: Settings, live: dict | None) -> dict[str, Any]:
-    """Every URI and value of one run, keyed by its date."""
-    version = model_version_for(ds)
     shards = int(params.get("shards", 1))
     if shards < 1:
         raise ValueError(f"param shards must be >= 1, got {shards}")
-    champion = ""
-    if live and live.get("model_uri") and live.get("model_version") != version:
-        champion = live["model_uri"]
+    protected = {v.get("model_version"): role for v, role in ((live or {}, "live"),
+                                                               ((live or {}).get("previous") or {}, "the rollback target"))
+                 if v.get("model_version")}
+    if version in protected:
+        raise LiveVersionRefused(
+            f"model version {version} is {protected[version]} ({settings.s3(LIVE_POINTER)}): a cleared re-run of "
+            "the run that wrote it would rewrite artifacts and rows being served. Its artifacts are immutable; "
+            "trigger a new run instead (every run writes its own version), or roll back first.")
+    champion = live["model_uri"] if live and live.get("model_uri") else ""
     return {
         "ds": ds, "model_version": version, "bucket": settings.bucket, "table": settings.version_table(version),
         "import_prefix": settings.s3(f"models/{version}/import") if settings.publish == "import" else "",
@@ -44,7 +70,22 @@ def plan(ds: str, params: dict, settings: Settings, live: dict | None) -> dict[s
         "retain": " ".join(f"{v['model_version']}={v['model_uri']}" for v in (live, (live or {}).get("previous"))
                            if v and v.get("model_version")),
         "top_n": int(params.get("top_n", 10)), "shards": shards,
+        # where the first shard's manifest will be (the local deploy smoke-tests its first user)
+        "first_shard": settings.s3(f"models/{version}/shards/0000-of-{shards:04d}.json"),
     }
+
+
+def should_deploy(run_type, deploy_param: bool) -> tuple[bool, str]:
+    """Does this run roll the service? Backfills never; the ``deploy`` Param can switch it off.
+
+    (Scheduled runs for old intervals are stopped before this by ``latest_only``.)
+    """
+    kind = str(getattr(run_type, "value", run_type))
+    if kind == "backfill":
+        return False, "backfill runs never deploy (they re-create past versions; the live one stays)"
+    if not deploy_param:
+        return False, "the deploy Param is false"
+    return True, f"{kind} run with deploy=true"
 
 
 def live_pointer(p: dict, deployed: dict, previous: dict | None, now: str) -> dict:
@@ -129,15 +170,17 @@ def key_of(uri: str) -> str:
 
 
 def summarize(settings: Settings, p: dict, verdict: dict) -> dict:
-    """Write ``runs/ds=…/summary.json`` and log it as one line."""
+    """Write ``runs/ds=…/<model_version>/summary.json`` and log it as one line."""
     model_key = key_of(p["model"])
     users = sum((read_json(settings, f"{model_key}/shards/{i:04d}-of-{p['shards']:04d}.json") or {}).get("users", 0)
                 for i in range(p["shards"]))
     live = read_json(settings, LIVE_POINTER) or {}
-    out = {"ds": p["ds"], "model_version": p["model_version"], "users_written": users,
+    out = {"ds": p["ds"], "model_version": p["model_version"], "run_id": p.get("run_id"),
+           "run_type": p.get("run_type"), "users_written": users,
            "holdout": verdict["candidate"], "champion": verdict.get("champion"),
-           "live_version": live.get("model_version"), "report": f"{p['model']}/report.html"}
-    write_json(settings, f"runs/ds={p['ds']}/summary.json", out)
+           "live_version": live.get("model_version"), "deployed": live.get("model_version") == p["model_version"],
+           "report": f"{p['model']}/report.html"}
+    write_json(settings, f"runs/ds={p['ds']}/{p['model_version']}/summary.json", out)
     log.info("RUN SUMMARY %s", json.dumps(out, default=str))
     log.info("model report: %s", out["report"])
     return out

@@ -51,6 +51,13 @@ class Settings:
     deferrable: bool = field(default_factory=lambda: _env("RECSYS_DEFERRABLE", "false").lower() == "true")
     retry_delay_seconds: int = field(default_factory=lambda: int(_env("RECSYS_RETRY_DELAY_SECONDS", "120")))
     ttl_days: int = field(default_factory=lambda: int(_env("RECSYS_TTL_DAYS", "30")))
+    notify_success: bool = field(default_factory=lambda: _env("RECSYS_NOTIFY_SUCCESS", "").lower()
+                                 in ("1", "true", "yes"))
+    # Heavy stages (snapshot, train, publish) of all runs together, one at a time by default:
+    # a backfill's runs (REST/UI default max_active_runs 10) then train one date after another.
+    stage_concurrency: int = field(default_factory=lambda: int(_env("RECSYS_STAGE_CONCURRENCY", "1")))
+    # score tasks of all runs together (each one is a container using every core it has)
+    score_concurrency: int = field(default_factory=lambda: int(_env("RECSYS_SCORE_CONCURRENCY", "2")))
     publish: str = field(default_factory=lambda: _env("RECSYS_PUBLISH", "batch"))
 
     def __post_init__(self):

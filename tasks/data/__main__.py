@@ -8,6 +8,7 @@ import logging
 import sys
 
 from tasks import storage
+from tasks.errors import run_cli
 
 log = logging.getLogger("tasks.data")
 
@@ -54,9 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                                     args.rating_min, args.rating_max,
                                     None if args.max_drop < 0 else args.max_drop)
         except DataValidationError as err:
-            log.error("%s\nrejected input was copied to %s; nothing downstream runs and the live "
-                      "model keeps serving", err, args.quarantine)
-            return 2
+            raise DataValidationError(err.problems, note=f"rejected input was copied to {args.quarantine}; "
+                                      "the live model keeps serving") from None
     else:
         ratings, items = generate_preset(args.preset, args.seed)
         for uri, df in ((args.out, ratings), (args.items_out, items)):
@@ -70,4 +70,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

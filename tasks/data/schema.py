@@ -15,6 +15,7 @@ import pandas as pd
 
 from tasks import storage
 from tasks.constants import GENRES, ITEM_ID, RATING, RATING_COLUMNS, TIMESTAMP, TITLE, USER_ID
+from tasks.errors import PermanentError
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,13 @@ class Problem:
 
 
 @dataclass
-class DataValidationError(Exception):
+class DataValidationError(PermanentError):
     problems: list[Problem] = field(default_factory=list)
+    note: str = ""  # what happened to the input, appended to the message
 
     def __str__(self) -> str:
-        return "invalid input:\n  " + "\n  ".join(str(p) for p in self.problems)
+        return ("invalid input:\n  " + "\n  ".join(str(p) for p in self.problems)
+                + (f"\n{self.note}" if self.note else ""))
 
 
 @dataclass(frozen=True)

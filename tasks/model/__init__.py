@@ -14,7 +14,9 @@ Artifact (a folder or S3 prefix, see DESIGN.md):
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 import os
 import threading
@@ -25,7 +27,8 @@ import torch
 from torch import nn
 
 from tasks import storage
-from tasks.constants import META_FILE, SEEN_FILE, WEIGHTS_FILE
+from tasks.constants import ARTIFACT_MANIFEST, META_FILE, SEEN_FILE, WEIGHTS_FILE
+from tasks.errors import IncompleteArtifactError
 
 log = logging.getLogger(__name__)
 
@@ -347,29 +350,77 @@ def _parallel(fn, starts, threads: int) -> None:
             done.result()
 
 
-def save(out: str, model: MF, meta: dict, seen_indptr: np.ndarray, seen_indices: np.ndarray) -> None:
-    """Write the artifact below ``out`` (weights first, ``meta.json`` last)."""
+def save(out: str, model: MF, meta: dict, seen_indptr: np.ndarray, seen_indices: np.ndarray,
+         extra: dict[str, bytes] | None = None) -> None:
+    """Write the artifact below ``out``, then its completion manifest.
+
+    The manifest of an earlier attempt is deleted first, so a crash at any point
+    leaves a version that :func:`load` refuses, never one whose files mix two attempts.
+    ``extra`` files (metrics, report) are written and sealed with it.
+    """
+    manifest_uri = storage.join(out, ARTIFACT_MANIFEST)
+    storage.delete(manifest_uri)
+    files: dict[str, bytes] = {}
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
-    storage.write_bytes(storage.join(out, WEIGHTS_FILE), buf.getvalue())
+    files[WEIGHTS_FILE] = buf.getvalue()
     buf = io.BytesIO()
     np.savez_compressed(buf, indptr=seen_indptr, indices=seen_indices)
-    storage.write_bytes(storage.join(out, SEEN_FILE), buf.getvalue())
+    files[SEEN_FILE] = buf.getvalue()
     meta = {**meta, "constructor": model.constructor_args(), "torch": torch.__version__}
-    storage.write_json(storage.join(out, META_FILE), meta)
+    files[META_FILE] = json.dumps(meta, indent=2, sort_keys=True, default=str).encode()
+    files.update(extra or {})
+    for name, data in files.items():
+        storage.write_bytes(storage.join(out, name), data)
+    storage.write_json(manifest_uri, {
+        "model_version": meta.get("model_version"),
+        "files": {name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                  for name, data in files.items()}})
+
+
+def verified_files(uri: str, names: tuple[str, ...]) -> dict[str, bytes]:
+    """The bytes of ``names`` below ``uri``, checked against the completion manifest.
+
+    Raises :class:`IncompleteArtifactError` naming what is missing or does not match.
+    """
+    manifest_uri = storage.join(uri, ARTIFACT_MANIFEST)
+    if not storage.exists(manifest_uri):
+        present = sorted(storage.basename(f) for f in storage.list_files(uri))
+        raise IncompleteArtifactError(
+            f"model {uri} is incomplete: no {ARTIFACT_MANIFEST} (written last by a finished train); "
+            f"files present: {present or 'none'}. Re-run train for this version.")
+    listed = storage.read_json(manifest_uri).get("files", {})
+    out = {}
+    for name in names:
+        if name not in listed:
+            if name == SEEN_FILE:
+                continue
+            raise IncompleteArtifactError(f"model {uri} is incomplete: {manifest_uri} does not list {name}")
+        file_uri = storage.join(uri, name)
+        if not storage.exists(file_uri):
+            raise IncompleteArtifactError(f"model {uri} is incomplete: {name} is missing")
+        data = storage.read_bytes(file_uri)
+        want = listed[name]
+        if len(data) != want["bytes"] or hashlib.sha256(data).hexdigest() != want["sha256"]:
+            raise IncompleteArtifactError(
+                f"model {uri} is inconsistent: {name} ({len(data)} bytes) does not match {ARTIFACT_MANIFEST} "
+                f"({want['bytes']} bytes, sha256 {want['sha256'][:12]}...): a later, unfinished write? "
+                "Re-run train for this version.")
+        out[name] = data
+    return out
 
 
 def load(uri: str) -> Recommender:
-    """Load an artifact written by :func:`save` (no pickle: ``weights_only=True``)."""
-    meta = storage.read_json(storage.join(uri, META_FILE))
-    state = torch.load(io.BytesIO(storage.read_bytes(storage.join(uri, WEIGHTS_FILE))),
-                       weights_only=True, map_location="cpu")
+    """Load an artifact written by :func:`save` (no pickle: ``weights_only=True``); refuses
+    an incomplete one (:class:`IncompleteArtifactError` names what is missing)."""
+    files = verified_files(uri, (META_FILE, WEIGHTS_FILE, SEEN_FILE))
+    meta = json.loads(files[META_FILE])
+    state = torch.load(io.BytesIO(files[WEIGHTS_FILE]), weights_only=True, map_location="cpu")
     model = MF(**meta["constructor"])
     model.load_state_dict(state)
-    seen_uri = storage.join(uri, SEEN_FILE)
     indptr = indices = None
-    if storage.exists(seen_uri):
-        with np.load(io.BytesIO(storage.read_bytes(seen_uri))) as npz:
+    if SEEN_FILE in files:
+        with np.load(io.BytesIO(files[SEEN_FILE])) as npz:
             indptr, indices = npz["indptr"], npz["indices"]
     return Recommender(model, meta["user_ids"], meta["item_ids"], seen_indptr=indptr,
                        seen_indices=indices, rating_range=tuple(meta.get("rating_range", (0.5, 5.0))),

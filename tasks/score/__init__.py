@@ -17,6 +17,7 @@ import pandas as pd
 
 from tasks import storage, table
 from tasks.constants import FALLBACK_USER, ITEM_ID, ITEMS_FILE, META_FILE, RATINGS_FILE, TITLE, USER_ID
+from tasks.live import refuse_protected
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ def score_shard(model_uri: str, ratings_uri: str, model_version: str, top_n: int
 
     if top_n <= 0:
         raise ValueError(f"--top-n must be positive, got {top_n}")
+    refuse_protected(model_uri, model_version, "write rows for")
     set_threads()
     t0 = time.perf_counter()
     rec = load(model_uri)
@@ -146,6 +148,7 @@ def finalize(model_uri: str, ratings_uri: str, model_version: str, top_n: int, s
     version); verification and marker are then the same as for batch writes, and
     once the marker is written the import files are deleted.
     """
+    refuse_protected(model_uri, model_version, "finalize")
     missing = [i for i in range(shards) if not storage.exists(manifest_uri(model_uri, i, shards))]
     if missing:
         raise RuntimeError(f"shards {missing} of {shards} have no manifest under {model_uri}/shards: "

@@ -17,6 +17,7 @@ import sys
 
 from tasks import storage
 from tasks.constants import DEFAULT_TABLE, DEFAULT_TOP_N
+from tasks.errors import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,4 +78,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import torch
 
 from tasks import storage
 from tasks.constants import ITEM_ID, METRICS_FILE, RATING, RATINGS_FILE, REPORT_FILE, TIMESTAMP, USER_ID
+from tasks.live import refuse_protected
 from tasks.model import MF, Recommender, load, save, set_threads
 from tasks.model import metrics as M
 from tasks.train.als import fit_explicit
@@ -226,6 +228,7 @@ def train(ratings_uri: str, out: str, cfg: TrainConfig, champion: str | None = N
           ds: str | None = None, model_version: str | None = None) -> dict:
     set_threads()
     t_start = time.perf_counter()
+    refuse_protected(out, model_version, "train over")  # before any work: a refusal costs nothing
     # -- data ---------------------------------------------------------------
     df = read_ratings(ratings_uri)
     if df.empty:
@@ -283,9 +286,10 @@ def train(ratings_uri: str, out: str, cfg: TrainConfig, champion: str | None = N
         "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "n_ratings": int(len(df)),
     }
-    save(out, model, meta, *seen_all)
-    storage.write_json(storage.join(out, METRICS_FILE), metrics)
     from tasks.train.report import render
 
-    storage.write_bytes(storage.join(out, REPORT_FILE), render(model_version, metrics).encode())
+    refuse_protected(out, model_version, "write")  # the live pointer may have moved while we trained
+    save(out, model, meta, *seen_all, extra={
+        METRICS_FILE: json.dumps(metrics, indent=2, sort_keys=True, default=str).encode(),
+        REPORT_FILE: render(model_version, metrics).encode()})
     return metrics

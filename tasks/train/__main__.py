@@ -8,6 +8,7 @@ import json
 import sys
 
 from tasks import storage
+from tasks.errors import run_cli
 from tasks.train import TrainConfig, train
 
 
@@ -35,4 +36,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -1,0 +1,35 @@
+"""Stage operators: the providers' Bash, Docker and ECS operators, taught the stages' exit
+code 3 ("do not retry") and to quote the stage's own reason when it fails.
+
+One module per backend, so a deployment needs (and a DAG parse imports) only the
+provider of the backend it uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# The container side's convention (tasks/errors.py): exit code 3 means "a retry cannot
+# fix this" (bad input, a refused write), and the stage's own message is its last
+# line, prefixed. Kept here too because plugins/ ships without tasks/ (MWAA).
+EXIT_NO_RETRY = 3
+ERROR_PREFIX = "RECSYS-ERROR: "
+TAIL_LINES = 20
+
+
+def stage_failure(stage: str, exit_code: int | None, lines: Sequence[str]):
+    """The exception a failed stage raises: the stage's own reason first, then its last
+    log lines; :class:`AirflowFailException` (no retries) for exit code 3."""
+    from airflow.exceptions import AirflowException
+
+    from recsys.compat import AirflowFailException
+
+    lines = [str(line).rstrip() for line in lines if str(line).strip()]
+    stated = [line.split(ERROR_PREFIX, 1)[1] for line in lines if ERROR_PREFIX in line]
+    reason = stated[-1] if stated else (lines[-1] if lines else "no output")
+    retry = exit_code != EXIT_NO_RETRY
+    text = (f"stage {stage} failed (exit code {exit_code}{'' if retry else ', not retried: a retry cannot fix it'})"
+            f": {reason}\n-- last {len(lines[-TAIL_LINES:])} log lines --\n" + "\n".join(lines[-TAIL_LINES:]))
+    return AirflowException(text) if retry else AirflowFailException(text)
+
+

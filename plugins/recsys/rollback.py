@@ -1,0 +1,140 @@
+"""``python -m recsys.rollback [--to VERSION]``: serve the previous (or a named) complete version.
+
+Re-points serving the same way a run deploys: ``RECSYS_DEPLOY=ecs`` registers a
+task-definition revision (the service's current image, ``MODEL_VERSION`` = the
+target) and rolls the service with the same wait, smoke test and automatic
+roll-back; ``local`` restarts the app on this machine and smoke-tests it. Then
+``models/_live.json`` points at the target, with the version it replaced as the
+new rollback target (so a second rollback undoes the first).
+
+Refused, before anything changes: a version whose model artifact is incomplete
+(no completion manifest), whose rows have no completion marker, or whose rows
+have expired (or will within ``--min-hours``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+import pendulum
+
+from recsys import pipeline
+from recsys.settings import Settings
+
+log = logging.getLogger("recsys.rollback")
+
+# Same names as tasks/constants.py (plugins/ ships without tasks/ on managed Airflow).
+ARTIFACT_MANIFEST = "_complete.json"
+MARKER_USER = "__complete__"
+
+
+class RollbackRefused(RuntimeError):
+    """The target version cannot be served."""
+
+
+def marker(settings: Settings, table: str, version: str) -> dict | None:
+    from airflow.providers.amazon.aws.hooks.dynamodb import DynamoDBHook
+
+    client = DynamoDBHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).conn.meta.client
+    item = client.get_item(TableName=table, Key={"user_id": {"S": MARKER_USER}, "model_version": {"S": version}},
+                           ConsistentRead=True).get("Item")
+    return item
+
+
+def check_complete(settings: Settings, version: str, table: str, min_hours: float = 24.0,
+                   now: float | None = None) -> dict:
+    """The target's facts, or :class:`RollbackRefused` saying what is missing."""
+    model_key = f"models/{version}"
+    if not pipeline.s3_hook(settings).check_for_key(f"{model_key}/{ARTIFACT_MANIFEST}", bucket_name=settings.bucket):
+        raise RollbackRefused(f"version {version} is incomplete: s3://{settings.bucket}/{model_key}/{ARTIFACT_MANIFEST} "
+                              "is missing (its train never finished)")
+    item = marker(settings, table, version)
+    if not item:
+        raise RollbackRefused(f"version {version} has no completion marker in table {table}: its rows were never "
+                              "published completely (or have expired and been deleted)")
+    expires = int(item.get("expires_at", {}).get("N", "0"))
+    now = time.time() if now is None else now
+    if expires and expires < now + min_hours * 3600:
+        raise RollbackRefused(f"version {version}'s rows expire at {pendulum.from_timestamp(expires).isoformat()} "
+                              f"(within {min_hours:g} h): re-run a pipeline for a fresh version instead")
+    return {"model_uri": settings.s3(model_key), "users": int(item.get("users", {}).get("N", "0")),
+            "expires_at": expires}
+
+
+def smoke_user(settings: Settings, version: str) -> str | None:
+    hook = pipeline.s3_hook(settings)
+    keys = sorted(hook.list_keys(bucket_name=settings.bucket, prefix=f"models/{version}/shards/") or [])
+    for key in keys:
+        if key.endswith(".json"):
+            first = json.loads(hook.read_key(key, bucket_name=settings.bucket)).get("first_user")
+            if first:
+                return first
+    return None
+
+
+def current_image(ecs, settings: Settings) -> str:
+    service = ecs.describe_services(cluster=settings.ecs_cluster, services=[settings.ecs_service])["services"][0]
+    taskdef = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
+    for container in taskdef["containerDefinitions"]:
+        if container["name"] == settings.ecs_container:
+            return container["image"]
+    raise RollbackRefused(f"container {settings.ecs_container!r} not in {service['taskDefinition']}")
+
+
+def rollback(settings: Settings, to: str | None = None, min_hours: float = 24.0, dry_run: bool = False) -> dict:
+    live = pipeline.read_json(settings, pipeline.LIVE_POINTER)
+    if not live or not live.get("model_version"):
+        raise RollbackRefused(f"nothing is live ({settings.s3(pipeline.LIVE_POINTER)} is missing): nothing to roll back")
+    previous = live.get("previous") or {}
+    target = to or previous.get("model_version")
+    if not target:
+        raise RollbackRefused(f"live version {live['model_version']} has no previous version; name one with --to")
+    if target == live["model_version"]:
+        raise RollbackRefused(f"{target} is already live")
+    table = (previous.get("table") if target == previous.get("model_version") else None) \
+        or settings.version_table(target)
+    facts = check_complete(settings, target, table, min_hours)
+    log.info("rolling back from %s to %s (%d users, rows expire %s)", live["model_version"], target, facts["users"],
+             pendulum.from_timestamp(facts["expires_at"]).isoformat() if facts["expires_at"] else "never")
+    if dry_run:
+        return {"from": live["model_version"], "to": target, "table": table, "dry_run": True}
+    from recsys import deploy as rollout
+
+    if settings.deploy == "ecs":
+        from airflow.providers.amazon.aws.hooks.ecs import EcsHook
+
+        ecs = EcsHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).conn
+        deployed = rollout.deploy_ecs(ecs, settings, current_image(ecs, settings), target, table=table)
+    else:
+        deployed = rollout.deploy_local(settings, target, smoke_user(settings, target), table)
+    p = {"model_version": target, "model": facts["model_uri"], "ds": None, "table": table}
+    pointer = pipeline.live_pointer(p, {**deployed, "rollback_from": live["model_version"]}, live,
+                                    pendulum.now("UTC").isoformat())
+    pipeline.write_json(settings, pipeline.LIVE_POINTER, pointer)
+    return {"from": live["model_version"], "to": target, "table": table, "deployed": deployed}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recsys.rollback", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--to", help="version to serve (default: the previous one in models/_live.json)")
+    parser.add_argument("--min-hours", type=float, default=24.0,
+                        help="refuse a version whose rows expire within this many hours (default 24)")
+    parser.add_argument("--dry-run", action="store_true", help="check the target, change nothing")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        out = rollback(Settings(), args.to, args.min_hours, args.dry_run)
+    except RollbackRefused as err:
+        log.error("rollback refused: %s", err)
+        return 3
+    print(json.dumps(out, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
