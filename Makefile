@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast lint bench bench-train bench-score stop clean
+.PHONY: setup system run test test-fast test-real lint bench bench-train bench-score stop clean
 
 setup: $(STAMP)
 
@@ -19,11 +19,20 @@ $(STAMP): requirements.txt requirements.lock
 run: setup  ## set up + one full pipeline run on the embedded stack (RUN_DATE=YYYY-MM-DD, KEEP=1)
 	bash scripts/run_embedded.sh
 
-test: setup lint  ## set up + the whole test suite (includes one end-to-end `airflow dags test`)
-	source scripts/env.sh && AWS_ENDPOINT_URL= $(BIN)/python -m pytest $(PYTEST_ARGS)
+system:  ## system packages the test tiers need (Debian's postgresql for the real-Airflow tier)
+	bash scripts/ensure_postgres.sh
 
-test-fast: setup  ## everything but the end-to-end run
-	source scripts/env.sh && AWS_ENDPOINT_URL= $(BIN)/python -m pytest -m "not e2e" $(PYTEST_ARGS)
+# Tests not about Docker never reach an engine (DOCKER_HOST points at nothing).
+TEST_ENV := source scripts/env.sh && AWS_ENDPOINT_URL= DOCKER_HOST=unix:///nonexistent/docker.sock
+
+test: setup system lint  ## set up + the whole suite: unit, moto server, `airflow dags test` e2e, real Airflow (PostgreSQL, REST)
+	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup  ## unit and moto-server tests only (no e2e, no real Airflow)
+	$(TEST_ENV) $(BIN)/python -m pytest -m "not e2e and not real_airflow" $(PYTEST_ARGS)
+
+test-real: setup system  ## the real-Airflow tier alone
+	$(TEST_ENV) $(BIN)/python -m pytest -m real_airflow $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check dags plugins tasks tests scripts bench

@@ -273,3 +273,30 @@ def test_docker_stage_forwards_aws_settings_privately(monkeypatch):
     op = RecsysDockerOperator(task_id="snapshot", image="x", command=["true"])
     assert op.execute({})["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5999"
     assert "AWS_ENDPOINT_URL" not in op.environment  # never in the rendered/serialized fields
+
+
+def test_rollback_refuses_incomplete_unmarked_and_expiring_versions(aws, boto, monkeypatch):
+    import time as _time
+
+    from recsys import pipeline, rollback
+    from tasks import table
+
+    settings = Settings()
+    s3 = boto("s3")
+    live = {"model_version": "v2", "model_uri": f"s3://{aws['bucket']}/models/v2",
+            "previous": {"model_version": "v1", "model_uri": f"s3://{aws['bucket']}/models/v1"}}
+    pipeline.write_json(settings, pipeline.LIVE_POINTER, live)
+    with pytest.raises(rollback.RollbackRefused, match="v1 is incomplete: .*_complete.json is missing"):
+        rollback.rollback(settings)
+    s3.put_object(Bucket=aws["bucket"], Key="models/v1/_complete.json", Body=b"{}")
+    with pytest.raises(rollback.RollbackRefused, match="v1 has no completion marker in table recs-test"):
+        rollback.rollback(settings)
+    table.put_marker(aws["table"], "v1", 10, 5, "2026-11-23T00:00:00+00:00", int(_time.time()) + 3600)
+    with pytest.raises(rollback.RollbackRefused, match="rows expire at .* within 24 h"):
+        rollback.rollback(settings)
+    table.put_marker(aws["table"], "v1", 10, 5, "2026-11-23T00:00:01+00:00", int(_time.time()) + 10 * 86400)
+    assert rollback.rollback(settings, dry_run=True) == {"from": "v2", "to": "v1", "table": "recs-test",
+                                                         "dry_run": True}
+    with pytest.raises(rollback.RollbackRefused, match="v2 is already live"):
+        rollback.rollback(settings, to="v2")
+    assert pipeline.read_json(settings, pipeline.LIVE_POINTER) == live  # refusals and dry runs change nothing

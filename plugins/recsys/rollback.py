@@ -37,9 +37,9 @@ class RollbackRefused(RuntimeError):
 
 
 def marker(settings: Settings, table: str, version: str) -> dict | None:
-    from airflow.providers.amazon.aws.hooks.dynamodb import DynamoDBHook
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-    client = DynamoDBHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).conn.meta.client
+    client = AwsBaseHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region, client_type="dynamodb").conn
     item = client.get_item(TableName=table, Key={"user_id": {"S": MARKER_USER}, "model_version": {"S": version}},
                            ConsistentRead=True).get("Item")
     return item
@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = rollback(Settings(), args.to, args.min_hours, args.dry_run)
     except RollbackRefused as err:
-        log.error("rollback refused: %s", err)
+        # stderr directly: Airflow's logging config may have claimed the root logger already
+        print(f"rollback refused: {err}", file=sys.stderr, flush=True)
         return 3
     print(json.dumps(out, default=str))
     return 0
