@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system run test test-fast test-real lint bench bench-train bench-score stop clean
+.PHONY: setup system run test test-fast test-real test-compat lint bench bench-train bench-score stop clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,9 @@ test: setup system lint  ## set up + the whole suite: unit, moto server, `airflo
 
 test-fast: setup  ## unit and moto-server tests only (no e2e, no real Airflow)
 	$(TEST_ENV) $(BIN)/python -m pytest -m "not e2e and not real_airflow" $(PYTEST_ARGS)
+
+test-compat: setup  ## the DAG layers + `airflow dags test` e2e on Airflow 3.0.6 with MWAA's pins (own venv, cached)
+	bash scripts/compat.sh $(PYTEST_ARGS)
 
 test-real: setup system  ## the real-Airflow tier alone
 	$(TEST_ENV) $(BIN)/python -m pytest -m real_airflow $(PYTEST_ARGS)

@@ -40,6 +40,7 @@ from airflow.providers.standard.operators.latest_only import LatestOnlyOperator
 from airflow.sdk import Asset, Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from recsys.compat import ASSET_OUTLETS, outlets
 from recsys.compute import compute_mapped, compute_task
 from recsys.notifiers import failure_notifier
 from recsys.settings import Settings
@@ -94,7 +95,7 @@ def recommender_pipeline():
     def plan(params=None, ds=None, dag_run=None) -> dict:
         """Every URI and value of this run: data keyed by its date, model and rows by its version."""
         from recsys import pipeline
-        from recsys.compat import AirflowFailException
+        from recsys.compat import fail
 
         when = dag_run.logical_date or dag_run.run_after
         run_ds = ds or when.strftime("%Y-%m-%d")
@@ -103,32 +104,32 @@ def recommender_pipeline():
         try:
             p = pipeline.plan(run_ds, version, params, settings, live)
         except pipeline.LiveVersionRefused as err:
-            raise AirflowFailException(str(err)) from None
+            raise fail(str(err)) from None
         return {**p, "run_id": dag_run.run_id, "run_type": str(getattr(dag_run.run_type, "value", dag_run.run_type))}
 
     snapshot = compute_task("snapshot", [
         "python", "-m", "tasks.data", "snapshot", "--raw", plan_value("raw"), "--items", plan_value("items"),
         "--ds", plan_value("ds"), "--out", plan_value("snapshot"), "--quarantine", plan_value("quarantine"),
-    ], settings, outlets=[SNAPSHOT], **HEAVY)
+    ], settings, outlets=outlets(SNAPSHOT), **HEAVY)
 
     train = compute_task("train", [
         "python", "-m", "tasks.train", "--ratings", plan_value("snapshot"), "--out", plan_value("model"),
         "--champion", plan_value("champion"), "--ds", plan_value("ds"),
         "--model-version", plan_value("model_version"),
         "--factors", "{{ params.factors }}", "--epochs", "{{ params.epochs }}",
-    ], settings, outlets=[MODEL], **HEAVY)
+    ], settings, outlets=outlets(MODEL), **HEAVY)
 
     @task(multiple_outputs=False)
     def gate(p: dict, params=None) -> dict:
         """Stop a model that is worse than the baselines or the live model."""
         from recsys import pipeline
-        from recsys.compat import AirflowFailException
+        from recsys.compat import fail
 
         metrics = pipeline.read_json(settings, pipeline.key_of(p["model"]) + "/metrics.json")
         promote, reasons = pipeline.gate(metrics, float(params["tolerance"]), bool(params["force_promote"]))
         if not promote:
-            raise AirflowFailException(f"model {p['model_version']} rejected: " + "; ".join(reasons)
-                                       + f". The live model ({p['live_version'] or 'none'}) keeps serving.")
+            raise fail(f"model {p['model_version']} rejected: " + "; ".join(reasons)
+                       + f". The live model ({p['live_version'] or 'none'}) keeps serving.")
         return {"candidate": metrics["candidate"], "champion": metrics.get("champion"), "overridden": reasons}
 
     @task(multiple_outputs=False)
@@ -144,7 +145,7 @@ def recommender_pipeline():
         "--ttl-days", str(settings.ttl_days),
         # import path: DynamoDB creates this version's table from the shards' files first
         *(["--import-from", plan_value("import_prefix")] if settings.publish == "import" else []),
-    ], settings, outlets=[RECOMMENDATIONS], **HEAVY)
+    ], settings, outlets=outlets(RECOMMENDATIONS), **HEAVY)
 
     # Old scheduled runs stop here (a manual run passes); deploy_enabled then stops backfills
     # (LatestOnlyOperator only compares time windows) and deploy=false.
@@ -190,14 +191,14 @@ def recommender_pipeline():
         shard0 = pipeline.read_json(settings, pipeline.key_of(p["first_shard"]))
         return rollout.deploy_local(settings, p["model_version"], (shard0 or {}).get("first_user"), p["table"])
 
-    @task(multiple_outputs=False, outlets=[SERVING])
+    @task(multiple_outputs=False, outlets=outlets(SERVING))
     def record_live(p: dict, deployed: dict, outlet_events=None) -> dict:
         from recsys import pipeline
 
         previous = pipeline.read_json(settings, pipeline.LIVE_POINTER)
         pointer = pipeline.live_pointer(p, deployed, previous, pendulum.now("UTC").isoformat())
         pipeline.write_json(settings, pipeline.LIVE_POINTER, pointer)
-        if outlet_events is not None:
+        if outlet_events is not None and ASSET_OUTLETS:
             outlet_events[SERVING].extra = {"model_version": p["model_version"],
                                             "revision": deployed.get("task_definition") or deployed.get("url")}
         return pointer

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from airflow.dag_processing.dagbag import DagBag
+
+try:
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:  # Airflow 3.0.x (make test-compat)
+    from airflow.models.dagbag import DagBag
 from airflow.providers.amazon.aws.operators.ecs import EcsRunTaskOperator
-from airflow.providers.docker.operators.docker import DockerOperator
 from airflow.providers.standard.operators.bash import BashOperator
 
 from recsys import compute, pipeline
@@ -67,6 +70,8 @@ def test_local_backend_runs_the_argv_with_this_python(monkeypatch):
 
 
 def test_docker_backend_builds_docker_operator():
+    # MWAA ships no docker provider (make test-compat): skipped there, never in the main suite
+    DockerOperator = pytest.importorskip("airflow.providers.docker.operators.docker").DockerOperator
     op = compute.compute_task("train", ARGV, Settings(compute="docker", job_image="recsys-jobs:1"))
     assert isinstance(op, DockerOperator)
     assert op.command == ARGV and op.image == "recsys-jobs:1"
@@ -187,6 +192,11 @@ def test_heavy_stages_run_one_at_a_time_across_runs(dag):
 
 
 def test_stages_declare_their_assets(dag):
+    from recsys.compat import ASSET_OUTLETS
+
+    if not ASSET_OUTLETS:
+        assert all(not dag.get_task(t).outlets for t in ("snapshot", "train", "publish", "record_live"))
+        pytest.skip("Airflow 3.0.x: no asset outlets (its `dags test` refuses never-activated assets)")
     names = {t: [a.name for a in dag.get_task(t).outlets] for t in ("snapshot", "train", "publish", "record_live")}
     assert names == {"snapshot": ["recsys_snapshot"], "train": ["recsys_model"],
                      "publish": ["recsys_recommendations"], "record_live": ["recsys_serving"]}

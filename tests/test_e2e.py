@@ -15,6 +15,8 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 DAY1, DAY2 = "2026-11-20", "2026-11-21"
+# The stages' interpreter: this one, or (make test-compat, an Airflow without torch) the main venv's.
+STAGE_PYTHON = os.environ.get("RECSYS_PYTHON") or sys.executable
 
 
 @pytest.fixture
@@ -31,7 +33,7 @@ def stack(aws, tmp_path, boto):
            "PYTHONPATH": f"{ROOT}:{ROOT / 'plugins'}"}
     airflow = str(Path(sys.executable).parent / "airflow")
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    subprocess.run([sys.executable, "-m", "tasks.data", "bootstrap", "--no-download",
+    subprocess.run([STAGE_PYTHON, "-m", "tasks.data", "bootstrap", "--no-download",
                     "--raw", f"s3://{aws['bucket']}/raw/ratings", "--items", f"s3://{aws['bucket']}/raw/items"],
                    env=env, check=True, capture_output=True, timeout=120)
 
@@ -40,7 +42,7 @@ def stack(aws, tmp_path, boto):
                               capture_output=True, text=True, timeout=900)
 
     yield {"run": dags_test, "env": env, "bucket": aws["bucket"], "table": aws["table"], **aws}
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "stack.py"), "stop-serve"], env=env, check=False)
+    subprocess.run([STAGE_PYTHON, str(ROOT / "scripts" / "stack.py"), "stop-serve"], env=env, check=False)
     from recsys.deploy import LocalServer
 
     LocalServer(Settings(state_dir=str(tmp_path / "state"))).stop()

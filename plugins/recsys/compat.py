@@ -7,4 +7,42 @@ try:  # airflow.sdk.exceptions has it from 3.2 on; 3.0.6 and 3.1.x only in airfl
 except ImportError:  # pragma: no cover - exercised on the oldest supported Airflow
     from airflow.exceptions import AirflowFailException, AirflowSkipException
 
-__all__ = ["AirflowFailException", "AirflowSkipException"]
+from airflow import __version__ as AIRFLOW_VERSION
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    major, minor, *_ = (int("".join(c for c in part if c.isdigit()) or 0) for part in version.split("."))
+    return major, minor
+
+
+# Airflow 3.0.x's `airflow dags test` refuses a task with outlets whose assets were never
+# activated by a dag-processor (AirflowInactiveAssetInInletOrOutletException): lineage
+# (Assets as outlets) is declared from 3.1 on.
+ASSET_OUTLETS = _major_minor(AIRFLOW_VERSION) >= (3, 1)
+
+
+def outlets(*assets) -> list:
+    """``outlets=`` for a task: the assets where this Airflow handles them (see ASSET_OUTLETS)."""
+    return list(assets) if ASSET_OUTLETS else []
+
+
+# The last failure raised in this process (a task process runs one task, then its callbacks).
+LAST_FAILURE: list[str] = []
+
+
+def remember_failure(exception: BaseException) -> BaseException:
+    """Keep the failure's text for the failure callback of this task process.
+
+    Airflow 3.0.x passes no ``exception`` to ``on_failure_callback`` (its context lacks it,
+    and the task object there is another copy), so :mod:`recsys.notifiers` falls back to this.
+    """
+    LAST_FAILURE[:] = [str(exception)]
+    return exception
+
+
+def fail(message: str) -> BaseException:
+    """``raise fail(msg)`` in a @task: an AirflowFailException (no retries) the alert can quote."""
+    return remember_failure(AirflowFailException(message))
+
+
+__all__ = ["LAST_FAILURE", "fail", "remember_failure", "ASSET_OUTLETS", "AirflowFailException", "AirflowSkipException", "outlets"]

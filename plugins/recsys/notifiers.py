@@ -79,7 +79,10 @@ def failure_message(context: dict) -> tuple[str, str]:
         plan = (ti.xcom_pull(task_ids="plan") if ti is not None and task_id != "plan" else None) or {}
     except Exception:  # noqa: BLE001 - the plan may not exist (plan itself failed)
         plan = {}
-    exception = str(context.get("exception") or context.get("reason") or "unknown error")
+    from recsys.compat import LAST_FAILURE
+
+    exception = str(context.get("exception") or (LAST_FAILURE[-1] if LAST_FAILURE else None)
+                    or context.get("reason") or "unknown error (see the task log)")
     reason, _, rest = exception.partition("\n")
     version = plan.get("model_version", "not planned")
     live = plan.get("live_version") or "none"
@@ -91,8 +94,9 @@ def failure_message(context: dict) -> tuple[str, str]:
         f"Model version of this run: {version}. Live version: {live} (keeps serving: a failed run never "
         "deploys, and retain still keeps the live rows from expiring).",
         f"Run: {run_url(ti, dag_id, run_id)}",
-        f"Log: {_get(ti, 'log_url', '')}",
     ]
+    if _get(ti, "log_url"):
+        lines.append(f"Log: {_get(ti, 'log_url')}")
     if rest.strip():
         lines += ["", rest.strip()]
     return f"[recsys] {dag_id} failed: {task} ({reason[:40]})", "\n".join(lines)

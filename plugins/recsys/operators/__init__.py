@@ -30,6 +30,8 @@ def stage_failure(stage: str, exit_code: int | None, lines: Sequence[str]):
     retry = exit_code != EXIT_NO_RETRY
     text = (f"stage {stage} failed (exit code {exit_code}{'' if retry else ', not retried: a retry cannot fix it'})"
             f": {reason}\n-- last {len(lines[-TAIL_LINES:])} log lines --\n" + "\n".join(lines[-TAIL_LINES:]))
-    return AirflowException(text) if retry else AirflowFailException(text)
+    from recsys.compat import remember_failure
+
+    return remember_failure(AirflowException(text) if retry else AirflowFailException(text))
 
 
