@@ -293,3 +293,10 @@ def test_live_pointer_keeps_the_version_it_replaced():
 def test_retain_runs_whatever_happened(dag):
     retain = dag.get_task("retain")
     assert retain.trigger_rule == "all_done" and "summary" in retain.upstream_task_ids
+
+
+@pytest.mark.parametrize("version, outlets", [("3.0.6", False), ("3.1.0rc1", True), ("3.3.2", True), ("4.0.0", True)])
+def test_asset_outlets_from_airflow_3_1(version, outlets):
+    from recsys import compat
+
+    assert (compat._major_minor(version) >= (3, 1)) is outlets

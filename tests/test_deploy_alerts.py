@@ -300,3 +300,13 @@ def test_rollback_refuses_incomplete_unmarked_and_expiring_versions(aws, boto, m
     with pytest.raises(rollback.RollbackRefused, match="v2 is already live"):
         rollback.rollback(settings, to="v2")
     assert pipeline.read_json(settings, pipeline.LIVE_POINTER) == live  # refusals and dry runs change nothing
+
+
+def test_alert_quotes_the_failure_when_the_callback_gets_no_exception():
+    """Airflow 3.0.x passes no ``exception`` to failure callbacks: the text kept by the stage is used."""
+    from recsys.notifiers import failure_message
+    from recsys.operators import stage_failure
+
+    stage_failure("train", 3, ["RECSYS-ERROR: refusing to train over model version v1: it is live"])
+    _, msg = failure_message({"ti": FakeTI("train", {}), "dag_run": FakeRun()})
+    assert "Reason: stage train failed (exit code 3" in msg and "refusing to train over model version v1" in msg

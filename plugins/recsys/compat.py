@@ -45,4 +45,5 @@ def fail(message: str) -> BaseException:
     return remember_failure(AirflowFailException(message))
 
 
-__all__ = ["LAST_FAILURE", "fail", "remember_failure", "ASSET_OUTLETS", "AirflowFailException", "AirflowSkipException", "outlets"]
+__all__ = ["ASSET_OUTLETS", "LAST_FAILURE", "AirflowFailException", "AirflowSkipException", "fail", "outlets",
+           "remember_failure"]

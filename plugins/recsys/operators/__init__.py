@@ -22,7 +22,7 @@ def stage_failure(stage: str, exit_code: int | None, lines: Sequence[str]):
     log lines; :class:`AirflowFailException` (no retries) for exit code 3."""
     from airflow.exceptions import AirflowException
 
-    from recsys.compat import AirflowFailException
+    from recsys.compat import AirflowFailException, remember_failure
 
     lines = [str(line).rstrip() for line in lines if str(line).strip()]
     stated = [line.split(ERROR_PREFIX, 1)[1] for line in lines if ERROR_PREFIX in line]
@@ -30,8 +30,4 @@ def stage_failure(stage: str, exit_code: int | None, lines: Sequence[str]):
     retry = exit_code != EXIT_NO_RETRY
     text = (f"stage {stage} failed (exit code {exit_code}{'' if retry else ', not retried: a retry cannot fix it'})"
             f": {reason}\n-- last {len(lines[-TAIL_LINES:])} log lines --\n" + "\n".join(lines[-TAIL_LINES:]))
-    from recsys.compat import remember_failure
-
     return remember_failure(AirflowException(text) if retry else AirflowFailException(text))
-
-

@@ -39,5 +39,3 @@ class RecsysDockerOperator(DockerOperator):
             logs = [x.decode(errors="replace") if isinstance(x, bytes) else str(x) for x in (err.logs or [])]
             lines = [line for chunk in logs for line in chunk.splitlines()]
             raise stage_failure(self.task_id, int(match.group(1)) if match else None, lines) from None
-
-

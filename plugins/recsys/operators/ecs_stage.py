@@ -31,5 +31,3 @@ class RecsysEcsRunTaskOperator(EcsRunTaskOperator):
                                 lines = [f"(CloudWatch logs unavailable: {err})"]
                         raise stage_failure(self.task_id, EXIT_NO_RETRY, lines)
         super()._check_success_task()
-
-

@@ -60,5 +60,3 @@ class LocalStageOperator(BashOperator):
             if not match:
                 raise
             raise stage_failure(self.task_id, int(match.group(1)), self.subprocess_hook.log.lines) from None
-
-
