@@ -201,14 +201,15 @@ def import_table(table_name: str, source_uri: str, *, client=None, poll_seconds:
 
 
 def drop_version_tables(base: str, keep: set[str], created_before: float, *, client=None) -> list[str]:
-    """Delete the import path's per-version tables (``{base}-vYYYYMMDD``) created before
+    """Delete the import path's per-version tables (``{base}-<version>``: ``vYYYYMMDDTHHMMSS<type>-<hash>``
+    as runs name them, or the older ``vYYYYMMDD``) created before
     ``created_before`` (epoch seconds), except the versions in ``keep``; returns their names.
 
     The counterpart of TTL on the single table: a version nobody keeps disappears
     after the same number of days. Other tables, even with the same prefix, are never touched.
     """
     client = client or storage.client("dynamodb")
-    pattern = re.compile(re.escape(base) + r"-(v\d{8})")
+    pattern = re.compile(re.escape(base) + r"-(v\d{8}(?:T\d{6}[a-z]-[0-9a-f]{6})?)")
     dropped = []
     for page in client.get_paginator("list_tables").paginate():
         for name in page["TableNames"]:

@@ -15,7 +15,7 @@ from tasks.train import TrainConfig, train
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks.train", description=__doc__)
     parser.add_argument("--ratings", required=True, help="snapshot prefix or ratings file (s3:// or path)")
-    parser.add_argument("--out", required=True, help="model prefix, e.g. s3://bucket/models/v20261123")
+    parser.add_argument("--out", required=True, help="model prefix, e.g. s3://bucket/models/v20261123T020000s-4f1c2a")
     parser.add_argument("--champion", default="", help="live model URI to compare on the same holdout")
     parser.add_argument("--ds", default=None, help="run date, recorded in meta.json")
     parser.add_argument("--model-version", default=None, help="recorded in meta.json")
