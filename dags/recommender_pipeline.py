@@ -105,7 +105,7 @@ def recommender_pipeline():
             p = pipeline.plan(run_ds, version, params, settings, live)
         except pipeline.LiveVersionRefused as err:
             raise fail(str(err)) from None
-        return {**p, "run_id": dag_run.run_id, "run_type": str(getattr(dag_run.run_type, "value", dag_run.run_type))}
+        return {**p, "run_id": dag_run.run_id, "run_type": pipeline.run_type_name(dag_run.run_type)}
 
     snapshot = compute_task("snapshot", [
         "python", "-m", "tasks.data", "snapshot", "--raw", plan_value("raw"), "--items", plan_value("items"),

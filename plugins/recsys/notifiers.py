@@ -73,14 +73,15 @@ def failure_message(context: dict) -> tuple[str, str]:
     map_index = _get(ti, "map_index", -1)
     task = f"{task_id}[{map_index}]" if map_index not in (None, -1) else task_id
     run_id = _get(dag_run, "run_id") or context.get("run_id", "?")
-    run_type = str(getattr(_get(dag_run, "run_type"), "value", _get(dag_run, "run_type", "?")))
+    from recsys.compat import LAST_FAILURE
+    from recsys.pipeline import run_type_name
+
+    run_type = run_type_name(_get(dag_run, "run_type", "?"))
     plan: dict = {}
     try:
         plan = (ti.xcom_pull(task_ids="plan") if ti is not None and task_id != "plan" else None) or {}
     except Exception:  # noqa: BLE001 - the plan may not exist (plan itself failed)
         plan = {}
-    from recsys.compat import LAST_FAILURE
-
     exception = str(context.get("exception") or (LAST_FAILURE[-1] if LAST_FAILURE else None)
                     or context.get("reason") or "unknown error (see the task log)")
     reason, _, rest = exception.partition("\n")

@@ -23,7 +23,12 @@ RUN_TYPE_LETTER = {"scheduled": "s", "manual": "m", "backfill": "b", "asset_trig
                    "asset_materialization": "a"}
 
 
-def model_version_for(run_id: str, run_type: str, when: dt.datetime) -> str:
+def run_type_name(run_type) -> str:
+    """``DagRunType.BACKFILL_JOB`` or ``"backfill"`` -> ``"backfill"``."""
+    return str(getattr(run_type, "value", run_type))
+
+
+def model_version_for(run_id: str, run_type, when: dt.datetime) -> str:
     """The model version a DAG run writes: ``v<YYYYMMDD>T<HHMMSS><type>-<run hash>``.
 
     ``when`` is the run's logical date (its run-after time when it has none),
@@ -34,8 +39,7 @@ def model_version_for(run_id: str, run_type: str, when: dt.datetime) -> str:
     (run ids are unique per DAG). A backfill that reprocesses an existing run turns
     it into a backfill run, so it never rewrites the version that run wrote.
     """
-    kind = getattr(run_type, "value", run_type)
-    letter = RUN_TYPE_LETTER.get(str(kind), "x")
+    letter = RUN_TYPE_LETTER.get(run_type_name(run_type), "x")
     digest = hashlib.sha256(run_id.encode()).hexdigest()[:6]
     return f"v{when.astimezone(dt.timezone.utc):%Y%m%dT%H%M%S}{letter}-{digest}"
 
@@ -80,7 +84,7 @@ def should_deploy(run_type, deploy_param: bool) -> tuple[bool, str]:
 
     (Scheduled runs for old intervals are stopped before this by ``latest_only``.)
     """
-    kind = str(getattr(run_type, "value", run_type))
+    kind = run_type_name(run_type)
     if kind == "backfill":
         return False, "backfill runs never deploy (they re-create past versions; the live one stays)"
     if not deploy_param:

@@ -30,7 +30,7 @@ class RecsysDockerOperator(DockerOperator):
         # rendered or serialized); setting ``private_environment`` would be ignored.
         self._private_environment = {
             **{k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ},
-            **(getattr(self, "_private_environment", None) or {}),
+            **self._private_environment,
         }
         try:
             return super().execute(context)

@@ -7,6 +7,7 @@ from collections import deque
 from functools import cached_property
 
 from airflow.exceptions import AirflowException
+from airflow.providers.standard.hooks.subprocess import SubprocessHook
 from airflow.providers.standard.operators.bash import BashOperator
 
 from recsys.operators import TAIL_LINES, stage_failure
@@ -28,17 +29,14 @@ class _TailLog:
         return getattr(self._log, name)
 
 
-def _tailing_hook():
-    from airflow.providers.standard.hooks.subprocess import SubprocessHook
+class TailingSubprocessHook(SubprocessHook):
+    """``SubprocessHook`` whose logger also keeps the command's last output lines (``log.lines``)."""
 
-    class TailingSubprocessHook(SubprocessHook):
-        @property
-        def log(self):
-            if not isinstance(self.__dict__.get("_tail"), _TailLog):
-                self.__dict__["_tail"] = _TailLog(super().log)
-            return self.__dict__["_tail"]
-
-    return TailingSubprocessHook()
+    @property
+    def log(self):
+        if "_tail" not in self.__dict__:
+            self.__dict__["_tail"] = _TailLog(super().log)
+        return self.__dict__["_tail"]
 
 
 class LocalStageOperator(BashOperator):
@@ -50,7 +48,7 @@ class LocalStageOperator(BashOperator):
 
     @cached_property
     def subprocess_hook(self):
-        return _tailing_hook()
+        return TailingSubprocessHook()
 
     def execute(self, context):
         try:
