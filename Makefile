@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system run test test-fast test-real test-compat lint bench bench-train bench-score stop clean
+.PHONY: setup system run test test-fast test-real test-compat lint bench bench-train bench-score bench-parse bundle push-image stop clean
 
 setup: $(STAMP)
 
@@ -40,13 +40,16 @@ test-real: setup system  ## the real-Airflow tier alone
 lint: setup
 	$(BIN)/ruff check dags plugins tasks tests scripts bench
 
-bench: bench-train bench-score  ## benchmarks: ratios against baselines measured in the same run
+bench: bench-train bench-score bench-parse  ## benchmarks: ratios against baselines measured in the same run
 
 bench-train: setup  ## model quality and training speed (TRAIN_BENCH_ARGS="--movielens PATH --scale ml-25m")
 	$(BIN)/python bench/train_bench.py $(TRAIN_BENCH_ARGS)
 
 bench-score: setup  ## scoring and publishing speed (SCORE_BENCH_ARGS="--preset ml-25m")
 	source scripts/env.sh && $(BIN)/python bench/score_bench.py $(SCORE_BENCH_ARGS)
+
+bench-parse: setup  ## DAG parse time against a one-task DAG (PARSE_BENCH_ARGS="--compute ecs")
+	source scripts/env.sh && $(BIN)/python bench/parse_bench.py $(PARSE_BENCH_ARGS)
 
 stop:  ## stop what KEEP=1 left running
 	source scripts/env.sh && $(BIN)/python scripts/stack.py stop-serve; $(BIN)/python scripts/stack.py stop-moto

@@ -47,13 +47,16 @@ from recsys.settings import Settings
 
 settings = Settings()
 
-# Lineage (the UI's Assets view): what each run produced.
-SNAPSHOT = Asset(name="recsys_snapshot", uri=settings.s3("datasets"))
-MODEL = Asset(name="recsys_model", uri=settings.s3("models"))
-RECOMMENDATIONS = Asset(name="recsys_recommendations", uri=f"dynamodb://{settings.region}/{settings.table}")
-SERVING = Asset(name="recsys_serving", uri=(f"ecs://{settings.ecs_cluster}/{settings.ecs_service}"
-                                            if settings.deploy == "ecs" else
-                                            f"http://{settings.serve_host}:{settings.serve_port}"))
+# Lineage (the UI's Assets view): what each run produced. Identified by name, the
+# location in ``extra``: any URI with a scheme (s3://, even dynamodb://) makes Airflow load
+# every provider's URI normaliser at parse time, and the amazon one imports boto3.
+SNAPSHOT = Asset(name="recsys_snapshot", extra={"location": settings.s3("datasets")})
+MODEL = Asset(name="recsys_model", extra={"location": settings.s3("models")})
+RECOMMENDATIONS = Asset(name="recsys_recommendations",
+                        extra={"location": f"dynamodb://{settings.region}/{settings.table}"})
+SERVING = Asset(name="recsys_serving", extra={"location": (f"ecs://{settings.ecs_cluster}/{settings.ecs_service}"
+                                                           if settings.deploy == "ecs" else
+                                                           f"http://{settings.serve_host}:{settings.serve_port}")})
 HEAVY = {"max_active_tis_per_dag": settings.stage_concurrency}
 
 

@@ -300,3 +300,25 @@ def test_asset_outlets_from_airflow_3_1(version, outlets):
     from recsys import compat
 
     assert (compat._major_minor(version) >= (3, 1)) is outlets
+
+
+PARSE_FORBIDDEN = ("boto3", "botocore", "pandas", "numpy", "torch", "numba", "surprise", "tasks")
+
+
+@pytest.mark.parametrize("compute", ["local", "docker"])
+def test_parsing_imports_no_aws_sdk_and_no_data_libraries(compute, tmp_path):
+    """A fresh interpreter imports the DAG file the way a dag-processor does: none of the heavy
+    modules may load, directly or through a provider (an ``s3://`` asset URI loads boto3)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = ("import json, sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import recommender_pipeline; "
+            f"print(json.dumps([m for m in {PARSE_FORBIDDEN!r} if m in sys.modules]))")
+    env = {**os.environ, "RECSYS_COMPUTE": compute, "PYTHONPATH": ""}
+    out = subprocess.run([sys.executable, "-c", code, str(root / "plugins"), str(root / "dags")], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
