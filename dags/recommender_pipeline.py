@@ -168,16 +168,22 @@ def recommender_pipeline():
 
     @task(multiple_outputs=False)
     def build_image() -> str:
-        """Build and push the serving image unless its content-hash tag exists."""
+        """The serving image in ECR, built and pushed unless its tag is there already.
+
+        ECS deploys fail here when the image is missing and cannot be built (a managed worker
+        has no engine and no sources): never a green run that did not deploy. The local app
+        runs from source, so there a missing engine only skips the build."""
         from airflow.providers.amazon.aws.hooks.ecr import EcrHook
 
         from recsys import deploy
-        from recsys.compat import AirflowSkipException
+        from recsys.compat import AirflowSkipException, fail
 
         ecr = EcrHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).conn
         try:
             return deploy.ensure_image(ecr, settings)
-        except deploy.NoDockerEngine as err:
+        except deploy.ImageUnavailable as err:
+            if settings.deploy == "ecs":
+                raise fail(str(err)) from None
             raise AirflowSkipException(f"serving image not built: {err}") from None
 
     @task(multiple_outputs=False)

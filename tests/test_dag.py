@@ -322,3 +322,23 @@ def test_parsing_imports_no_aws_sdk_and_no_data_libraries(compute, tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(root / "plugins"), str(root / "dags")], cwd=tmp_path,
                          env=env, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.parametrize("target, outcome", [("ecs", "fail"), ("local", "skip")])
+def test_build_image_fails_an_ecs_deploy_it_cannot_serve_and_skips_a_local_one(dag, monkeypatch, target, outcome):
+    """Never a green run that did not deploy: with RECSYS_DEPLOY=ecs a missing image fails the run."""
+    from airflow.providers.amazon.aws.hooks.ecr import EcrHook
+
+    from recsys import deploy
+    from recsys.compat import AirflowFailException, AirflowSkipException
+
+    fn = dag.get_task("build_image").python_callable
+    monkeypatch.setitem(fn.__globals__, "settings", Settings(deploy=target))
+    monkeypatch.setattr(EcrHook, "conn", None)
+
+    def unavailable(ecr, settings):
+        raise deploy.ImageUnavailable("serving image r:t is not in ECR ... make push-image")
+
+    monkeypatch.setattr(deploy, "ensure_image", unavailable)
+    with pytest.raises(AirflowFailException if outcome == "fail" else AirflowSkipException, match="make push-image"):
+        fn()

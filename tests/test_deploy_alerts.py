@@ -254,13 +254,40 @@ def test_ensure_image_reuses_an_existing_tag_and_explains_a_missing_engine(ecs_e
 
     ecr = boto3.client("ecr", region_name="us-east-1")
     monkeypatch.setattr(deploy, "docker_engine_available", lambda: (False, "no Docker engine reachable"))
-    with pytest.raises(deploy.NoDockerEngine, match="no Docker engine reachable. The image .* would be"):
+    with pytest.raises(deploy.NoDockerEngine, match=r"serving image .*:[0-9a-f]{16} is not in ECR and cannot be "
+                                                    r"built here: no Docker engine reachable. .*make push-image"):
         deploy.ensure_image(ecr, settings)
     tag = deploy.image_tag(settings.project_root)
     ecr.put_image(repositoryName=settings.ecr_repository, imageTag=tag,
                   imageManifest=json.dumps({"schemaVersion": 2, "layers": [], "config": {"digest": "sha256:" + "0" * 64}}),
                   imageManifestMediaType="application/vnd.docker.distribution.manifest.v2+json")
     assert deploy.ensure_image(ecr, settings) == f"{out['repository']}:{tag}"
+
+
+def test_image_tag_comes_from_the_variable_then_the_bundle_then_the_sources(tmp_path, monkeypatch):
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "requirements").mkdir()
+    (tmp_path / "tasks" / "a.py").write_text("x = 1\n")
+    (tmp_path / "requirements" / "serve.txt").write_text("fastapi\n")
+    settings = Settings(project_root=str(tmp_path))
+    assert deploy.serving_image_tag(settings) == deploy.image_tag(str(tmp_path))
+    monkeypatch.setattr(deploy, "bundle_info", lambda: {"serving_image_tag": "fromthebundle01"})
+    assert deploy.serving_image_tag(settings) == "fromthebundle01"
+    assert deploy.serving_image_tag(Settings(project_root=str(tmp_path), image_tag="pinned")) == "pinned"
+
+
+def test_a_worker_without_sources_or_bundle_never_hashes_nothing(tmp_path, ecs_env, monkeypatch):
+    """An MWAA worker has no tasks/: the old code deployed the hash of nothing (e3b0c442...)."""
+    import boto3
+
+    monkeypatch.setattr(deploy, "bundle_info", lambda: {})
+    with pytest.raises(deploy.ImageUnavailable, match="RECSYS_IMAGE_TAG is unset.*make bundle"):
+        deploy.serving_image_tag(Settings(project_root=str(tmp_path)))
+    monkeypatch.setattr(deploy, "bundle_info", lambda: {"serving_image_tag": "0123456789abcdef"})
+    monkeypatch.setattr(deploy, "docker_engine_available", lambda: (True, "engine"))  # an engine does not help
+    with pytest.raises(deploy.ImageUnavailable, match=r"recsys-serve:0123456789abcdef is not in ECR, and this "
+                                                      r"worker cannot build it .*make push-image"):
+        deploy.ensure_image(boto3.client("ecr", region_name="us-east-1"), Settings(project_root=str(tmp_path)))
 
 
 def test_docker_stage_forwards_aws_settings_privately(monkeypatch):

@@ -1,7 +1,9 @@
 """Build the serving image, roll it out, and roll back when the new version is unhealthy.
 
 - :func:`image_tag` hashes what goes into the serving image, so an unchanged
-  image is never rebuilt or pushed twice.
+  image is never rebuilt or pushed twice. :func:`serving_image_tag` is the tag a worker
+  deploys: ``RECSYS_IMAGE_TAG``, else the one ``make bundle`` recorded in
+  ``recsys/_bundle.json`` (managed workers have no sources), else the hash of the sources.
 - :func:`deploy_ecs` registers a task-definition revision (new image + ``MODEL_VERSION``),
   updates the service, waits for steady state and restores the previous revision
   on failure.
@@ -14,12 +16,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import importlib.resources
 import json
 import logging
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -29,7 +33,7 @@ from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
 
-IMAGE_INPUTS = ("tasks", "requirements-serve.txt")
+IMAGE_INPUTS = ("tasks", "requirements/serve.txt")
 # Fields of a described task definition that register_task_definition accepts back.
 TASKDEF_FIELDS = ("family", "taskRoleArn", "executionRoleArn", "networkMode", "volumes", "placementConstraints",
                   "requiresCompatibilities", "cpu", "memory", "pidMode", "ipcMode", "proxyConfiguration",
@@ -49,6 +53,44 @@ def image_tag(root: str) -> str:
             digest.update(str(path.relative_to(base)).encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+BUNDLE_FILE = "_bundle.json"
+
+
+def bundle_info() -> dict:
+    """What ``make bundle`` recorded beside this package (``{}`` in a source checkout)."""
+    try:
+        return json.loads(importlib.resources.files("recsys").joinpath(BUNDLE_FILE).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return {}
+
+
+class ImageUnavailable(RuntimeError):
+    """The serving image is not in ECR and cannot be built here."""
+
+
+class NoDockerEngine(ImageUnavailable):
+    """The image must be built but no Docker engine is reachable."""
+
+
+def missing_sources(root: str) -> list[str]:
+    return [entry for entry in IMAGE_INPUTS if not (Path(root) / entry).exists()]
+
+
+def serving_image_tag(settings: Settings) -> str:
+    """The serving image tag this worker deploys (see the module docstring)."""
+    if settings.image_tag:
+        return settings.image_tag
+    if bundle_info().get("serving_image_tag"):
+        return bundle_info()["serving_image_tag"]
+    missing = missing_sources(settings.project_root)
+    if missing:
+        raise ImageUnavailable(
+            f"no serving image tag: RECSYS_IMAGE_TAG is unset, recsys/{BUNDLE_FILE} (written by `make bundle`) "
+            f"is absent and the image's sources ({', '.join(missing)}) are not under RECSYS_PROJECT_ROOT="
+            f"{settings.project_root}. Deploy the plugins from `make bundle`, or set RECSYS_IMAGE_TAG.")
+    return image_tag(settings.project_root)
 
 
 def docker_engine_available(timeout: float = 10.0) -> tuple[bool, str]:
@@ -72,34 +114,48 @@ def image_exists(ecr, repository: str, tag: str) -> bool:
     return True
 
 
-class NoDockerEngine(RuntimeError):
-    """The image must be built but no Docker engine is reachable."""
+PUSH_HINT = ("push it from a checkout of the bundled commit with a Docker engine: "
+             "`make push-image` (or `RECSYS_IMAGE_TAG={tag} make push-image`)")
 
 
 def ensure_image(ecr, settings: Settings) -> str:
-    """The serving image URI in ECR for the current sources: pushed if its tag is new."""
+    """The serving image URI in ECR for this deployment: built and pushed if its tag is new
+    and this machine can (sources and a Docker engine), else :class:`ImageUnavailable`."""
     repo = ecr.describe_repositories(repositoryNames=[settings.ecr_repository])["repositories"][0]
-    tag = image_tag(settings.project_root)
+    tag = serving_image_tag(settings)
     image = f"{repo['repositoryUri']}:{tag}"
     if image_exists(ecr, settings.ecr_repository, tag):
         log.info("image %s already in ECR: not rebuilt", image)
         return image
+    missing = missing_sources(settings.project_root)
+    if missing:
+        raise ImageUnavailable(f"serving image {image} is not in ECR, and this worker cannot build it (no "
+                               f"{', '.join(missing)} under {settings.project_root}): "
+                               + PUSH_HINT.format(tag=tag))
     ok, why = docker_engine_available()
     if not ok:
-        raise NoDockerEngine(f"{why}. The image for these sources would be {image}")
+        raise NoDockerEngine(f"serving image {image} is not in ECR and cannot be built here: {why}. "
+                             + PUSH_HINT.format(tag=tag))
     return build_and_push(ecr, settings, repo["repositoryUri"], tag)
+
+
+def _docker(args: list[str], what: str, **kwargs) -> None:
+    """Run a docker command; its own error output goes into the exception (and the task log)."""
+    res = subprocess.run(["docker", *args], text=True, capture_output=True, check=False, **kwargs)
+    for line in (res.stdout or "").splitlines()[-40:]:
+        log.info("docker %s: %s", what, line)
+    if res.returncode:
+        raise RuntimeError(f"docker {what} failed (exit {res.returncode}): {(res.stderr or '').strip()[-2000:]}")
 
 
 def build_and_push(ecr, settings: Settings, repository_uri: str, tag: str) -> str:
     """docker build + push to ECR; the caller has checked that the tag is new."""
     image = f"{repository_uri}:{tag}"
-    root = settings.project_root
-    subprocess.run(["docker", "build", "-f", "tasks/serve/Dockerfile", "-t", image, "."], cwd=root, check=True)
+    _docker(["build", "-f", "tasks/serve/Dockerfile", "-t", image, "."], "build", cwd=settings.project_root)
     auth = ecr.get_authorization_token()["authorizationData"][0]
     user, password = base64.b64decode(auth["authorizationToken"]).decode().split(":", 1)
-    subprocess.run(["docker", "login", "--username", user, "--password-stdin", auth["proxyEndpoint"]],
-                   input=password, text=True, check=True, capture_output=True)
-    subprocess.run(["docker", "push", image], check=True)
+    _docker(["login", "--username", user, "--password-stdin", auth["proxyEndpoint"]], "login", input=password)
+    _docker(["push", image], "push")
     return image
 
 
@@ -271,3 +327,29 @@ def deploy_local(settings: Settings, model_version: str, smoke_user: str | None,
         raise
     log.info("serving %s at %s (pid %s)", model_version, server.url, state["pid"])
     return {**state, "previous": previous and previous["model_version"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m recsys.deploy push-image``: build and push the serving image the DAG will deploy."""
+    import argparse
+
+    import boto3
+
+    parser = argparse.ArgumentParser(prog="python -m recsys.deploy")
+    parser.add_argument("command", choices=["push-image", "image-tag"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    if args.command == "image-tag":
+        print(serving_image_tag(settings))
+        return 0
+    try:
+        print(ensure_image(boto3.client("ecr", region_name=settings.region), settings))
+    except (ImageUnavailable, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,8 @@
 """Resource names and switches, read from the environment in one place.
 
 Reading ``os.environ`` is cheap and safe at DAG parse time (no network, no DB).
+Every ``RECSYS_X`` may also arrive as ``AIRFLOW__ENV__RECSYS_X``: that is how MWAA hands
+an environment's "Airflow configuration options" (``env.recsys_x``) to its processes.
 """
 
 from __future__ import annotations
@@ -10,13 +12,19 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+MWAA_PREFIX = "AIRFLOW__ENV__"
+
+
+def _get(name: str) -> str:
+    return os.environ.get(name) or os.environ.get(MWAA_PREFIX + name) or ""
+
 
 def _env(name: str, default: str) -> str:
-    return os.environ.get(name) or default
+    return _get(name) or default
 
 
 def _list(name: str) -> list[str]:
-    return [x.strip() for x in os.environ.get(name, "").split(",") if x.strip()]
+    return [x.strip() for x in _get(name).split(",") if x.strip()]
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,12 @@ class Settings:
     ecs_security_groups: list[str] = field(default_factory=lambda: _list("RECSYS_ECS_SECURITY_GROUPS"))
     ecs_log_group: str = field(default_factory=lambda: _env("RECSYS_ECS_LOG_GROUP", "/ecs/recsys"))
     ecs_execution_role: str = field(default_factory=lambda: _env("RECSYS_ECS_EXECUTION_ROLE", ""))
+    # task roles (what the containers may call): made by `recsys.infra up` from deploy/iam/ when unset
+    ecs_jobs_task_role: str = field(default_factory=lambda: _env("RECSYS_ECS_JOBS_TASK_ROLE", ""))
+    ecs_serve_task_role: str = field(default_factory=lambda: _env("RECSYS_ECS_SERVE_TASK_ROLE", ""))
+    # the serving image's tag: from the bundle's recsys/_bundle.json on managed workers, else the
+    # content hash of the sources under project_root; this variable overrides both
+    image_tag: str = field(default_factory=lambda: _env("RECSYS_IMAGE_TAG", ""))
     ecr_repository: str = field(default_factory=lambda: _env("RECSYS_ECR_REPOSITORY", "recsys-serve"))
     job_image: str = field(default_factory=lambda: _env("RECSYS_JOB_IMAGE", "recsys-jobs:latest"))
     docker_url: str = field(default_factory=lambda: _env("RECSYS_DOCKER_URL", "unix://var/run/docker.sock"))
