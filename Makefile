@@ -56,3 +56,9 @@ stop:  ## stop what KEEP=1 left running
 
 clean:
 	rm -rf .airflow .state .pytest_cache .ruff_cache
+
+bundle: setup  ## dist/mwaa and dist/composer: what MWAA and Cloud Composer take (MWAA_AIRFLOW=3.0.6|3.2.1|3.3.1)
+	$(BIN)/python scripts/bundle.py --mwaa-airflow $(or $(MWAA_AIRFLOW),3.3.1)
+
+push-image: setup  ## build the serving image and push it to ECR (your AWS credentials; the tag the bundle carries)
+	PYTHONPATH=plugins $(BIN)/python -m recsys.deploy push-image

@@ -1,0 +1,174 @@
+"""``make bundle``: what Amazon MWAA and Cloud Composer take, in ``dist/``.
+
+``dist/mwaa/``
+    ``dags/recommender_pipeline.py``; ``plugins.zip`` with ``recsys/`` at its root (MWAA unzips
+    it into the plugins folder, which Airflow puts on ``sys.path``); ``requirements.txt`` (only
+    the ``--constraint`` line: MWAA preinstalls the amazon provider); ``startup.sh`` (exports
+    the ``RECSYS_*`` settings: values baked in from your shell at bundle time, overridden by the
+    environment's configuration options ``env.recsys_*``, which MWAA passes as
+    ``AIRFLOW__ENV__RECSYS_*``).
+``dist/composer/``
+    ``dags/``, ``plugins/recsys/``, ``pypi-packages.txt``, ``env-variables.txt`` and
+    ``deploy.sh`` (the ``gcloud composer environments`` commands).
+
+Both carry ``recsys/_bundle.json``: the serving image tag (content hash of the image's
+sources, which managed workers do not have) and the commit it was made from. Push that
+image before the first deploying run: ``make push-image``.
+
+    python scripts/bundle.py [--out dist] [--mwaa-airflow 3.3.1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins"))
+
+from recsys import deploy  # noqa: E402  (stdlib-only at import)
+
+DAG_FILE = ROOT / "dags" / "recommender_pipeline.py"
+PACKAGE = ROOT / "plugins" / "recsys"
+MWAA_VERSIONS = ("3.0.6", "3.2.1", "3.3.1")  # Airflow 3 on MWAA, all on Python 3.12
+MWAA_PYTHON = "3.12"
+# Settings that describe this machine, not the deployment: never baked into a bundle.
+LOCAL_ONLY = {"RECSYS_PROJECT_ROOT", "RECSYS_STATE_DIR", "RECSYS_PYTHON", "RECSYS_IMAGE_TAG"}
+# Managed workers have no Docker engine and no torch: stages run on ECS, the app is an ECS service.
+MANAGED_DEFAULTS = {"RECSYS_COMPUTE": "ecs", "RECSYS_DEPLOY": "ecs"}
+
+
+def package_files() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc" and p.name != deploy.BUNDLE_FILE)
+
+
+def git_commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "dags", "plugins", "tasks", "requirements"],
+                               cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
+def bundle_settings(environ) -> dict[str, str]:
+    """RECSYS_* to bake in: the managed defaults, then what the shell running ``make bundle`` sets."""
+    baked = dict(MANAGED_DEFAULTS)
+    baked.update({k: v for k, v in environ.items() if k.startswith("RECSYS_") and k not in LOCAL_ONLY and v})
+    return dict(sorted(baked.items()))
+
+
+def startup_script(settings: dict[str, str], info: dict) -> str:
+    lines = [
+        "#!/bin/bash",
+        f"# MWAA startup script, made by `make bundle` from commit {info['commit']}.",
+        "# MWAA runs it before every Airflow component starts; what it exports is what the DAG reads.",
+        "# 1. Values from the shell that ran `make bundle` (a variable already set wins).",
+    ]
+    lines += [f'[ -n "${{{k}:-}}" ] || {k}={shlex.quote(v)}; export {k}' for k, v in settings.items()]
+    lines += [
+        "# 2. The environment's Airflow configuration options env.recsys_* arrive as AIRFLOW__ENV__RECSYS_*:",
+        "#    they win over the values above.",
+        "for _var in $(env | sed -n 's/^AIRFLOW__ENV__\\([Rr][Ee][Cc][Ss][Yy][Ss]_[A-Za-z0-9_]*\\)=.*/\\1/p'); do",
+        "  _name=$(printf '%s' \"$_var\" | tr '[:lower:]' '[:upper:]')",
+        "  eval \"export $_name=\\\"\\$AIRFLOW__ENV__$_var\\\"\"",
+        "done",
+        "unset _var _name",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def composer_script(info: dict) -> str:
+    return f"""#!/usr/bin/env bash
+# Upload this bundle (commit {info['commit']}) to a Cloud Composer 3 environment:
+#   ENVIRONMENT=my-env LOCATION=europe-west1 ./deploy.sh
+set -euo pipefail
+cd "$(dirname "$0")"
+: "${{ENVIRONMENT:?set ENVIRONMENT to the Composer environment name}}"
+: "${{LOCATION:?set LOCATION to its region}}"
+env_args=(--environment "$ENVIRONMENT" --location "$LOCATION")
+# gcloud fails an update that changes nothing: that is not an error here.
+update() {{
+  local out
+  if ! out=$(gcloud composer environments update "$ENVIRONMENT" --location "$LOCATION" "$@" 2>&1); then
+    grep -q "No change in configuration" <<<"$out" || {{ echo "$out" >&2; exit 1; }}
+  fi
+}}
+update --update-pypi-packages-from-file pypi-packages.txt
+# '^|^' makes | the separator: values such as RECSYS_ECS_SUBNETS hold commas.
+update --update-env-variables "^|^$(grep -v '^#' env-variables.txt | paste -sd'|' -)"
+gcloud composer environments storage plugins import "${{env_args[@]}}" --source plugins/recsys
+gcloud composer environments storage plugins import "${{env_args[@]}}" --source plugins/.airflowignore
+gcloud composer environments storage dags import "${{env_args[@]}}" --source dags/recommender_pipeline.py
+"""
+
+
+def mwaa_requirements(version: str) -> str:
+    return (f'--constraint "https://raw.githubusercontent.com/apache/airflow/constraints-{version}/'
+            f'constraints-{MWAA_PYTHON}.txt"\n'
+            "# MWAA preinstalls what the DAG needs (apache-airflow-providers-amazon, -standard, boto3).\n"
+            "# The jobs (torch, pandas) run in the jobs image on ECS, never on MWAA workers.\n")
+
+
+def build(out: Path, mwaa_airflow: str, environ=os.environ) -> dict:
+    info = {"serving_image_tag": deploy.image_tag(str(ROOT)), "commit": git_commit(),
+            "made_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "mwaa_airflow": mwaa_airflow}
+    settings = bundle_settings(environ)
+    info_json = json.dumps(info, indent=2) + "\n"
+    mwaa, composer = out / "mwaa", out / "composer"
+    for folder in (mwaa, composer):
+        shutil.rmtree(folder, ignore_errors=True)
+        (folder / "dags").mkdir(parents=True)
+        shutil.copy2(DAG_FILE, folder / "dags" / DAG_FILE.name)
+
+    # MWAA
+    with zipfile.ZipFile(mwaa / "plugins.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(ROOT / "plugins" / ".airflowignore", ".airflowignore")  # recsys/ is a package, not a plugin
+        for path in package_files():
+            zf.write(path, path.relative_to(ROOT / "plugins").as_posix())
+        zf.writestr(f"recsys/{deploy.BUNDLE_FILE}", info_json)
+    (mwaa / "requirements.txt").write_text(mwaa_requirements(mwaa_airflow))
+    (mwaa / "startup.sh").write_text(startup_script(settings, info))
+    (mwaa / "startup.sh").chmod(0o755)
+
+    # Composer
+    shutil.copytree(PACKAGE, composer / "plugins" / "recsys",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", deploy.BUNDLE_FILE))
+    shutil.copy2(ROOT / "plugins" / ".airflowignore", composer / "plugins" / ".airflowignore")
+    (composer / "plugins" / "recsys" / deploy.BUNDLE_FILE).write_text(info_json)
+    shutil.copy2(ROOT / "requirements" / "composer.txt", composer / "pypi-packages.txt")
+    (composer / "env-variables.txt").write_text(
+        "# RECSYS_* for the Composer environment (deploy.sh sets them with --update-env-variables)\n"
+        + "".join(f"{k}={v}\n" for k, v in settings.items()))
+    (composer / "deploy.sh").write_text(composer_script(info))
+    (composer / "deploy.sh").chmod(0o755)
+    return {**info, "out": str(out), "settings": settings}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(ROOT / "dist"))
+    parser.add_argument("--mwaa-airflow", default=MWAA_VERSIONS[-1], choices=MWAA_VERSIONS,
+                        help="the MWAA environment's Airflow version (its constraints file)")
+    args = parser.parse_args(argv)
+    made = build(Path(args.out), args.mwaa_airflow)
+    print(f"bundle for commit {made['commit']} in {made['out']}/mwaa and {made['out']}/composer")
+    print(f"serving image tag {made['serving_image_tag']}: push it before the first deploy (make push-image)")
+    print("settings baked in: " + ", ".join(f"{k}={v}" for k, v in made["settings"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
