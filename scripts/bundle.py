@@ -167,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bundle for commit {made['commit']} in {made['out']}/mwaa and {made['out']}/composer")
     print(f"serving image tag {made['serving_image_tag']}: push it before the first deploy (make push-image)")
     print("settings baked in: " + ", ".join(f"{k}={v}" for k, v in made["settings"].items()))
+    if "RECSYS_ECS_SUBNETS" not in made["settings"]:
+        print("note: RECSYS_ECS_SUBNETS is not set: give it to the environment (MWAA configuration option "
+              "env.recsys_ecs_subnets, or Composer's env-variables.txt) or the DAG will not import")
     return 0
 
 

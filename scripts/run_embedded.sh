@@ -34,7 +34,7 @@ echo "== Airflow metadata DB ($AIRFLOW_HOME, SQLite)"
 airflow db migrate > "$STATE/db-migrate.log" 2>&1 || { tail -20 "$STATE/db-migrate.log"; exit 1; }
 
 echo "== AWS resources (idempotent)"
-python -m recsys.infra up 2> "$STATE/infra.log" > "$STATE/infra.json" || { cat "$STATE/infra.log"; exit 1; }
+python -m recsys.infra up --default-subnets 2> "$STATE/infra.log" > "$STATE/infra.json" || { cat "$STATE/infra.log"; exit 1; }
 python -c "import json,sys; d=json.load(open(sys.argv[1])); print('  bucket %s, table %s, topic %s, ECS service %s' % (d['bucket'], d['table'].split('/')[-1], d['alert_topic'], d['ecs']['service'].split('/')[-1]))" "$STATE/infra.json"
 
 echo "== seeding raw ratings (bootstrap loader)"

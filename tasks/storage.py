@@ -43,6 +43,17 @@ def basename(uri: str) -> str:
     return uri.rstrip("/").rsplit("/", 1)[-1]
 
 
+def app_id() -> str:
+    """``recsys-<component>`` (serve, score, train, data): added to every request's User-Agent,
+    so CloudTrail (and the IAM test) can tell the serving app from the jobs."""
+    import sys
+
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = getattr(spec, "name", "") or ""
+    parts = name.split(".")
+    return f"recsys-{parts[1]}" if len(parts) > 1 and parts[0] == "tasks" else "recsys-jobs"
+
+
 @functools.cache
 def client(service: str):
     """A boto3 client with adaptive retries (throttling, 5xx, connection errors)."""
@@ -51,7 +62,8 @@ def client(service: str):
 
     return boto3.client(
         service,
-        config=Config(retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=32),
+        config=Config(retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=32,
+                      user_agent_appid=app_id()),
     )
 
 

@@ -12,7 +12,10 @@ import socket
 import urllib.request
 
 import pytest
-from moto.server import ThreadedMotoServer
+from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+from werkzeug.serving import make_server
+
+from tests.aws_calls import Recorder
 
 
 def free_port() -> int:
@@ -21,9 +24,36 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class RecordingMotoServer(ThreadedMotoServer):
+    """moto's threaded server with every request noted (caller, service, operation, resources),
+    from this process and from every subprocess that reaches it: see tests/aws_calls.py."""
+
+    def __init__(self, recorder: Recorder, **kwargs):
+        super().__init__(**kwargs)
+        self.recorder = recorder
+
+    def _server_entry(self) -> None:  # ThreadedMotoServer's, with the app wrapped
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+
+        app = self.recorder.wrap(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
+RECORDER = Recorder()
+
+
+@pytest.fixture
+def aws_calls(moto_endpoint):
+    """The AWS calls made from here on in this test (a list of tests.aws_calls.Call)."""
+    RECORDER.calls.clear()
+    return RECORDER.calls
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = RecordingMotoServer(RECORDER, ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"

@@ -68,7 +68,8 @@ def test_mwaa_bundle_imports_with_only_itself_on_the_path(dist, tmp_path):
     (home / "dags").mkdir()
     (home / "dags" / "recommender_pipeline.py").write_bytes((out / "mwaa" / "dags" / "recommender_pipeline.py")
                                                             .read_bytes())
-    env = clean_env(PYTHONPATH=str(home / "plugins"), RECSYS_COMPUTE="ecs", RECSYS_DEPLOY="ecs")
+    env = clean_env(PYTHONPATH=str(home / "plugins"), RECSYS_COMPUTE="ecs", RECSYS_DEPLOY="ecs",
+                    RECSYS_ECS_SUBNETS="subnet-1")
     res = subprocess.run([sys.executable, "-c", PROBE], cwd=home, env=env, capture_output=True, text=True,
                          check=True)
     got = json.loads(res.stdout.strip().splitlines()[-1])
@@ -94,7 +95,8 @@ def test_startup_script_exports_the_settings_the_dag_reads(dist, tmp_path):
            "print(json.dumps([s.bucket, s.table, s.compute, s.deploy, s.alert_topic, s.project_root]))"
     # a clean shell: only what MWAA itself sets, plus two configuration options
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": str(tmp_path / "plugins"),
-           "AIRFLOW__ENV__RECSYS_ALERT_TOPIC": "ops-pager", "AIRFLOW__ENV__recsys_table": "recs-override"}
+           "AIRFLOW__ENV__RECSYS_ALERT_TOPIC": "ops-pager", "AIRFLOW__ENV__recsys_table": "recs-override",
+           "AIRFLOW__ENV__RECSYS_ECS_SUBNETS": "subnet-a,subnet-b"}
     res = subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in env.items()), "bash", "-c",
                           f". {out / 'mwaa' / 'startup.sh'} && exec {sys.executable} -c '{code}'"],
                          capture_output=True, text=True, check=True)

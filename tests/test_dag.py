@@ -97,13 +97,19 @@ def test_ecs_backend_builds_run_task_with_the_same_command(monkeypatch):
 ])
 def test_mapped_values_per_backend(backend, expected):
     argvs = [["python", "-m", "tasks.score", "--shard", "0/2"], ["python", "-m", "tasks.score", "--shard", "1/2"]]
-    values = compute.mapped_values(argvs, Settings(compute=backend, python="/py"))
+    values = compute.mapped_values(argvs, Settings(compute=backend, python="/py", ecs_subnets=["subnet-1"]))
     assert len(values) == 2 and values[1] == expected
 
 
 def test_bad_backend_name_is_rejected():
     with pytest.raises(ValueError, match="RECSYS_COMPUTE must be local, docker or ecs"):
         Settings(compute="lambda")
+
+
+def test_ecs_backend_without_subnets_is_rejected_at_parse_time_naming_the_variable():
+    """Fargate refuses a task without a network configuration: say so before any run starts."""
+    with pytest.raises(ValueError, match="RECSYS_COMPUTE=ecs needs RECSYS_ECS_SUBNETS"):
+        Settings(compute="ecs")
 
 
 def test_plan_keys_data_by_date_and_model_by_version():

@@ -20,7 +20,7 @@ from recsys.settings import Settings
 @pytest.fixture
 def ecs_env(aws, boto):
     settings = Settings()
-    out = infra.up(settings, ecs=True)
+    out = infra.up(settings, ecs=True, default_subnets=True)
     return settings, boto("ecs"), out
 
 
@@ -30,7 +30,7 @@ def env_of(taskdef):
 
 def test_infra_up_is_idempotent(ecs_env):
     settings, ecs, first = ecs_env
-    assert infra.up(settings, ecs=True) == first
+    assert infra.up(settings, ecs=True, default_subnets=True) == first
     assert len(ecs.list_task_definitions(familyPrefix=settings.ecs_serve_family)["taskDefinitionArns"]) == 1
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from recsys.settings import Settings
+from tests.aws_calls import roles_seen, violations
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.e2e
@@ -24,7 +26,7 @@ def stack(aws, tmp_path, boto):
     from recsys import infra
     from recsys.settings import Settings
 
-    infra.up(Settings(), ecs=True)
+    infra.up(Settings(), ecs=True, default_subnets=True)
     env = {**os.environ,
            "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -68,7 +70,7 @@ def model_versions(s3, bucket):
                   - {"_live.json"})
 
 
-def test_pipeline_end_to_end_each_run_its_own_version_and_the_live_one_immutable(stack, boto):
+def test_pipeline_end_to_end_each_run_its_own_version_and_the_live_one_immutable(stack, boto, aws_calls):
     s3, ddb = boto("s3"), boto("dynamodb")
     res = stack["run"](DAY1)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -114,9 +116,13 @@ def test_pipeline_end_to_end_each_run_its_own_version_and_the_live_one_immutable
     refused = subprocess.run([sys.executable, "-m", "recsys.rollback", "--to", "v19990101T000000m-000000"], env=env,
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 3 and "is incomplete" in refused.stderr
+    # every AWS call made above, by the worker, the stages and the serving app, is one its role's
+    # policy in deploy/iam/ allows (recorded at the moto server, attributed by User-Agent)
+    assert roles_seen(aws_calls) == {"airflow", "jobs", "serve"}
+    assert violations(aws_calls, Settings()) == {}
 
 
-def test_malformed_input_fails_quarantines_alerts_and_keeps_live_model(stack, boto):
+def test_malformed_input_fails_quarantines_alerts_and_keeps_live_model(stack, boto, aws_calls):
     s3, sqs, sns = boto("s3"), boto("sqs"), boto("sns")
     queue = sqs.create_queue(QueueName="e2e-alerts")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
@@ -142,3 +148,4 @@ def test_malformed_input_fails_quarantines_alerts_and_keeps_live_model(stack, bo
     assert "Task snapshot of recommender_pipeline failed" in msg
     assert "not retried" in msg and "bad.csv, line 3, column 'rating': not a number" in msg
     assert "try 1" in msg  # failed at once: no retries for bad input
+    assert violations(aws_calls, Settings()) == {}  # the alert, its marker, the quarantine

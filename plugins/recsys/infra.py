@@ -1,9 +1,13 @@
 """Create the pipeline's AWS resources idempotently (plain boto3, no Airflow needed).
 
 ``python -m recsys.infra up`` (with ``plugins/`` on ``PYTHONPATH``) creates the
-S3 bucket, the DynamoDB table (on-demand, TTL on ``expires_at``), the ECR
-repository, the ECS cluster with a serving task definition and service, and the
-SNS alert topic; running it twice changes nothing. It talks to whatever the
+S3 bucket, the DynamoDB table (on-demand, TTL on ``expires_at``), the SNS alert topic,
+and with ECS: the ECR repositories (serving, jobs), the log group, the task roles (from the
+least-privilege policies in ``deploy/iam/``, unless ``RECSYS_ECS_*_ROLE`` name your own), the
+jobs task definition the DAG runs its stages on, and the cluster with a serving task
+definition and service. Fargate needs subnets: ``RECSYS_ECS_SUBNETS`` (or
+``--default-subnets`` for the default VPC's). Running it twice changes nothing.
+``python -m recsys.infra policies`` prints the policies with this account's names filled in. It talks to whatever the
 standard AWS environment points at: real AWS, or an emulator via ``AWS_ENDPOINT_URL``.
 On real AWS most teams own these in Terraform/CloudFormation; the names here are
 the defaults of :mod:`recsys.settings`.
@@ -14,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
+from pathlib import Path
 
 import boto3
 from botocore.exceptions import ClientError
@@ -68,6 +74,131 @@ def ensure_repository(ecr, name: str) -> str:
     return repo["repositoryUri"]
 
 
+class InfraError(RuntimeError):
+    """A resource cannot be made as configured (the message says which setting to change)."""
+
+
+POLICY_FILES = {"jobs": "jobs-task-role.json", "serve": "serve-task-role.json",
+                "execution": "ecs-execution-role.json", "airflow": "mwaa-execution-role.json",
+                "push": "push-image.json"}
+TRUST_FILE = "ecs-tasks-trust.json"
+
+
+def policy_dir(settings: Settings) -> Path:
+    return Path(settings.project_root) / "deploy" / "iam"
+
+
+def role_names(settings: Settings) -> dict[str, str]:
+    prefix = settings.ecs_cluster
+    return {"jobs": f"{prefix}-jobs-task", "serve": f"{prefix}-serve-task", "execution": f"{prefix}-ecs-execution"}
+
+
+def role_arn(account: str, name: str) -> str:
+    return f"arn:aws:iam::{account}:role/{name}"
+
+
+def policy_values(settings: Settings, account: str, roles: dict[str, str] | None = None) -> dict[str, str]:
+    """What the ``${Name}`` placeholders of deploy/iam/*.json stand for."""
+    names = role_names(settings)
+    roles = roles or {k: role_arn(account, v) for k, v in names.items()}
+    return {"Region": settings.region, "Account": account, "Bucket": settings.bucket, "Table": settings.table,
+            "AlertTopic": settings.alert_topic, "EcrRepository": settings.ecr_repository,
+            "JobsRepository": settings.ecr_jobs_repository, "Cluster": settings.ecs_cluster,
+            "Service": settings.ecs_service, "JobsTaskDefinition": settings.ecs_job_task_definition,
+            "LogGroup": settings.ecs_log_group, "JobsTaskRoleArn": roles["jobs"],
+            "ServeTaskRoleArn": roles["serve"], "ExecutionRoleArn": roles["execution"]}
+
+
+def render_policy(path: Path, values: dict[str, str]) -> dict:
+    """A policy file with its ``${Name}`` placeholders filled (CloudFormation ``Fn::Sub`` syntax)."""
+    def sub(match):
+        if match.group(1) not in values:
+            raise InfraError(f"{path.name}: unknown placeholder ${{{match.group(1)}}}")
+        return values[match.group(1)]
+
+    return json.loads(re.sub(r"\$\{(\w+)\}", sub, path.read_text()))
+
+
+def ensure_role(iam, name: str, trust: dict, policy: dict) -> str:
+    try:
+        arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust),
+                              Description="recsys pipeline (recsys.infra)")["Role"]["Arn"]
+        log.info("created IAM role %s", name)
+    except ClientError as err:
+        if err.response["Error"]["Code"] != "EntityAlreadyExists":
+            raise
+        arn = iam.get_role(RoleName=name)["Role"]["Arn"]
+    iam.put_role_policy(RoleName=name, PolicyName="recsys", PolicyDocument=json.dumps(policy))  # idempotent
+    return arn
+
+
+def ensure_roles(iam, settings: Settings, account: str) -> dict[str, str]:
+    """Task roles and the execution role: the configured ARNs, else made from deploy/iam/."""
+    given = {"jobs": settings.ecs_jobs_task_role, "serve": settings.ecs_serve_task_role,
+             "execution": settings.ecs_execution_role}
+    names = role_names(settings)
+    values = policy_values(settings, account, {k: given[k] or role_arn(account, names[k]) for k in names})
+    trust = render_policy(policy_dir(settings) / TRUST_FILE, values)
+    return {kind: given[kind] or ensure_role(iam, names[kind], trust,
+                                             render_policy(policy_dir(settings) / POLICY_FILES[kind], values))
+            for kind in names}
+
+
+def ensure_log_group(logs, name: str) -> str:
+    try:
+        logs.create_log_group(logGroupName=name)
+        logs.put_retention_policy(logGroupName=name, retentionInDays=30)
+        log.info("created log group %s", name)
+    except ClientError as err:
+        if err.response["Error"]["Code"] != "ResourceAlreadyExistsException":
+            raise
+    return name
+
+
+def jobs_container(settings: Settings, image: str) -> dict:
+    """The stages' container: the DAG overrides its command; logs where the DAG reads them
+    (group RECSYS_ECS_LOG_GROUP, stream ``jobs/<container>/<task id>``)."""
+    return {
+        "name": settings.ecs_container,
+        "image": image,
+        "essential": True,
+        "command": ["python", "-m", "tasks.train", "--help"],
+        # the whole task's size (one container); moto's RunTask also needs it at this level
+        "cpu": int(settings.ecs_jobs_cpu), "memory": int(settings.ecs_jobs_memory),
+        "environment": [{"name": "AWS_DEFAULT_REGION", "value": settings.region},
+                        {"name": "RECSYS_TABLE", "value": settings.table},
+                        {"name": "RECSYS_TTL_DAYS", "value": str(settings.ttl_days)}],
+        "logConfiguration": {"logDriver": "awslogs", "options": {
+            "awslogs-group": settings.ecs_log_group, "awslogs-region": settings.region,
+            "awslogs-stream-prefix": "jobs"}},
+    }
+
+
+def _same_task_definition(current: dict, wanted: dict) -> bool:
+    container_keys = ("name", "image", "cpu", "memory", "logConfiguration")
+    return (current.get("status", "ACTIVE") == "ACTIVE"
+            and all(current.get(k) == v for k, v in wanted.items() if k != "containerDefinitions")
+            and [{k: c.get(k) for k in container_keys} for c in current["containerDefinitions"]]
+            == [{k: c.get(k) for k in container_keys} for c in wanted["containerDefinitions"]])
+
+
+def ensure_jobs_task_definition(ecs, settings: Settings, image: str, roles: dict[str, str]) -> str:
+    """The task definition the DAG's stages run on (a new revision only when it changes)."""
+    wanted = {"family": settings.ecs_job_task_definition, "networkMode": "awsvpc",
+              "requiresCompatibilities": ["FARGATE"], "cpu": settings.ecs_jobs_cpu,
+              "memory": settings.ecs_jobs_memory, "taskRoleArn": roles["jobs"],
+              "executionRoleArn": roles["execution"], "containerDefinitions": [jobs_container(settings, image)]}
+    try:
+        current = ecs.describe_task_definition(taskDefinition=settings.ecs_job_task_definition)["taskDefinition"]
+    except ClientError:
+        current = None
+    if current and _same_task_definition(current, wanted):
+        return current["taskDefinitionArn"]
+    arn = ecs.register_task_definition(**wanted)["taskDefinition"]["taskDefinitionArn"]
+    log.info("registered jobs task definition %s (image %s)", arn, image)
+    return arn
+
+
 def serve_container(settings: Settings, image: str, model_version: str) -> dict:
     return {
         "name": settings.ecs_container,
@@ -87,28 +218,38 @@ def serve_container(settings: Settings, image: str, model_version: str) -> dict:
 
 
 def default_subnets(ec2) -> list[str]:
-    """The default VPC's default subnets: where Fargate tasks go when none are configured."""
+    """The default VPC's default subnets (``--default-subnets``)."""
     subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
     if not subnets:
-        raise RuntimeError("no default subnets in this account/region: set RECSYS_ECS_SUBNETS")
+        raise InfraError("no default subnets in this account/region: set RECSYS_ECS_SUBNETS")
     return sorted(s["SubnetId"] for s in subnets)
 
 
-def ensure_ecs(ecs, settings: Settings, repository_uri: str, ec2=None) -> dict:
+def subnets_for(settings: Settings, ec2, use_default: bool) -> list[str]:
+    if settings.ecs_subnets:
+        return settings.ecs_subnets
+    if use_default:
+        return default_subnets(ec2)
+    raise InfraError("RECSYS_ECS_SUBNETS is not set: Fargate tasks (the serving service and the DAG's job "
+                     "tasks) need subnets. Set it to comma-separated subnet ids with a route to S3, DynamoDB and "
+                     "ECR (e.g. private subnets with VPC endpoints or a NAT), or pass --default-subnets to use "
+                     "the default VPC's.")
+
+
+def ensure_ecs(ecs, settings: Settings, repository_uri: str, roles: dict[str, str], subnets: list[str]) -> dict:
     ecs.create_cluster(clusterName=settings.ecs_cluster)  # idempotent in ECS
     services = ecs.describe_services(cluster=settings.ecs_cluster, services=[settings.ecs_service])["services"]
     active = [s for s in services if s.get("status") == "ACTIVE"]
     if active:
         return {"cluster": settings.ecs_cluster, "service": active[0]["serviceArn"],
                 "task_definition": active[0]["taskDefinition"]}
-    extra = {"executionRoleArn": settings.ecs_execution_role} if settings.ecs_execution_role else {}
     taskdef = ecs.register_task_definition(
         family=settings.ecs_serve_family, networkMode="awsvpc", requiresCompatibilities=["FARGATE"],
         cpu="256", memory="512", containerDefinitions=[serve_container(settings, f"{repository_uri}:bootstrap",
-                                                                       "none")], **extra,
+                                                                       "none")],
+        taskRoleArn=roles["serve"], executionRoleArn=roles["execution"],
     )["taskDefinition"]["taskDefinitionArn"]
-    network = {"awsvpcConfiguration": {"subnets": settings.ecs_subnets or default_subnets(ec2),
-                                       "securityGroups": settings.ecs_security_groups,
+    network = {"awsvpcConfiguration": {"subnets": subnets, "securityGroups": settings.ecs_security_groups,
                                        "assignPublicIp": "DISABLED"}}
     service = ecs.create_service(
         cluster=settings.ecs_cluster, serviceName=settings.ecs_service, taskDefinition=taskdef,
@@ -124,28 +265,52 @@ def ensure_topic(sns, name: str) -> str:
     return sns.create_topic(Name=name)["TopicArn"]  # idempotent: returns the existing ARN
 
 
-def up(settings: Settings | None = None, session: boto3.Session | None = None, ecs: bool = True) -> dict:
+def up(settings: Settings | None = None, session: boto3.Session | None = None, ecs: bool = True,
+       default_subnets: bool = False) -> dict:
     settings = settings or Settings()
     session = session or boto3.Session(region_name=settings.region)
+    subnets = subnets_for(settings, session.client("ec2"), default_subnets) if ecs else []  # fail before creating
     out = {
         "bucket": ensure_bucket(session.client("s3"), settings.bucket, settings.region),
         "table": ensure_table(session.client("dynamodb"), settings.table),
         "alert_topic": ensure_topic(session.client("sns"), settings.alert_topic),
     }
     if ecs:
+        account = session.client("sts").get_caller_identity()["Account"]
         out["repository"] = ensure_repository(session.client("ecr"), settings.ecr_repository)
-        out["ecs"] = ensure_ecs(session.client("ecs"), settings, out["repository"], session.client("ec2"))
+        out["jobs_repository"] = ensure_repository(session.client("ecr"), settings.ecr_jobs_repository)
+        out["log_group"] = ensure_log_group(session.client("logs"), settings.ecs_log_group)
+        out["roles"] = ensure_roles(session.client("iam"), settings, account)
+        image = settings.job_image if "/" in settings.job_image else f"{out['jobs_repository']}:latest"
+        out["jobs_task_definition"] = ensure_jobs_task_definition(session.client("ecs"), settings, image,
+                                                                  out["roles"])
+        out["ecs"] = ensure_ecs(session.client("ecs"), settings, out["repository"], out["roles"], subnets)
+        out["subnets"] = subnets
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recsys.infra", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up"])
+    parser.add_argument("command", choices=["up", "policies"])
     parser.add_argument("--no-ecs", action="store_true", help="skip ECR and ECS (S3, DynamoDB, SNS only)")
+    parser.add_argument("--default-subnets", action="store_true",
+                        help="without RECSYS_ECS_SUBNETS, put Fargate tasks in the default VPC's default subnets")
+    parser.add_argument("--account", help="policies: the account id (default: the caller's, from STS)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    print(json.dumps(up(ecs=not args.no_ecs), indent=2))
+    settings = Settings()
+    try:
+        if args.command == "policies":
+            account = args.account or boto3.client("sts", region_name=settings.region).get_caller_identity()["Account"]
+            values = policy_values(settings, account)
+            print(json.dumps({kind: render_policy(policy_dir(settings) / f, values)
+                              for kind, f in {**POLICY_FILES, "trust": TRUST_FILE}.items()}, indent=2))
+            return 0
+        print(json.dumps(up(settings, ecs=not args.no_ecs, default_subnets=args.default_subnets), indent=2))
+    except InfraError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -52,6 +52,10 @@ class Settings:
     # content hash of the sources under project_root; this variable overrides both
     image_tag: str = field(default_factory=lambda: _env("RECSYS_IMAGE_TAG", ""))
     ecr_repository: str = field(default_factory=lambda: _env("RECSYS_ECR_REPOSITORY", "recsys-serve"))
+    ecr_jobs_repository: str = field(default_factory=lambda: _env("RECSYS_ECR_JOBS_REPOSITORY", "recsys-jobs"))
+    # the jobs task definition's size (Fargate cpu units / MiB): training holds the ratings in memory
+    ecs_jobs_cpu: str = field(default_factory=lambda: _env("RECSYS_ECS_JOBS_CPU", "2048"))
+    ecs_jobs_memory: str = field(default_factory=lambda: _env("RECSYS_ECS_JOBS_MEMORY", "8192"))
     job_image: str = field(default_factory=lambda: _env("RECSYS_JOB_IMAGE", "recsys-jobs:latest"))
     docker_url: str = field(default_factory=lambda: _env("RECSYS_DOCKER_URL", "unix://var/run/docker.sock"))
     docker_network: str = field(default_factory=lambda: _env("RECSYS_DOCKER_NETWORK", "host"))
@@ -79,6 +83,9 @@ class Settings:
             raise ValueError(f"RECSYS_COMPUTE must be local, docker or ecs, got {self.compute!r}")
         if self.deploy not in ("local", "ecs"):
             raise ValueError(f"RECSYS_DEPLOY must be local or ecs, got {self.deploy!r}")
+        if self.compute == "ecs" and not self.ecs_subnets:
+            raise ValueError("RECSYS_COMPUTE=ecs needs RECSYS_ECS_SUBNETS: comma-separated subnet ids for the "
+                             "stages' Fargate tasks (`python -m recsys.infra up` prints the ones it used)")
         if self.publish not in ("batch", "import"):
             raise ValueError(f"RECSYS_PUBLISH must be batch or import, got {self.publish!r}")
 
