@@ -3,7 +3,7 @@
 #
 # Installs Airflow 3.0.6 with the amazon provider at MWAA's versions into
 # .venv-compat/3.0.6 (cached: reinstalled only when the pin file changes), then runs
-# in it the three DAG test layers and the `airflow dags test` end-to-end tests.
+# in it the three DAG test layers, the bundle and IAM tests and the `airflow dags test` end-to-end tests.
 # Stages (python -m tasks.*) and the serving app run with the main venv's interpreter
 # (RECSYS_PYTHON), as they would in the jobs image on ECS: MWAA workers have no torch.
 # The newest pinned Airflow is the main venv's, tested by `make test` itself.
@@ -37,4 +37,4 @@ export AWS_ENDPOINT_URL= DOCKER_HOST=unix:///nonexistent/docker.sock
 export RECSYS_PYTHON="$ROOT/.venv/bin/python"
 export PATH="$VENV/bin:$PATH"
 # -p no:cacheprovider: the main suite owns .pytest_cache
-exec "$VENV/bin/python" -m pytest -p no:cacheprovider -q tests/test_dag.py tests/test_e2e.py "$@"
+exec "$VENV/bin/python" -m pytest -p no:cacheprovider -q tests/test_dag.py tests/test_bundle.py tests/test_iam.py tests/test_e2e.py "$@"

@@ -243,7 +243,7 @@ class RealAirflow:
         }
         self._spawn("moto", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.moto_port)])
         self._wait_http(f"{self.endpoint}/moto-api/", 60, "moto")
-        for argv in (["airflow", "db", "migrate"], [sys.executable, "-m", "recsys.infra", "up"],
+        for argv in (["airflow", "db", "migrate"], [sys.executable, "-m", "recsys.infra", "up", "--default-subnets"],
                      [sys.executable, "-m", "tasks.data", "bootstrap", "--no-download",
                       "--raw", "s3://recsys/raw/ratings", "--items", "s3://recsys/raw/items"]):
             res = subprocess.run(argv, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=600)
