@@ -24,9 +24,12 @@ system:  ## system packages the test tiers need (Debian's postgresql for the rea
 
 # Tests not about Docker never reach an engine (DOCKER_HOST points at nothing).
 TEST_ENV := source scripts/env.sh && AWS_ENDPOINT_URL= DOCKER_HOST=unix:///nonexistent/docker.sock
+# A hang ends as a failure with pytest's traceback of where it stood (SIGINT), inside CI's budget.
+TEST_TIMEOUT ?= 2700
+BOUNDED := timeout --signal=INT --kill-after=60 $(TEST_TIMEOUT)
 
 test: setup system lint  ## set up + the whole suite: unit, moto server, `airflow dags test` e2e, real Airflow (PostgreSQL, REST)
-	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(BOUNDED) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: setup  ## unit and moto-server tests only (no e2e, no real Airflow)
 	$(TEST_ENV) $(BIN)/python -m pytest -m "not e2e and not real_airflow" $(PYTEST_ARGS)

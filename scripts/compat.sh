@@ -36,5 +36,6 @@ fi
 export AWS_ENDPOINT_URL= DOCKER_HOST=unix:///nonexistent/docker.sock
 export RECSYS_PYTHON="$ROOT/.venv/bin/python"
 export PATH="$VENV/bin:$PATH"
-# -p no:cacheprovider: the main suite owns .pytest_cache
-exec "$VENV/bin/python" -m pytest -p no:cacheprovider -q tests/test_dag.py tests/test_bundle.py tests/test_iam.py tests/test_e2e.py "$@"
+# -p no:cacheprovider: the main suite owns .pytest_cache. A hang ends as a failure with
+# pytest's traceback of where it stood (SIGINT), not as CI's own kill with nothing said.
+exec timeout --signal=INT --kill-after=60 "${COMPAT_TIMEOUT:-2400}" "$VENV/bin/python" -m pytest -p no:cacheprovider -q tests/test_dag.py tests/test_bundle.py tests/test_iam.py tests/test_e2e.py "$@"

@@ -33,12 +33,27 @@ class RecordingMotoServer(ThreadedMotoServer):
         self.recorder = recorder
 
     def _server_entry(self) -> None:  # ThreadedMotoServer's, with the app wrapped
-        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        try:
+            from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-        app = self.recorder.wrap(DomainDispatcherApplication(create_backend_app))
-        self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
+            try:  # moto >= 5.1.11; older moto serves with werkzeug's default handler
+                from moto.moto_server.werkzeug_app import MotoRequestHandler as handler
+            except ImportError:
+                handler = None
+            app = self.recorder.wrap(DomainDispatcherApplication(create_backend_app))
+            self._server = make_server(self._ip_address, self._port, app, True, request_handler=handler)
+        except BaseException as e:  # start() waits for the ready event: never leave it unset
+            self.startup_error = e
+            self._server_ready_event.set()
+            raise
         self._server_ready_event.set()
         self._server.serve_forever()
+
+    def start(self) -> None:
+        self.startup_error = None
+        super().start()
+        if self.startup_error is not None:
+            raise RuntimeError(f"moto server did not start: {self.startup_error!r}") from self.startup_error
 
 
 RECORDER = Recorder()
