@@ -40,5 +40,20 @@ ATTR_TOP_N = "top_n"
 MARKER_USER = "__complete__"
 FALLBACK_USER = "__popular__"
 
+# The one rule for a user id, checked by the snapshot (tasks.data) and by the serving API's path
+# parameter (and published in its OpenAPI schema): an id the snapshot accepts is one the API can
+# answer. 1-64 characters; not "__..." (reserved rows), not "." or ".." (URL dot segments); no
+# "/" (a path separator, even percent-encoded), no control characters and no Unicode spaces. The
+# class is written out, not as \s, so Python's re and ECMA-262 (OpenAPI's dialect) read it alike:
+# their \s differ (U+0085, U+001C-U+001F, U+FEFF).
+MAX_ID_LENGTH = 64
+ID_FORBIDDEN_CHARS = r"\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff/"
+_C = f"[^{ID_FORBIDDEN_CHARS}]"
+# No look-arounds (pydantic's Rust regex has none): the alternatives spell out "not __..., . or ..".
+USER_ID_PATTERN = (rf"^(?:[^{ID_FORBIDDEN_CHARS}_.]{_C}{{0,63}}|_(?:[^{ID_FORBIDDEN_CHARS}_]{_C}{{0,62}})?"
+                   rf"|\.[^{ID_FORBIDDEN_CHARS}.]{_C}{{0,62}}|\.\.{_C}{{1,62}})$")
+USER_ID_RULE = ("1-64 characters, no whitespace, control characters or '/', "
+                "not starting with '__' (reserved), not '.' or '..'")
+
 DEFAULT_TABLE = "recommendations"
 DEFAULT_TOP_N = 10

@@ -54,17 +54,44 @@ def app_id() -> str:
     return f"recsys-{parts[1]}" if len(parts) > 1 and parts[0] == "tasks" else "recsys-jobs"
 
 
-@functools.cache
-def client(service: str):
-    """A boto3 client with adaptive retries (throttling, 5xx, connection errors)."""
-    import boto3
+# The one retry policy of every AWS client (botocore's own retries, layered once: above them only
+# the batch writer resends UnprocessedItems/UnprocessedKeys). Each attempt is bounded by explicit
+# connect/read timeouts; attempts back off exponentially with full jitter (botocore's "standard"
+# backoff; "adaptive" adds client-side rate limiting when throttled).
+RETRY_PROFILES: dict[str, dict] = {
+    # stages (snapshot, train, score, publish) and the Airflow side: bulk work that should ride out
+    # a few seconds of throttling or a dropped connection.
+    "jobs": {"mode": "adaptive", "total_max_attempts": 5, "connect_timeout": 5.0, "read_timeout": 60.0},
+    # the serving app: one request's budget. A stalled or unreachable DynamoDB answers 503 within
+    # worst_case_seconds("serve") (< 2 s); the caller retries a 503, not us.
+    "serve": {"mode": "standard", "total_max_attempts": 2, "connect_timeout": 0.25, "read_timeout": 0.5},
+}
+
+
+def worst_case_seconds(profile: str) -> float:
+    """Longest one call to a stalled or unreachable endpoint can take before it raises: every
+    attempt timing out at connect + read, plus the largest backoff between them (botocore's
+    non-throttling backoff, rand(0, 1) x 0.05 x 2**i s; throttling answers come back fast)."""
+    p = RETRY_PROFILES[profile]
+    attempts = p["total_max_attempts"]
+    return attempts * (p["connect_timeout"] + p["read_timeout"]) + sum(0.05 * 2 ** i for i in range(attempts - 1))
+
+
+def client_config(profile: str = "jobs"):
     from botocore.config import Config
 
-    return boto3.client(
-        service,
-        config=Config(retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=32,
-                      user_agent_appid=app_id()),
-    )
+    p = RETRY_PROFILES[profile]
+    return Config(retries={"mode": p["mode"], "total_max_attempts": p["total_max_attempts"]},
+                  connect_timeout=p["connect_timeout"], read_timeout=p["read_timeout"],
+                  max_pool_connections=32, user_agent_appid=app_id())
+
+
+@functools.cache
+def client(service: str, profile: str = "jobs"):
+    """A boto3 client with the retry ``profile`` of :data:`RETRY_PROFILES` ("jobs" or "serve")."""
+    import boto3
+
+    return boto3.client(service, config=client_config(profile))
 
 
 def read_bytes(uri: str) -> bytes:

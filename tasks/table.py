@@ -81,6 +81,14 @@ def _key(item: dict) -> tuple[str, str]:
     return item[ATTR_USER]["S"], item[ATTR_VERSION]["S"]
 
 
+class CorruptRowError(ValueError):
+    """A row the pipeline did not write (or wrote under another encoding): named by table and key."""
+
+    def __init__(self, table: str, user_id: str, version: str, reason: str) -> None:
+        super().__init__(f"corrupt row in {table}: {ATTR_USER}={user_id!r}, {ATTR_VERSION}={version!r}: {reason}")
+        self.table, self.user_id, self.version = table, user_id, version
+
+
 def backoff_delay(attempt: int, base: float = 0.05, cap: float = 5.0) -> float:
     """Capped exponential backoff with full jitter."""
     return random.uniform(0, min(cap, base * 2 ** attempt))
@@ -268,8 +276,11 @@ def get_marker(table: str, version: str, *, client=None) -> dict | None:
                            ConsistentRead=True).get("Item")
     if not item:
         return None
-    return {"users": int(item[ATTR_USERS]["N"]), "top_n": int(item[ATTR_TOP_N]["N"]),
-            "generated_at": item[ATTR_GENERATED_AT]["S"], "expires_at": int(item[ATTR_EXPIRES_AT]["N"])}
+    try:
+        return {"users": int(item[ATTR_USERS]["N"]), "top_n": int(item[ATTR_TOP_N]["N"]),
+                "generated_at": item[ATTR_GENERATED_AT]["S"], "expires_at": int(item[ATTR_EXPIRES_AT]["N"])}
+    except (KeyError, TypeError, ValueError) as err:
+        raise CorruptRowError(table, MARKER_USER, version, f"{type(err).__name__}: {err}") from None
 
 
 def extend_ttl(table_name: str, version: str, user_ids: Sequence[str], expires_at: int, *, workers: int = 8,
@@ -300,9 +311,19 @@ def get_recommendations(table: str, version: str, user_id: str, *, client=None) 
     item = client.get_item(TableName=table, Key={ATTR_USER: {"S": user_id}, ATTR_VERSION: {"S": version}},
                            ProjectionExpression="#items",  # "items" is a reserved word
                            ExpressionAttributeNames={"#items": ATTR_ITEMS}).get("Item")
-    return None if item is None else decode_items(item[ATTR_ITEMS])
+    if item is None:
+        return None
+    try:
+        items = decode_items(item[ATTR_ITEMS])
+        for it in items:  # what the API promises: str, float, str
+            if not (isinstance(it["item_id"], str) and isinstance(it["score"], int | float)
+                    and isinstance(it["title"], str)):
+                raise TypeError(f"unexpected item {it!r:.120}")
+    except (KeyError, TypeError, ValueError) as err:  # JSONDecodeError is a ValueError
+        raise CorruptRowError(table, user_id, version, f"{type(err).__name__}: {err}"[:300]) from None
+    return items
 
 
-__all__ = ["FALLBACK_USER", "MARKER_USER", "UnwrittenItemsError", "decode_items", "encode_items",
+__all__ = ["FALLBACK_USER", "MARKER_USER", "CorruptRowError", "UnwrittenItemsError", "decode_items", "encode_items",
            "existing_users", "get_marker", "get_recommendations", "put_marker", "rec_item",
            "write_batch", "write_items"]

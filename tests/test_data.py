@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 
 import numpy as np
@@ -35,6 +36,8 @@ def check(tmp_path, name: str, body: bytes | str, **kw) -> DataValidationError:
     (HEADER + "1,2,4,100\n,3,4,101\n", 3, "user_id", "empty id"),
     (HEADER + "1,2,4,100\n1," + "x" * 65 + ",4,101\n", 3, "item_id", "longer than 64"),
     (HEADER + "1,2,4,100\n__x,3,4,101\n", 3, "user_id", "reserved"),
+    (HEADER + "1,2,4,100\na b,3,4,101\n", 3, "user_id", "a user id the API can serve"),
+    (HEADER + "1,2,4,100\na/b,3,4,101\n", 3, "user_id", "no whitespace, control characters or '/'"),
     (HEADER + "1,2,4,100\n1,3,4,yesterday\n", 3, "timestamp", "Unix seconds"),
     (HEADER + "1,2,4,100\n1,3,4,3000000000\n", 3, "timestamp", "after the end of the run date"),
 ])
@@ -46,6 +49,20 @@ def test_each_problem_names_file_line_column(tmp_path, body, line, column, words
     assert problem.column == column
     assert words in problem.problem
     assert f"line {line}" in str(err)
+
+
+@pytest.mark.parametrize("row, quoted", [
+    ("1,3,five,101", "column 'rating': not a number (got 'five')"),
+    ("1,3,7,101", "column 'rating': rating outside the declared scale [0.5, 5.0] (got '7')"),
+    ("1,3,4,yesterday", "column 'timestamp': expected Unix seconds (an integer) (got 'yesterday')"),
+    ("a b,3,4,101", "column 'user_id': expected a user id the API can serve"),
+    ("x" * 100 + ",3,4,101", "(got '" + "x" * 56 + "...)"),
+])
+def test_messages_quote_the_offending_value(tmp_path, row, quoted):
+    text = str(check(tmp_path, "r.csv", HEADER + "1,2,4,100\n" + row + "\n"))
+    assert "r.csv, line 3, " in text and quoted in text
+    if row.startswith("a b"):
+        assert "(got 'a b')" in text
 
 
 def test_missing_and_extra_columns(tmp_path):
@@ -169,3 +186,49 @@ def test_row_count_drop_against_previous_snapshot_is_rejected(aws):
     assert storage.list_files(out) == []
     assert "truncated" in storage.read_json(f"{quarantine}/_reason.json")["problems"][0]
     assert build_snapshot(f"{base}/raw/ratings", DS, out, quarantine, max_drop=0.6)["rows"] == 500
+
+
+def _parquet_bytes(df: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    df.to_parquet(buf)
+    return buf.getvalue()
+
+
+# One bad file beside good data, through the snapshot CLI as the DAG runs it: a clear rejection
+# naming the file (and line where there is one), the file quarantined, nothing under datasets/.
+BAD_FILES = {
+    "ratings: corrupt gzip": ("raw/ratings/bad.csv.gz", lambda: gzip.compress(b"x" * 2000)[:-30],
+                              "not a readable gzip file"),
+    "ratings: gzip named .csv": ("raw/ratings/bad.csv", lambda: gzip.compress((HEADER + "1,2,4,100\n").encode()),
+                                 "gzip-compressed data in a file not named .gz"),
+    "items: not UTF-8": ("raw/items/items.csv", lambda: b"item_id,title\n1,Caf\xe9\n", "line 2"),
+    "items: empty": ("raw/items/items.csv", lambda: b"", "file is empty"),
+    "items: ragged rows": ("raw/items/items.csv", lambda: b"item_id,title\n1,A\n2,B,extra,more\n",
+                           "malformed text table"),
+    "items: corrupt parquet": ("raw/items/items.parquet",
+                               lambda: _parquet_bytes(pd.DataFrame({"item_id": ["1"], "title": ["A"]}))[:-40],
+                               "not a readable Parquet file"),
+    "items: corrupt gzip": ("raw/items/items.csv.gz", lambda: b"\x1f\x8b\x08garbage", "not a readable gzip file"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_every_unreadable_file_is_a_clear_quarantined_rejection(tmp_path, capsys, case):
+    from tasks.data.__main__ import main
+    from tasks.errors import EXIT_NO_RETRY, run_cli
+
+    rel, body, words = BAD_FILES[case]
+    good, _ = generate(20, 30, 300, seed=3)
+    (tmp_path / "raw" / "ratings").mkdir(parents=True)
+    (tmp_path / "raw" / "items").mkdir(parents=True)
+    good.to_csv(tmp_path / "raw" / "ratings" / "good.csv", index=False)
+    (tmp_path / rel).write_bytes(body())
+    code = run_cli(main, ["snapshot", "--raw", str(tmp_path / "raw" / "ratings"), "--ds", DS,
+                          "--out", str(tmp_path / "datasets"), "--quarantine", str(tmp_path / "q"),
+                          "--items", str(tmp_path / "raw" / "items")])
+    err = capsys.readouterr().err
+    assert code == EXIT_NO_RETRY and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("RECSYS-ERROR: invalid input:") and rel.rsplit("/", 1)[1] in last and words in last
+    assert (tmp_path / "q" / rel.rsplit("/", 1)[1]).read_bytes() == (tmp_path / rel).read_bytes()
+    assert not (tmp_path / "datasets").exists()

@@ -72,9 +72,25 @@ def test_finalize_refuses_missing_shard_or_users(trained):
     with pytest.raises(RuntimeError, match=r"shards \[1\] of 2 have no manifest"):
         finalize(*args, shards=2, table_name=trained["table"])
     # the manifest exists but the rows were lost: verification reads DynamoDB itself
-    storage.write_json(f"{trained['model']}/shards/0001-of-0002.json", {"users": 30})
-    with pytest.raises(RuntimeError, match="users have no row"):
+    manifest = storage.read_json(f"{trained['model']}/shards/0000-of-0002.json")
+    storage.write_json(f"{trained['model']}/shards/0001-of-0002.json", {**manifest, "shard": "1/2"})
+    with pytest.raises(RuntimeError, match="users have no row") as err:
         finalize(*args, shards=2, table_name=trained["table"])
+    assert "np.str_" not in str(err.value) and "(e.g. " in str(err.value)  # plain ids
+    assert table.get_marker(trained["table"], "v20261123") is None
+
+
+def test_finalize_refuses_shard_manifests_of_another_run(trained):
+    args = (trained["model"], trained["snapshot"], "v20261123", 5)
+    for i in range(2):
+        score_shard(*args, shard=(i, 2), table_name=trained["table"])
+    # an earlier run of this version against another snapshot left shard 1's manifest
+    uri = f"{trained['model']}/shards/0001-of-0002.json"
+    storage.write_json(uri, {**storage.read_json(uri), "ratings_uri": "s3://elsewhere/datasets/ds=2026-01-01"})
+    with pytest.raises(RuntimeError, match=r"shard manifests from another run: 1 \(ratings_uri="):
+        finalize(*args, shards=2, table_name=trained["table"])
+    with pytest.raises(RuntimeError, match=r"another run: 0 \(top_n=5, expected 7\)"):
+        finalize(trained["model"], trained["snapshot"], "v20261123", 7, shards=2, table_name=trained["table"])
     assert table.get_marker(trained["table"], "v20261123") is None
 
 

@@ -14,12 +14,22 @@ import numpy as np
 import pandas as pd
 
 from tasks import storage
-from tasks.constants import GENRES, ITEM_ID, RATING, RATING_COLUMNS, TIMESTAMP, TITLE, USER_ID
+from tasks.constants import (
+    GENRES,
+    ITEM_ID,
+    MAX_ID_LENGTH,
+    RATING,
+    RATING_COLUMNS,
+    TIMESTAMP,
+    TITLE,
+    USER_ID,
+    USER_ID_PATTERN,
+    USER_ID_RULE,
+)
 from tasks.errors import PermanentError
 
 log = logging.getLogger(__name__)
 
-MAX_ID_LENGTH = 64
 # Column names of MovieLens 20M/25M/latest ``ratings.csv`` / ``movies.csv``.
 MOVIELENS_CSV_RENAME = {"userId": USER_ID, "movieId": ITEM_ID}
 
@@ -33,6 +43,7 @@ class Problem:
     line: int | None = None
     column: str | None = None
     count: int = 1
+    value: object = None  # the offending value (of the first row), quoted cut to 60 characters
 
     def __str__(self) -> str:
         where = self.uri
@@ -40,8 +51,12 @@ class Problem:
             where += f", line {self.line}"
         if self.column is not None:
             where += f", column '{self.column}'"
+        got = ""
+        if self.value is not None:
+            text = repr(self.value)
+            got = f" (got {text[:57] + '...' if len(text) > 60 else text})"
         more = f" ({self.count - 1} more rows like it)" if self.count > 1 else ""
-        return f"{where}: {self.problem}{more}"
+        return f"{where}: {self.problem}{got}{more}"
 
 
 @dataclass
@@ -90,12 +105,31 @@ def _decode(uri: str, data: bytes, encoding: str) -> str:
         ) from None
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _gunzip(uri: str, data: bytes) -> bytes:
+    """The file's bytes, decompressed if it is named ``.gz``; a gzip stream under another name
+    is rejected by name (it would otherwise read as "not valid utf-8 (byte 0x8b)")."""
+    if not uri.endswith(".gz"):
+        if data.startswith(GZIP_MAGIC):
+            raise DataValidationError([Problem(
+                uri, "gzip-compressed data in a file not named .gz: name it "
+                     f"{storage.basename(uri)}.gz (or upload it uncompressed)")])
+        return data
+    import gzip
+    import zlib
+
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
+        raise DataValidationError([Problem(
+            uri, f"not a readable gzip file ({type(err).__name__}: {err}); expected a complete gzip stream")]) from None
+
+
 def _read_text_table(uri: str, data: bytes, layout: Layout) -> tuple[pd.DataFrame, int]:
     """Parse text into string columns; returns the frame and the line number of row 0."""
-    if uri.endswith(".gz"):
-        import gzip
-
-        data = gzip.decompress(data)
+    data = _gunzip(uri, data)
     text = _decode(uri, data, layout.encoding)
     if layout.sep == "::":  # pandas' C parser takes one-char separators only
         text = text.replace("::", "\t")
@@ -167,12 +201,13 @@ def validate_ratings(
     check_columns(uri, raw, RATING_COLUMNS)
     problems: list[Problem] = []
 
-    def report(mask, column, problem):
+    def report(mask, column, problem, values=None):
         mask = np.asarray(mask, dtype=bool)
         if mask.any():
-            problems.append(
-                Problem(uri, problem, line=first_line + _first(mask), column=column, count=int(mask.sum()))
-            )
+            first = _first(mask)
+            value = None if values is None else values.iloc[first]
+            problems.append(Problem(uri, problem, line=first_line + first, column=column, count=int(mask.sum()),
+                                    value=value.item() if hasattr(value, "item") else value))
 
     if len(raw) == 0:
         raise DataValidationError([Problem(uri, "no rating rows")])
@@ -185,25 +220,30 @@ def validate_ratings(
             ids = raw[col].where(~frac).astype("Int64").astype(str)
         else:
             ids = raw[col].astype(str).str.strip()
-        report(ids.isin(["", "nan", "None", "<NA>"]), col, "empty id")
-        report(ids.str.len() > MAX_ID_LENGTH, col, f"id longer than {MAX_ID_LENGTH} characters")
-        report(ids.str.startswith("__"), col, "ids may not start with '__' (reserved)")
+        empty = ids.isin(["", "nan", "None", "<NA>"]).to_numpy()
+        report(empty, col, "empty id")
+        if col == USER_ID:  # the serving API's rule (tasks.constants.USER_ID_PATTERN)
+            bad = ~empty & ~ids.str.fullmatch(USER_ID_PATTERN).fillna(False).to_numpy(dtype=bool)
+            report(bad, col, f"expected a user id the API can serve: {USER_ID_RULE}", raw[col])
+        else:
+            report(ids.str.len() > MAX_ID_LENGTH, col, f"id longer than {MAX_ID_LENGTH} characters", raw[col])
+            report(ids.str.startswith("__"), col, "ids may not start with '__' (reserved)", raw[col])
         out[col] = ids
 
     rating = pd.to_numeric(raw[RATING], errors="coerce")
     blank = raw[RATING].astype(str).str.strip().isin(["", "nan", "NaN", "None"])
-    report(rating.isna() & ~blank, RATING, "not a number")
+    report(rating.isna() & ~blank, RATING, "not a number", raw[RATING])
     report(blank, RATING, "missing rating (empty or NaN)")
     report(rating.notna() & ((rating < rating_min) | (rating > rating_max)), RATING,
-           f"rating outside the declared scale [{rating_min}, {rating_max}]")
+           f"rating outside the declared scale [{rating_min}, {rating_max}]", raw[RATING])
     out[RATING] = rating.astype("float32")
 
     ts = pd.to_numeric(raw[TIMESTAMP], errors="coerce")
-    report(ts.isna(), TIMESTAMP, "expected Unix seconds (an integer)")
-    report(ts.notna() & (ts % 1 != 0), TIMESTAMP, "expected Unix seconds (an integer)")
+    report(ts.isna(), TIMESTAMP, "expected Unix seconds (an integer)", raw[TIMESTAMP])
+    report(ts.notna() & (ts % 1 != 0), TIMESTAMP, "expected Unix seconds (an integer)", raw[TIMESTAMP])
     if max_timestamp is not None:
         report(ts > max_timestamp, TIMESTAMP,
-               f"timestamp after the end of the run date (> {max_timestamp})")
+               f"timestamp after the end of the run date (> {max_timestamp})", raw[TIMESTAMP])
     out[TIMESTAMP] = ts.fillna(0).astype("int64")
 
     dup = out.duplicated([USER_ID, ITEM_ID, TIMESTAMP], keep="first").to_numpy()
@@ -215,24 +255,38 @@ def validate_ratings(
 
 
 def read_items(uri: str) -> pd.DataFrame:
-    """An item catalogue as ``item_id, title[, genres]`` strings."""
+    """An item catalogue as ``item_id, title[, genres]`` strings. Every failure to read it is
+    a :class:`DataValidationError` naming the file (and line, where there is one)."""
     name = storage.basename(uri)
-    data = storage.read_bytes(uri)
-    if name == "u.item":  # MovieLens 100k: pipe separated, latin-1, 24 columns
-        text = _decode(uri, data, "latin-1")
-        df = pd.read_csv(io.StringIO(text), sep="|", header=None, dtype=str, keep_default_na=False)
-        df = df.iloc[:, :2]
-        df.columns = [ITEM_ID, TITLE]
-    elif name == "movies.dat":  # MovieLens 1M: '::' separated, latin-1
-        text = _decode(uri, data, "latin-1").replace("::", "\t")
-        df = pd.read_csv(io.StringIO(text), sep="\t", header=None, dtype=str, keep_default_na=False,
-                         names=[ITEM_ID, TITLE, GENRES], quoting=3)
-    elif name.endswith(".parquet"):
-        df = pd.read_parquet(io.BytesIO(data)).astype(str)
-    elif name.endswith(".csv"):
-        df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
-    else:
-        raise DataValidationError([Problem(uri, "unknown item file type: expected .csv, .parquet, u.item or movies.dat")])
+    data = _gunzip(uri, storage.read_bytes(uri))
+    if name.endswith(".gz"):
+        name = name[:-3]
+    if not data.strip() and not name.endswith(".parquet"):
+        raise DataValidationError([Problem(uri, "file is empty: expected an item catalogue")])
+    try:
+        if name == "u.item":  # MovieLens 100k: pipe separated, latin-1, 24 columns
+            df = pd.read_csv(io.StringIO(_decode(uri, data, "latin-1")), sep="|", header=None, dtype=str,
+                             keep_default_na=False)
+            df = df.iloc[:, :2]
+            df.columns = [ITEM_ID, TITLE]
+        elif name == "movies.dat":  # MovieLens 1M: '::' separated, latin-1
+            df = pd.read_csv(io.StringIO(_decode(uri, data, "latin-1").replace("::", "\t")), sep="\t", header=None,
+                             dtype=str, keep_default_na=False, names=[ITEM_ID, TITLE, GENRES], quoting=3)
+        elif name.endswith(".parquet"):
+            try:
+                df = pd.read_parquet(io.BytesIO(data)).astype(str)
+            except Exception as err:  # pyarrow raises many types for corrupt files
+                raise DataValidationError(
+                    [Problem(uri, f"not a readable Parquet file ({type(err).__name__}: {err})")]) from None
+        elif name.endswith(".csv"):
+            df = pd.read_csv(io.StringIO(_decode(uri, data, "utf-8")), dtype=str, keep_default_na=False)
+        else:
+            raise DataValidationError(
+                [Problem(uri, "unknown item file type: expected .csv, .parquet, u.item or movies.dat (optionally .gz)")])
+    except pd.errors.ParserError as err:  # ragged rows: pandas names the line
+        raise DataValidationError([Problem(uri, f"malformed text table: {err}")]) from None
+    except pd.errors.EmptyDataError:
+        raise DataValidationError([Problem(uri, "file is empty: expected an item catalogue")]) from None
     df = df.rename(columns={"movieId": ITEM_ID})
     check_columns(uri, df, (ITEM_ID, TITLE), optional=(GENRES,))
     df[ITEM_ID] = df[ITEM_ID].astype(str).str.strip()

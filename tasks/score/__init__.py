@@ -125,6 +125,7 @@ def score_shard(model_uri: str, ratings_uri: str, model_version: str, top_n: int
         storage.write_bytes(storage.join(import_out, f"part-{shard[0]:04d}-of-{shard[1]:04d}{table.IMPORT_SUFFIX}"),
                             import_file.getvalue())
     result = {"model_version": model_version, "shard": f"{shard[0]}/{shard[1]}", "users": int(len(users)),
+              "ratings_uri": ratings_uri, "min_ratings": min_ratings,
               "first_user": str(users[0]) if len(users) else None, "top_n": top_n, "score_seconds": round(t_score, 3),
               "total_seconds": round(time.perf_counter() - t0, 3), "generated_at": generated}
     storage.write_json(manifest_uri(model_uri, *shard), result)
@@ -149,10 +150,23 @@ def finalize(model_uri: str, ratings_uri: str, model_version: str, top_n: int, s
     once the marker is written the import files are deleted.
     """
     refuse_protected(model_uri, model_version, "finalize")
-    missing = [i for i in range(shards) if not storage.exists(manifest_uri(model_uri, i, shards))]
-    if missing:
-        raise RuntimeError(f"shards {missing} of {shards} have no manifest under {model_uri}/shards: "
-                           "re-run those score tasks")
+    missing, stale = [], []
+    for i in range(shards):
+        uri = manifest_uri(model_uri, i, shards)
+        if not storage.exists(uri):
+            missing.append(i)
+            continue
+        # a manifest from an earlier run of this version (another snapshot, n or threshold) is not this run's
+        m = storage.read_json(uri)
+        got = {k: m.get(k) for k in ("model_version", "ratings_uri", "top_n", "min_ratings")}
+        want = {"model_version": model_version, "ratings_uri": ratings_uri, "top_n": top_n, "min_ratings": min_ratings}
+        if got != want:
+            stale.append(f"{i} ({', '.join(f'{k}={got[k]!r}, expected {want[k]!r}' for k in want if got[k] != want[k])})")
+    if missing or stale:
+        raise RuntimeError("; ".join(
+            ([f"shards {missing} of {shards} have no manifest under {model_uri}/shards"] if missing else [])
+            + ([f"shard manifests from another run: {'; '.join(stale)}"] if stale else []))
+            + ": re-run those score tasks")
     if import_from:
         table.import_table(table_name, import_from)
     ratings, titles = load_inputs(ratings_uri)
@@ -161,7 +175,7 @@ def finalize(model_uri: str, ratings_uri: str, model_version: str, top_n: int, s
     absent = sorted(set(expected) - found)
     if absent:
         raise RuntimeError(f"{len(absent)} of {len(expected)} users have no row for {model_version} in "
-                           f"{table_name} (e.g. {absent[:5]}); the version stays invisible")
+                           f"{table_name} (e.g. {', '.join(str(u) for u in absent[:5])}); the version stays invisible")
     popular, scores = popular_items(ratings, top_n)
     generated = dt.datetime.now(dt.timezone.utc).isoformat()
     exp = expiry(ttl_days)

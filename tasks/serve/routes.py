@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query
 
+from tasks.constants import MAX_ID_LENGTH, USER_ID_PATTERN, USER_ID_RULE
 from tasks.serve.deps import SettingsDep, TableDep
 from tasks.serve.models import ErrorBody, Health, Item, Recommendations
 
@@ -28,13 +29,13 @@ def readyz(settings: SettingsDep, table: TableDep) -> Health:
     return Health(status="ready", model_version=settings.model_version, users=marker["users"])
 
 
-UserId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[^_/\s][^/\s]*$|^_[^_/\s][^/\s]*$|^_$",
-                             description="the user's id as in the ratings data")]
+UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=USER_ID_PATTERN,
+                             description=f"the user's id as in the ratings data ({USER_ID_RULE}), percent-encoded")]
 
 
 @recommendations.get("/{user_id}", response_model=Recommendations,
                      responses={404: {"model": ErrorBody}, 422: {"description": "malformed request"},
-                                503: {"model": ErrorBody}})
+                                500: {"model": ErrorBody}, 503: {"model": ErrorBody}})
 def get_recommendations(user_id: UserId, settings: SettingsDep, table: TableDep,
                         n: Annotated[int, Query(ge=1, le=100, description="how many items")] = 10,
                         ) -> Recommendations:
