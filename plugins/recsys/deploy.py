@@ -212,8 +212,10 @@ def deploy_ecs(ecs, settings: Settings, image: str, model_version: str, *, table
 # -- local -------------------------------------------------------------------
 
 def http_json(url: str, timeout: float = 5.0) -> tuple[int, dict]:
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"not an http(s) URL: {url!r}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # nosec B310 # scheme checked above
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"{}")
