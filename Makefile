@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system run test test-fast test-real test-compat lint bench bench-train bench-score bench-parse bundle push-image stop clean
+.PHONY: setup system run test test-fast test-real test-compat lint bench bench-train bench-score bench-parse bench-snapshot bundle push-image stop clean
 
 setup: $(STAMP)
 
@@ -46,13 +46,16 @@ lint: setup  ## ruff, bandit (medium and high severity) on the shipped code, had
 	$(BIN)/hadolint --failure-threshold warning tasks/train/Dockerfile tasks/serve/Dockerfile Dockerfile.airflow
 	test -f .dockerignore
 
-bench: bench-train bench-score bench-parse  ## benchmarks: ratios against baselines measured in the same run
+bench: bench-train bench-score bench-parse bench-snapshot  ## benchmarks: ratios against baselines measured in the same run
 
 bench-train: setup  ## model quality and training speed (TRAIN_BENCH_ARGS="--movielens PATH --scale ml-25m")
 	$(BIN)/python bench/train_bench.py $(TRAIN_BENCH_ARGS)
 
 bench-score: setup  ## scoring and publishing speed (SCORE_BENCH_ARGS="--preset ml-25m")
 	source scripts/env.sh && $(BIN)/python bench/score_bench.py $(SCORE_BENCH_ARGS)
+
+bench-snapshot: setup  ## snapshot peak memory against the input file size (SNAPSHOT_BENCH_ARGS="--mb 200")
+	source scripts/env.sh && $(BIN)/python bench/snapshot_bench.py $(SNAPSHOT_BENCH_ARGS)
 
 bench-parse: setup  ## DAG parse time against a one-task DAG (PARSE_BENCH_ARGS="--compute ecs")
 	source scripts/env.sh && $(BIN)/python bench/parse_bench.py $(PARSE_BENCH_ARGS)

@@ -101,6 +101,30 @@ def read_bytes(uri: str) -> bytes:
     return Path(uri).read_bytes()
 
 
+def open_binary(uri: str):
+    """A file-like object reading ``uri`` as a stream (S3: the GetObject body), for readers that
+    must not hold a whole large file in memory. Close it when done."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        return client("s3").get_object(Bucket=bucket, Key=key)["Body"]
+    return open(uri, "rb")  # noqa: SIM115 - the caller closes it
+
+
+def read_head(uri: str, n: int) -> bytes:
+    """The first ``n`` bytes (fewer if the file is shorter)."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        s3 = client("s3")
+        try:
+            return s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{n - 1}")["Body"].read()
+        except s3.exceptions.ClientError as err:
+            if err.response["Error"]["Code"] == "InvalidRange":  # an empty object
+                return b""
+            raise
+    with open(uri, "rb") as f:
+        return f.read(n)
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     if is_s3(uri):
         bucket, key = split_s3(uri)

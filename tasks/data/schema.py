@@ -171,6 +171,57 @@ def read_ratings(uri: str, data: bytes | None = None) -> tuple[pd.DataFrame, int
     return df, first
 
 
+CHUNK_ROWS = 500_000
+
+
+def iter_ratings(uri: str, chunk_rows: int = CHUNK_ROWS):
+    """Raw ratings as ``(frame, line of its first row)`` chunks, canonical column names, values
+    unparsed. CSV/TSV (plain or gzip) are streamed from storage in ``chunk_rows`` pieces, so a
+    large file is never held whole (as bytes, text or one frame); Parquet and MovieLens
+    ``ratings.dat`` (a two-character separator) are read whole. Every failure is a
+    :class:`DataValidationError`; a file with a header and no rows yields one empty frame."""
+    layout = ratings_layout(uri)
+    if layout is None or layout.sep == "::":
+        yield read_ratings(uri)
+        return
+    head = storage.read_head(uri, 2)
+    if not uri.endswith(".gz") and head.startswith(GZIP_MAGIC):
+        _gunzip(uri, head)  # raises: gzip under another name
+    if not head:
+        raise DataValidationError([Problem(uri, "file is empty")])
+    import gzip
+    import zlib
+
+    stream = storage.open_binary(uri)
+    try:
+        source = gzip.GzipFile(fileobj=stream) if uri.endswith(".gz") else stream
+        reader = pd.read_csv(source, sep=layout.sep, header=0 if layout.header else None,
+                             names=None if layout.header else list(layout.names), dtype=str,
+                             keep_default_na=False, skip_blank_lines=True, chunksize=chunk_rows,
+                             encoding=layout.encoding)
+        line, any_rows = (2 if layout.header else 1), False
+        with reader:
+            for chunk in reader:
+                any_rows = True
+                yield chunk.rename(columns=MOVIELENS_CSV_RENAME), line
+                line += len(chunk)
+        if not any_rows:  # header only
+            yield read_ratings(uri)
+    except UnicodeDecodeError:
+        # where: decode the file whole (only on this error path) for the line number
+        _decode(uri, _gunzip(uri, storage.read_bytes(uri)), layout.encoding)
+        raise DataValidationError([Problem(uri, f"not valid {layout.encoding} text")]) from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise DataValidationError([Problem(
+            uri, f"not a readable gzip file ({type(err).__name__}: {err}); expected a complete gzip stream")]) from None
+    except pd.errors.ParserError as err:
+        raise DataValidationError([Problem(uri, f"malformed text table: {err}")]) from None
+    except pd.errors.EmptyDataError:
+        raise DataValidationError([Problem(uri, "file is empty")]) from None
+    finally:
+        stream.close()
+
+
 def check_columns(uri: str, df: pd.DataFrame, expected: tuple[str, ...], optional=()) -> None:
     got = [str(c) for c in df.columns]
     missing = [c for c in expected if c not in got]

@@ -10,14 +10,16 @@ On invalid input nothing is written to ``out``: the rejected files and a
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
 import re
 
+import numpy as np
 import pandas as pd
 
 from tasks import storage
 from tasks.constants import ITEM_ID, ITEMS_FILE, MANIFEST_FILE, RATINGS_FILE, TIMESTAMP, TITLE, USER_ID
-from tasks.data.schema import DataValidationError, Problem, read_items, read_ratings, validate_ratings
+from tasks.data.schema import DataValidationError, Problem, iter_ratings, read_items, validate_ratings
 
 log = logging.getLogger(__name__)
 _PARTITION = re.compile(r"(?:^|/)ds=(\d{4}-\d{2}-\d{2})(?:/|$)")
@@ -71,6 +73,46 @@ def previous_manifest(out: str, ds: str) -> dict | None:
     return storage.read_json(best[1]) if best else None
 
 
+def compact(df: pd.DataFrame) -> pd.DataFrame:
+    """Ids as categoricals (a code per row, each distinct id once): what lets a large snapshot be
+    held in a few times its file size."""
+    return df.astype({USER_ID: "category", ITEM_ID: "category"})
+
+
+def concat_compact(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate compact frames; the id categories are united (sorted, so ordering by an id
+    column is ordering by the id string)."""
+    from pandas.api.types import union_categoricals
+
+    if len(parts) == 1 and all(parts[0][c].cat.categories.is_monotonic_increasing for c in (USER_ID, ITEM_ID)):
+        return parts[0].reset_index(drop=True)
+    cols = {c: union_categoricals([p[c] for p in parts], sort_categories=True, ignore_order=True)
+            for c in (USER_ID, ITEM_ID)}
+    rest = {c: np.concatenate([p[c].to_numpy() for p in parts]) for c in parts[0].columns if c not in cols}
+    return pd.DataFrame({c: cols[c] if c in cols else rest[c] for c in parts[0].columns})
+
+
+def write_ratings(uri: str, ratings: pd.DataFrame) -> None:
+    """The snapshot's ratings.parquet with ids as plain strings (not Parquet dictionaries that
+    pandas would read back as categoricals), built from the codes without a per-row Python string."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = {}
+    for c in ratings.columns:
+        if isinstance(ratings[c].dtype, pd.CategoricalDtype):
+            cat = ratings[c].cat
+            arr = pa.DictionaryArray.from_arrays(pa.array(cat.codes.to_numpy(), pa.int32()),
+                                                 pa.array(cat.categories.astype(str).to_numpy(dtype=object),
+                                                          pa.string()))
+            cols[c] = arr.dictionary_decode()
+        else:
+            cols[c] = pa.array(ratings[c].to_numpy())
+    buf = io.BytesIO()
+    pq.write_table(pa.table(cols), buf)
+    storage.write_bytes(uri, buf.getvalue())
+
+
 def build_snapshot(
     raw: str,
     ds: str,
@@ -89,12 +131,19 @@ def build_snapshot(
     frames, problems, rejected = [], [], []
     for uri in files:
         try:
-            df, first = read_ratings(uri)
-            frames.append(
-                validate_ratings(uri, df, first, rating_min=rating_min, rating_max=rating_max,
-                                 max_timestamp=max_ts)
-            )
-            log.info("%s: %d valid rows", uri, len(df))
+            parts, first_line = [], None
+            for df, first in iter_ratings(uri):
+                first_line = first if first_line is None else first_line
+                parts.append(compact(validate_ratings(uri, df, first, rating_min=rating_min,
+                                                      rating_max=rating_max, max_timestamp=max_ts)))
+            part = concat_compact(parts)
+            if len(parts) > 1:  # validate_ratings saw one chunk at a time: duplicates across chunks
+                dup = part.duplicated([USER_ID, ITEM_ID, TIMESTAMP], keep="first").to_numpy()
+                if dup.any():
+                    raise DataValidationError([Problem(uri, "duplicate (user_id, item_id, timestamp) row",
+                                                       line=first_line + int(dup.argmax()), count=int(dup.sum()))])
+            frames.append(part)
+            log.info("%s: %d valid rows", uri, len(part))
         except DataValidationError as err:
             problems.extend(err.problems)
             rejected.append(uri)
@@ -112,7 +161,7 @@ def build_snapshot(
         log.error("rejected %d file(s), copied to %s", len(rejected), quarantine_uri)
         raise error
 
-    ratings = pd.concat(frames, ignore_index=True)
+    ratings = concat_compact(frames)
     # A user who re-rates an item keeps the latest rating: one row per (user, item).
     before = len(ratings)
     ratings = (ratings.sort_values([USER_ID, ITEM_ID, TIMESTAMP], kind="stable")
@@ -135,7 +184,7 @@ def build_snapshot(
     if missing:  # items without a catalogue entry still get a printable title
         cat = pd.concat([cat, pd.DataFrame({ITEM_ID: missing, TITLE: missing})], ignore_index=True)
 
-    storage.write_parquet(storage.join(out, RATINGS_FILE), ratings)
+    write_ratings(storage.join(out, RATINGS_FILE), ratings)
     storage.write_parquet(storage.join(out, ITEMS_FILE), cat)
     manifest = {
         "ds": ds,
