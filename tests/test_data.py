@@ -232,3 +232,39 @@ def test_every_unreadable_file_is_a_clear_quarantined_rejection(tmp_path, capsys
     assert last.startswith("RECSYS-ERROR: invalid input:") and rel.rsplit("/", 1)[1] in last and words in last
     assert (tmp_path / "q" / rel.rsplit("/", 1)[1]).read_bytes() == (tmp_path / rel).read_bytes()
     assert not (tmp_path / "datasets").exists()
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_streamed_chunks_keep_line_numbers_and_find_duplicates_across_chunks(aws, monkeypatch, gz):
+    """Large files are read in chunks (here 4 rows): the line of a problem in a later chunk, and a
+    duplicate whose twin is in another chunk, are still found; the snapshot equals a one-chunk read."""
+    from tasks.data import schema
+
+    base = f"s3://{aws['bucket']}"
+    good, _ = generate(30, 40, 600, seed=2)
+    name = "part.csv.gz" if gz else "part.csv"
+
+    def put(body: str):
+        data = body.encode()
+        storage.write_bytes(f"{base}/raw/ratings/{name}", gzip.compress(data) if gz else data)
+
+    rows = HEADER + "".join(f"1,{i},4,{100 + i}\n" for i in range(10))
+    put(rows + "1,99,lots,500\n")  # line 12, in the third chunk
+    monkeypatch.setattr(schema, "CHUNK_ROWS", 4)
+    monkeypatch.setattr(schema.iter_ratings, "__defaults__", (4,))
+    with pytest.raises(DataValidationError, match=r"line 12, column 'rating': not a number \(got 'lots'\)"):
+        build_snapshot(f"{base}/raw/ratings", DS, f"{base}/datasets/ds={DS}", f"{base}/quarantine/ds={DS}")
+    put(rows + "1,2,4,102\n")  # a twin of line 4 (first chunk) at line 12
+    with pytest.raises(DataValidationError, match=r"line 12, column.*|line 12: duplicate") as err:
+        build_snapshot(f"{base}/raw/ratings", DS, f"{base}/datasets/ds={DS}", f"{base}/quarantine/ds={DS}")
+    assert "duplicate (user_id, item_id, timestamp) row" in str(err.value)
+    assert storage.list_files(f"{base}/datasets") == []
+    put(good.to_csv(index=False))
+    chunked = build_snapshot(f"{base}/raw/ratings", DS, f"{base}/datasets/ds={DS}", f"{base}/quarantine/ds={DS}")
+    snap_chunked = storage.read_parquet(f"{base}/datasets/ds={DS}/ratings.parquet")
+    monkeypatch.setattr(schema.iter_ratings, "__defaults__", (10**6,))
+    whole = build_snapshot(f"{base}/raw/ratings", DS, f"{base}/datasets/ds=2026-11-24", f"{base}/q2")
+    snap_whole = storage.read_parquet(f"{base}/datasets/ds=2026-11-24/ratings.parquet")
+    assert chunked["rows"] == whole["rows"] == len(snap_whole)
+    pd.testing.assert_frame_equal(snap_chunked, snap_whole)
+    assert str(snap_whole.user_id.dtype) in ("str", "object", "string") and snap_whole.rating.dtype == "float32"
