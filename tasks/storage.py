@@ -137,6 +137,21 @@ def write_bytes(uri: str, data: bytes) -> None:
     tmp.replace(path)  # atomic on one filesystem: readers never see half a file
 
 
+def write_file(uri: str, fileobj) -> None:
+    """Like :func:`write_bytes`, from a seekable binary file object (not copied into one
+    ``bytes`` first: the S3 body is read from it)."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        client("s3").put_object(Bucket=bucket, Key=key, Body=fileobj)
+        return
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        shutil.copyfileobj(fileobj, f)
+    tmp.replace(path)
+
+
 def exists(uri: str) -> bool:
     if is_s3(uri):
         bucket, key = split_s3(uri)

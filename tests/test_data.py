@@ -268,3 +268,43 @@ def test_streamed_chunks_keep_line_numbers_and_find_duplicates_across_chunks(aws
     assert chunked["rows"] == whole["rows"] == len(snap_whole)
     pd.testing.assert_frame_equal(snap_chunked, snap_whole)
     assert str(snap_whole.user_id.dtype) in ("str", "object", "string") and snap_whole.rating.dtype == "float32"
+
+
+def test_snapshot_equals_a_pandas_reference_across_files_rerating_and_ties(tmp_path, monkeypatch):
+    """The code-based sort and dedup give exactly what pandas' sort + drop_duplicates gave: one row
+    per (user, item), the latest timestamp, a tie between files going to the later file; the same
+    row in two files is a re-export (kept once), the same row twice in one file (in different
+    chunks) is rejected with the later line."""
+    from tasks.data import schema
+
+    monkeypatch.setattr(schema.iter_ratings, "__defaults__", (7,))  # several chunks per file
+    rng = np.random.default_rng(5)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    frames = []
+    for f in range(3):
+        n = 40
+        df = pd.DataFrame({"user_id": rng.choice(["u10", "u9", "7", "u1x", "b"], n),
+                           "item_id": rng.choice(["i2", "i10", "3", "x"], n),
+                           "rating": rng.integers(1, 11, n) / 2, "timestamp": rng.integers(100, 106, n)})
+        df = df.drop_duplicates(["user_id", "item_id", "timestamp"])  # within a file: unique
+        frames.append(df)
+        df.to_csv(raw / f"part-{f}.csv", index=False)
+    manifest = build_snapshot(str(raw), DS, str(tmp_path / "out"), str(tmp_path / "q"))
+    got = pd.read_parquet(tmp_path / "out" / "ratings.parquet")
+    ref = pd.concat(frames, ignore_index=True).astype({"user_id": str, "item_id": str, "rating": "float32"})
+    ref = (ref.sort_values(["user_id", "item_id", "timestamp"], kind="stable")
+           .drop_duplicates(["user_id", "item_id"], keep="last").reset_index(drop=True))
+    pd.testing.assert_frame_equal(got.astype({"user_id": str, "item_id": str}), ref, check_dtype=False)
+    assert manifest["rows"] == len(ref) and manifest["rows_read"] == sum(map(len, frames))
+    assert manifest["users"] == ref.user_id.nunique() and manifest["items"] == ref.item_id.nunique()
+
+    # the same row again in the same file, 30 lines later (another chunk): rejected, nothing written
+    twin = pd.concat([frames[1], frames[1].iloc[[0]]], ignore_index=True)
+    twin.to_csv(raw / "part-1.csv", index=False)
+    with pytest.raises(DataValidationError) as err:
+        build_snapshot(str(raw), "2026-11-24", str(tmp_path / "out2"), str(tmp_path / "q2"))
+    (problem,) = err.value.problems
+    assert problem.uri.endswith("part-1.csv") and problem.line == len(twin) + 1
+    assert "duplicate (user_id, item_id, timestamp) row" in problem.problem
+    assert not (tmp_path / "out2").exists() and (tmp_path / "q2" / "part-1.csv").exists()

@@ -9,16 +9,17 @@ On invalid input nothing is written to ``out``: the rejected files and a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import io
 import logging
 import re
+import tempfile
 
 import numpy as np
 import pandas as pd
 
 from tasks import storage
-from tasks.constants import ITEM_ID, ITEMS_FILE, MANIFEST_FILE, RATINGS_FILE, TIMESTAMP, TITLE, USER_ID
+from tasks.constants import ITEM_ID, ITEMS_FILE, MANIFEST_FILE, RATING, RATINGS_FILE, TIMESTAMP, TITLE, USER_ID
 from tasks.data.schema import DataValidationError, Problem, iter_ratings, read_items, validate_ratings
 
 log = logging.getLogger(__name__)
@@ -73,44 +74,81 @@ def previous_manifest(out: str, ds: str) -> dict | None:
     return storage.read_json(best[1]) if best else None
 
 
-def compact(df: pd.DataFrame) -> pd.DataFrame:
-    """Ids as categoricals (a code per row, each distinct id once): what lets a large snapshot be
-    held in a few times its file size."""
-    return df.astype({USER_ID: "category", ITEM_ID: "category"})
+class IdCodes:
+    """One id column as int32 codes into a growing table of distinct ids, shared by every chunk
+    of every file: a chunk's strings are dropped once encoded and only new ids are kept, so a
+    large snapshot is held as a few bytes per row (no Python string per row)."""
+
+    def __init__(self) -> None:
+        self.ids = pd.Index([], dtype=object)
+
+    def encode(self, values: pd.Series) -> np.ndarray:
+        codes, uniques = pd.factorize(values)
+        pos = self.ids.get_indexer(uniques)
+        new = pos < 0
+        if new.any():
+            pos[new] = np.arange(len(self.ids), len(self.ids) + int(new.sum()))
+            self.ids = self.ids.append(pd.Index(uniques[new], dtype=object))
+        return pos.astype(np.int32)[codes]
+
+    def sorted(self, codes: np.ndarray) -> tuple[np.ndarray, pd.Index]:
+        """Codes renumbered so that code order is id (string) order, and the sorted ids."""
+        order = self.ids.argsort()
+        rank = np.empty(len(order), dtype=np.int32)
+        rank[order] = np.arange(len(order), dtype=np.int32)
+        return rank[codes], self.ids[order]
 
 
-def concat_compact(parts: list[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate compact frames; the id categories are united (sorted, so ordering by an id
-    column is ordering by the id string)."""
-    from pandas.api.types import union_categoricals
+def _release_freed_memory() -> None:
+    """Hand memory freed by many chunk-sized arrays back to the OS (glibc keeps it in the heap
+    otherwise, and the peak counts it twice once the table is concatenated); a no-op elsewhere."""
+    import ctypes
+    import ctypes.util
 
-    if len(parts) == 1 and all(parts[0][c].cat.categories.is_monotonic_increasing for c in (USER_ID, ITEM_ID)):
-        return parts[0].reset_index(drop=True)
-    cols = {c: union_categoricals([p[c] for p in parts], sort_categories=True, ignore_order=True)
-            for c in (USER_ID, ITEM_ID)}
-    rest = {c: np.concatenate([p[c].to_numpy() for p in parts]) for c in parts[0].columns if c not in cols}
-    return pd.DataFrame({c: cols[c] if c in cols else rest[c] for c in parts[0].columns})
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
-def write_ratings(uri: str, ratings: pd.DataFrame) -> None:
+def _sort_order(columns: list[np.ndarray]) -> np.ndarray:
+    """Stable order by the columns (first is the primary key), as an int64 index."""
+    return np.lexsort(columns[::-1])
+
+
+def _equal_runs(order: np.ndarray, columns: list[np.ndarray]) -> np.ndarray:
+    """For rows in ``order``: whether each row (from the second) equals the previous one on
+    every column. One gathered column at a time, to bound the peak."""
+    same = np.ones(max(len(order) - 1, 0), dtype=bool)
+    for col in columns:
+        sorted_col = col[order]
+        same &= sorted_col[1:] == sorted_col[:-1]
+        del sorted_col
+    return same
+
+
+def write_ratings(uri: str, columns: dict[str, np.ndarray], ids: dict[str, pd.Index],
+                  row_group: int = 1 << 20) -> None:
     """The snapshot's ratings.parquet with ids as plain strings (not Parquet dictionaries that
-    pandas would read back as categoricals), built from the codes without a per-row Python string."""
+    pandas would read back as categoricals), decoded from the codes one row group at a time."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    cols = {}
-    for c in ratings.columns:
-        if isinstance(ratings[c].dtype, pd.CategoricalDtype):
-            cat = ratings[c].cat
-            arr = pa.DictionaryArray.from_arrays(pa.array(cat.codes.to_numpy(), pa.int32()),
-                                                 pa.array(cat.categories.astype(str).to_numpy(dtype=object),
-                                                          pa.string()))
-            cols[c] = arr.dictionary_decode()
-        else:
-            cols[c] = pa.array(ratings[c].to_numpy())
-    buf = io.BytesIO()
-    pq.write_table(pa.table(cols), buf)
-    storage.write_bytes(uri, buf.getvalue())
+    dictionaries = {c: pa.array(v.to_numpy(dtype=object), pa.string()) for c, v in ids.items()}
+    n = len(next(iter(columns.values())))
+    buf = tempfile.TemporaryFile()  # noqa: SIM115 - closed below; on disk, not beside the table in memory
+    schema = pa.schema([(c, pa.string() if c in ids else pa.from_numpy_dtype(v.dtype)) for c, v in columns.items()])
+    with pq.ParquetWriter(buf, schema) as writer:
+        for start in range(0, max(n, 1), row_group):
+            part = {}
+            for c, v in columns.items():
+                piece = v[start:start + row_group]
+                part[c] = (pa.DictionaryArray.from_arrays(pa.array(piece, pa.int32()), dictionaries[c]).dictionary_decode()
+                           if c in ids else pa.array(piece))
+            writer.write_table(pa.table(part, schema=schema))
+    try:
+        buf.seek(0)
+        storage.write_file(uri, buf)
+    finally:
+        buf.close()
 
 
 def build_snapshot(
@@ -123,30 +161,44 @@ def build_snapshot(
     rating_max: float = 5.0,
     max_drop: float | None = 0.5,
 ) -> dict:
-    """Validate every input file, then write the snapshot; returns its manifest."""
+    """Validate every input file, then write the snapshot; returns its manifest.
+
+    Every file is read once, in chunks (:func:`iter_ratings`); each validated chunk is kept as id
+    codes and numbers only. Duplicates within a file (across chunks too) are found, and
+    re-ratings resolved, with one stable sort of the codes."""
     files = select_files(storage.list_files(raw), ds)
     if not files:
         raise DataValidationError([Problem(raw, f"no ratings files for run date {ds}")])
     max_ts = end_of_day(ds)
-    frames, problems, rejected = [], [], []
+    users, items_codes = IdCodes(), IdCodes()
+    parts: dict[str, list[np.ndarray]] = {USER_ID: [], ITEM_ID: [], RATING: [], TIMESTAMP: []}
+    # per accepted file: its uri, its first row in the concatenation and the line of its first row
+    spans: list[tuple[str, int, int]] = []
+    problems, rejected, total = [], [], 0
     for uri in files:
+        kept: dict[str, list[np.ndarray]] = {c: [] for c in parts}
         try:
-            parts, first_line = [], None
+            first_line = None
             for df, first in iter_ratings(uri):
                 first_line = first if first_line is None else first_line
-                parts.append(compact(validate_ratings(uri, df, first, rating_min=rating_min,
-                                                      rating_max=rating_max, max_timestamp=max_ts)))
-            part = concat_compact(parts)
-            if len(parts) > 1:  # validate_ratings saw one chunk at a time: duplicates across chunks
-                dup = part.duplicated([USER_ID, ITEM_ID, TIMESTAMP], keep="first").to_numpy()
-                if dup.any():
-                    raise DataValidationError([Problem(uri, "duplicate (user_id, item_id, timestamp) row",
-                                                       line=first_line + int(dup.argmax()), count=int(dup.sum()))])
-            frames.append(part)
-            log.info("%s: %d valid rows", uri, len(part))
+                valid = validate_ratings(uri, df, first, rating_min=rating_min, rating_max=rating_max,
+                                         max_timestamp=max_ts)
+                del df
+                kept[USER_ID].append(users.encode(valid[USER_ID]))
+                kept[ITEM_ID].append(items_codes.encode(valid[ITEM_ID]))
+                kept[RATING].append(valid[RATING].to_numpy(dtype=np.float32))
+                kept[TIMESTAMP].append(valid[TIMESTAMP].to_numpy(dtype=np.int64))
+                del valid
         except DataValidationError as err:
             problems.extend(err.problems)
             rejected.append(uri)
+            continue
+        rows = sum(len(a) for a in kept[RATING])
+        for c in parts:
+            parts[c].extend(kept.pop(c))
+        spans.append((uri, total, first_line))
+        total += rows
+        log.info("%s: %d valid rows", uri, rows)
     item_files = [u for u in storage.list_files(items) if not _skipped(u)] if items else []
     catalogue = []
     for uri in item_files:
@@ -155,22 +207,53 @@ def build_snapshot(
         except DataValidationError as err:
             problems.extend(err.problems)
             rejected.append(uri)
+
+    def concat(c):
+        arrays, parts[c] = parts[c], []
+        return np.concatenate(arrays) if arrays else np.empty(0, dtype=np.float32 if c == RATING else np.int64)
+
+    user_codes, user_ids = users.sorted(concat(USER_ID))
+    item_codes, item_ids = items_codes.sorted(concat(ITEM_ID))
+    ts = concat(TIMESTAMP)
+    _release_freed_memory()  # the chunks' arrays, freed but kept by the allocator
+    # Stable: rows equal on (user, item, timestamp) stay in file order, files in listing order.
+    order = _sort_order([user_codes, item_codes, ts])
+    same_pair = _equal_runs(order, [user_codes, item_codes])
+    same_row = same_pair & _equal_runs(order, [ts])
+    if same_row.any():  # validate_ratings saw one chunk at a time: duplicates across chunks
+        starts = np.array([s[1] for s in spans])
+        later = order[1:][same_row]  # the second of each equal pair, in file order
+        file_of = np.searchsorted(starts, later, side="right") - 1
+        earlier_file = np.searchsorted(starts, order[:-1][same_row], side="right") - 1
+        within = file_of == earlier_file  # the same row in two files is a re-export, not an error
+        for f in np.unique(file_of[within]):
+            uri, start, first_line = spans[f]
+            rows = later[within & (file_of == f)]
+            problems.append(Problem(uri, "duplicate (user_id, item_id, timestamp) row",
+                                    line=first_line + int(rows.min()) - start, count=len(rows)))
+            rejected.append(uri)
     if problems:
         error = DataValidationError(problems)
         quarantine(rejected, quarantine_uri, error, ds)
         log.error("rejected %d file(s), copied to %s", len(rejected), quarantine_uri)
         raise error
 
-    ratings = concat_compact(frames)
     # A user who re-rates an item keeps the latest rating: one row per (user, item).
-    before = len(ratings)
-    ratings = (ratings.sort_values([USER_ID, ITEM_ID, TIMESTAMP], kind="stable")
-               .drop_duplicates([USER_ID, ITEM_ID], keep="last").reset_index(drop=True))
+    before = len(order)
+    keep = order[np.append(~same_pair, True)]  # the last row of each (user, item) run
+    del order, same_pair, same_row
+    columns = {USER_ID: user_codes[keep], ITEM_ID: item_codes[keep]}
+    del user_codes, item_codes
+    columns[RATING] = concat(RATING)[keep]
+    columns[TIMESTAMP] = ts[keep]
+    del ts, keep
+    _release_freed_memory()
+    n_rows = len(columns[RATING])
     prev = previous_manifest(out, ds) if max_drop is not None else None
-    if prev and len(ratings) < prev["rows"] * (1 - max_drop):
+    if prev and n_rows < prev["rows"] * (1 - max_drop):
         # No single file is malformed: the reason alone goes to quarantine.
         error = DataValidationError([Problem(
-            raw, f"{len(ratings)} ratings, down {1 - len(ratings) / prev['rows']:.0%} from {prev['rows']} in the "
+            raw, f"{n_rows} ratings, down {1 - n_rows / prev['rows']:.0%} from {prev['rows']} in the "
                  f"snapshot of {prev['ds']} (more than --max-drop {max_drop:.0%}); an upstream export is probably "
                  f"truncated. Re-run with a larger --max-drop if the drop is real")])
         quarantine([], quarantine_uri, error, ds)
@@ -179,21 +262,22 @@ def build_snapshot(
         cat = pd.concat(catalogue, ignore_index=True).drop_duplicates(ITEM_ID, keep="last")
     else:
         cat = pd.DataFrame({ITEM_ID: pd.Series(dtype=str), TITLE: pd.Series(dtype=str)})
+    present = np.bincount(columns[ITEM_ID], minlength=len(item_ids)) > 0
     known = set(cat[ITEM_ID])
-    missing = sorted(set(ratings[ITEM_ID].unique()) - known)
+    missing = sorted(set(item_ids[present]) - known)
     if missing:  # items without a catalogue entry still get a printable title
         cat = pd.concat([cat, pd.DataFrame({ITEM_ID: missing, TITLE: missing})], ignore_index=True)
 
-    write_ratings(storage.join(out, RATINGS_FILE), ratings)
+    write_ratings(storage.join(out, RATINGS_FILE), columns, {USER_ID: user_ids, ITEM_ID: item_ids})
     storage.write_parquet(storage.join(out, ITEMS_FILE), cat)
     manifest = {
         "ds": ds,
         "sources": files,
         "item_sources": item_files,
-        "rows": len(ratings),
+        "rows": n_rows,
         "rows_read": before,
-        "users": int(ratings[USER_ID].nunique()),
-        "items": int(ratings[ITEM_ID].nunique()),
+        "users": int((np.bincount(columns[USER_ID], minlength=len(user_ids)) > 0).sum()),
+        "items": int(present.sum()),
         "catalogue_items": len(cat),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
     }
