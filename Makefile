@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system run test test-fast test-real test-compat lint bench bench-train bench-score bench-parse bench-snapshot bundle push-image stop clean
+.PHONY: setup system run test test-docker test-fast test-real test-compat lint bench bench-train bench-score bench-parse bench-snapshot bundle push-image stop clean
 
 setup: $(STAMP)
 
@@ -28,8 +28,14 @@ TEST_ENV := source scripts/env.sh && AWS_ENDPOINT_URL= DOCKER_HOST=unix:///nonex
 TEST_TIMEOUT ?= 2700
 BOUNDED := timeout --signal=INT --kill-after=60 $(TEST_TIMEOUT)
 
-test: setup system lint  ## set up + the whole suite: unit, moto server, `airflow dags test` e2e, real Airflow (PostgreSQL, REST)
-	$(TEST_ENV) $(BOUNDED) $(BIN)/python -m pytest $(PYTEST_ARGS)
+# The docker tier gets the engine scripts/ensure_docker.sh finds or starts, as RECSYS_TEST_DOCKER_HOST.
+DOCKER_TEST_ENV := eval "$$(bash scripts/docker_test_env.sh)" &&
+
+test: setup system lint  ## set up + the whole suite: unit, moto server, `airflow dags test` e2e, real Airflow (PostgreSQL, REST), Docker images
+	$(DOCKER_TEST_ENV) $(TEST_ENV) $(BOUNDED) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-docker: setup  ## the Docker tier alone (starts an engine where it can)
+	$(DOCKER_TEST_ENV) $(TEST_ENV) $(BIN)/python -m pytest -m docker $(PYTEST_ARGS)
 
 test-fast: setup  ## unit and moto-server tests only (no e2e, no real Airflow)
 	$(TEST_ENV) $(BIN)/python -m pytest -m "not e2e and not real_airflow" $(PYTEST_ARGS)
@@ -61,7 +67,7 @@ bench-parse: setup  ## DAG parse time against a one-task DAG (PARSE_BENCH_ARGS="
 	source scripts/env.sh && $(BIN)/python bench/parse_bench.py $(PARSE_BENCH_ARGS)
 
 stop:  ## stop what KEEP=1 left running
-	source scripts/env.sh && $(BIN)/python scripts/stack.py stop-serve; $(BIN)/python scripts/stack.py stop-moto
+	source scripts/env.sh && $(BIN)/python scripts/stack.py stop-serve; $(BIN)/python scripts/registry.py stop; $(BIN)/python scripts/stack.py stop-moto
 
 clean:
 	rm -rf .airflow .state .pytest_cache .ruff_cache

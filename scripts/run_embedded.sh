@@ -10,6 +10,7 @@ RUN_DATE="${RUN_DATE:-$(date -u +%FT%T+00:00)}"
 RUN_DS="${RUN_DATE:0:10}"
 STATE="$ROOT/.state"; mkdir -p "$STATE"
 started_moto=""
+started_registry=""
 
 cleanup() {
   if [ "${KEEP:-0}" = "1" ]; then
@@ -18,6 +19,7 @@ cleanup() {
     return
   fi
   python scripts/stack.py stop-serve || true
+  if [ -n "$started_registry" ]; then python scripts/registry.py stop || true; fi
   if [ -n "$started_moto" ]; then python scripts/stack.py stop-moto || true; fi
 }
 trap cleanup EXIT
@@ -36,6 +38,22 @@ airflow db migrate > "$STATE/db-migrate.log" 2>&1 || { tail -20 "$STATE/db-migra
 echo "== AWS resources (idempotent)"
 python -m recsys.infra up --default-subnets 2> "$STATE/infra.log" > "$STATE/infra.json" || { cat "$STATE/infra.log"; exit 1; }
 python -c "import json,sys; d=json.load(open(sys.argv[1])); print('  bucket %s, table %s, topic %s, ECS service %s' % (d['bucket'], d['table'].split('/')[-1], d['alert_topic'], d['ecs']['service'].split('/')[-1]))" "$STATE/infra.json"
+
+# With a Docker engine the DAG builds the serving image and pushes it to a real registry on
+# loopback (ECR's API stays on moto: scripts/registry.py); never to the AWS hostname of moto's
+# repository URI. Without an engine the build skips with its reason.
+if timeout 20 docker info >/dev/null 2>&1; then
+  eval "$(python scripts/docker_build_env.py)"
+  if python scripts/registry.py running || { python scripts/registry.py start && started_registry=1; }; then
+    export RECSYS_REGISTRY="127.0.0.1:${RECSYS_REGISTRY_PORT:-5001}"
+    echo "== Docker engine: the serving image is pushed to $RECSYS_REGISTRY (recorded in moto's ECR)"
+  else
+    export RECSYS_BUILD_IMAGE=0
+    echo "== Docker engine, but no loopback registry (apt-get install docker-registry): the image build is off"
+  fi
+else
+  echo "== no Docker engine: the serving image build skips (the app runs from source)"
+fi
 
 echo "== seeding raw ratings (bootstrap loader)"
 python -m tasks.data bootstrap --raw "s3://${RECSYS_BUCKET:-recsys}/raw/ratings" --items "s3://${RECSYS_BUCKET:-recsys}/raw/items" 2> "$STATE/bootstrap.log" \

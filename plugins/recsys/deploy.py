@@ -20,6 +20,7 @@ import importlib.resources
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -93,11 +94,11 @@ def serving_image_tag(settings: Settings) -> str:
     return image_tag(settings.project_root)
 
 
-def docker_engine_available(timeout: float = 10.0) -> tuple[bool, str]:
-    if shutil.which("docker") is None:
-        return False, "no docker client on PATH"
+def docker_engine_available(timeout: float = 10.0, cli: str = "docker") -> tuple[bool, str]:
+    if shutil.which(cli) is None:
+        return False, f"no {cli} client on PATH"
     try:
-        res = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True,
+        res = subprocess.run([cli, "info", "--format", "{{.ServerVersion}}"], capture_output=True,
                              text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         return False, "docker info timed out"
@@ -123,7 +124,7 @@ def ensure_image(ecr, settings: Settings) -> str:
     and this machine can (sources and a Docker engine), else :class:`ImageUnavailable`."""
     repo = ecr.describe_repositories(repositoryNames=[settings.ecr_repository])["repositories"][0]
     tag = serving_image_tag(settings)
-    image = f"{repo['repositoryUri']}:{tag}"
+    image = push_target(settings, repo["repositoryUri"], tag)
     if image_exists(ecr, settings.ecr_repository, tag):
         log.info("image %s already in ECR: not rebuilt", image)
         return image
@@ -132,30 +133,46 @@ def ensure_image(ecr, settings: Settings) -> str:
         raise ImageUnavailable(f"serving image {image} is not in ECR, and this worker cannot build it (no "
                                f"{', '.join(missing)} under {settings.project_root}): "
                                + PUSH_HINT.format(tag=tag))
-    ok, why = docker_engine_available()
+    if not settings.build_image:
+        raise ImageUnavailable(f"serving image {image} is not in ECR and image builds are off here "
+                               "(RECSYS_BUILD_IMAGE=0). " + PUSH_HINT.format(tag=tag))
+    ok, why = docker_engine_available(cli=settings.docker_cli)
     if not ok:
         raise NoDockerEngine(f"serving image {image} is not in ECR and cannot be built here: {why}. "
                              + PUSH_HINT.format(tag=tag))
     return build_and_push(ecr, settings, repo["repositoryUri"], tag)
 
 
-def _docker(args: list[str], what: str, **kwargs) -> None:
-    """Run a docker command; its own error output goes into the exception (and the task log)."""
-    res = subprocess.run(["docker", *args], text=True, capture_output=True, check=False, **kwargs)
-    for line in (res.stdout or "").splitlines()[-40:]:
+def _docker(settings: Settings, args: list[str], what: str, **kwargs) -> None:
+    """Run a docker command; its output goes to the task log, its error output into the exception."""
+    res = subprocess.run([settings.docker_cli, *args], text=True, capture_output=True, check=False, **kwargs)
+    for line in ((res.stdout or "") + (res.stderr or "")).splitlines()[-40:]:
         log.info("docker %s: %s", what, line)
     if res.returncode:
         raise RuntimeError(f"docker {what} failed (exit {res.returncode}): {(res.stderr or '').strip()[-2000:]}")
 
 
+def push_target(settings: Settings, repository_uri: str, tag: str) -> str:
+    """The image reference to push and deploy: the ECR repository URI, or the same repository
+    path in ``RECSYS_REGISTRY`` when that is set."""
+    if not settings.registry:
+        return f"{repository_uri}:{tag}"
+    return f"{settings.registry.rstrip('/')}/{repository_uri.split('/', 1)[1]}:{tag}"
+
+
 def build_and_push(ecr, settings: Settings, repository_uri: str, tag: str) -> str:
-    """docker build + push to ECR; the caller has checked that the tag is new."""
-    image = f"{repository_uri}:{tag}"
-    _docker(["build", "-f", "tasks/serve/Dockerfile", "-t", image, "."], "build", cwd=settings.project_root)
+    """docker build + login (ECR's authorization token) + push; the caller has checked that the
+    tag is new. Returns the pushed reference."""
+    image = push_target(settings, repository_uri, tag)
+    flags = shlex.split(settings.docker_build_flags)
+    _docker(settings, ["build", *flags, "-f", "tasks/serve/Dockerfile", "-t", image, "."], "build",
+            cwd=settings.project_root)
     auth = ecr.get_authorization_token()["authorizationData"][0]
     user, password = base64.b64decode(auth["authorizationToken"]).decode().split(":", 1)
-    _docker(["login", "--username", user, "--password-stdin", auth["proxyEndpoint"]], "login", input=password)
-    _docker(["push", image], "push")
+    registry = settings.registry or auth["proxyEndpoint"]
+    _docker(settings, ["login", "--username", user, "--password-stdin", registry], "login", input=password)
+    _docker(settings, ["push", image], "push")
+    log.info("pushed %s", image)
     return image
 
 

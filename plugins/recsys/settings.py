@@ -56,6 +56,13 @@ class Settings:
     # the jobs task definition's size (Fargate cpu units / MiB): training holds the ratings in memory
     ecs_jobs_cpu: str = field(default_factory=lambda: _env("RECSYS_ECS_JOBS_CPU", "2048"))
     ecs_jobs_memory: str = field(default_factory=lambda: _env("RECSYS_ECS_JOBS_MEMORY", "8192"))
+    # where the serving image is pushed: the ECR repository's own registry unless set (a loopback
+    # registry in the embedded stack, a mirror); the ECR API answers for the repository either way
+    registry: str = field(default_factory=lambda: _env("RECSYS_REGISTRY", ""))
+    build_image: bool = field(default_factory=lambda: _env("RECSYS_BUILD_IMAGE", "1") not in ("0", "false", "no"))
+    docker_cli: str = field(default_factory=lambda: _env("RECSYS_DOCKER_CLI", "docker"))
+    # extra `docker build` flags, shell-split (e.g. "--secret id=pip-ca,src=/etc/ssl/certs/ca.pem")
+    docker_build_flags: str = field(default_factory=lambda: _env("RECSYS_DOCKER_BUILD_FLAGS", ""))
     job_image: str = field(default_factory=lambda: _env("RECSYS_JOB_IMAGE", "recsys-jobs:latest"))
     docker_url: str = field(default_factory=lambda: _env("RECSYS_DOCKER_URL", "unix://var/run/docker.sock"))
     docker_network: str = field(default_factory=lambda: _env("RECSYS_DOCKER_NETWORK", "host"))

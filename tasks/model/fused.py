@@ -339,3 +339,4 @@ def warm_up() -> None:
                np.zeros(0, dtype=np.int64), 2, np.full(5, -np.inf, dtype=np.float32), out_s, out_i,
                np.zeros(5, dtype=np.bool_))
     fused_scores(vectors, items, 40)
+    row_moments(vectors, np.zeros(3), np.eye(3))  # float64 moments, as MF computes them

@@ -1,0 +1,292 @@
+"""The images on a real Docker engine: built, run against the moto server, pushed to a real
+registry on loopback (ECR's API on moto) and rolled onto the ECS service.
+
+The engine comes from ``make test`` (scripts/ensure_docker.sh, which installs and starts one
+where it can) as RECSYS_TEST_DOCKER_HOST; every other test runs with DOCKER_HOST pointing at
+nothing. Without an engine these tests skip with the reason, except under RECSYS_REQUIRE_DOCKER=1
+(CI), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import docker_build_env  # noqa: E402
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory):
+    """The environment docker commands run with: the engine, a private client config (logins do
+    not touch ~/.docker), and the BuildKit client of scripts/docker_build_env.py."""
+    host = os.environ.get("RECSYS_TEST_DOCKER_HOST")
+    if not host:
+        why = os.environ.get("RECSYS_TEST_DOCKER_WHY", "no Docker engine (RECSYS_TEST_DOCKER_HOST unset)")
+        if os.environ.get("RECSYS_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"RECSYS_REQUIRE_DOCKER=1 but {why}")
+        pytest.skip(why)
+    build = docker_build_env.environment()
+    if not build:
+        pytest.fail("no docker client here can build with BuildKit (needs buildx, or a 20.10 client)")
+    env = {**os.environ, "DOCKER_HOST": host, "DOCKER_CONFIG": str(tmp_path_factory.mktemp("docker-config")),
+           **build}
+    return env
+
+
+def docker(env, *args, check=True, timeout=1800, **kw) -> subprocess.CompletedProcess:
+    res = subprocess.run([env["RECSYS_DOCKER_CLI"], *args], env=env, capture_output=True, text=True,
+                         timeout=timeout, check=False, **kw)
+    if check and res.returncode:
+        raise AssertionError(f"docker {' '.join(args[:3])} failed ({res.returncode}):\n{res.stdout[-3000:]}\n"
+                             f"{res.stderr[-3000:]}")
+    return res
+
+
+def size_mb(env, image: str) -> float:
+    return int(docker(env, "image", "inspect", "--format", "{{.Size}}", image).stdout) / 1e6
+
+
+@pytest.fixture(scope="session")
+def wheel_server():
+    """Loopback file server for pip's local find-links folder (the CPU torch wheel here), reached
+    from the build with --network host; None where pip has no local folder."""
+    folder = next((f for f in os.environ.get("PIP_FIND_LINKS", "").split() if os.path.isdir(f)), None)
+    if folder is None:
+        yield None
+        return
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=folder)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", folder
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serve_image(engine):
+    tag = "recsys-serve:test"
+    docker(engine, "build", *json_flags(engine), "-f", "tasks/serve/Dockerfile", "-t", tag, ".", cwd=ROOT)
+    return tag
+
+
+def json_flags(env) -> list[str]:
+    import shlex
+
+    return shlex.split(env.get("RECSYS_DOCKER_BUILD_FLAGS", ""))
+
+
+@pytest.fixture(scope="session")
+def jobs_image(engine, wheel_server):
+    tag = "recsys-jobs:test"
+    extra = []
+    if wheel_server:
+        url, folder = wheel_server
+        extra = ["--network", "host", "--build-arg", f"PIP_BUILD_FLAGS=--find-links {url}"]
+        if glob.glob(os.path.join(folder, "torch-*+cpu-*.whl")):
+            extra += ["--build-arg", "TORCH_INDEX_URL="]  # the CPU wheel is local; its index is not reachable
+    docker(engine, "build", *json_flags(engine), *extra, "-f", "tasks/train/Dockerfile", "-t", tag, ".", cwd=ROOT)
+    return tag
+
+
+def test_build_context_is_small(engine):
+    """.dockerignore keeps venvs, state and git out: the context is what the images COPY."""
+    res = docker(engine, "build", "--no-cache", "-f", "-", ".", cwd=ROOT,
+                 input="FROM scratch\nCOPY . /ctx\n", check=False)
+    sizes = [line for line in (res.stdout + res.stderr).splitlines() if "transferring context" in line]
+    assert sizes, res.stderr[-2000:]
+    total = sizes[-1].split("transferring context:")[-1].split()[0]
+    value = float(total.rstrip("kMGB"))
+    unit = total.lstrip("0123456789.")
+    mb = value * {"B": 1e-6, "kB": 1e-3, "MB": 1, "GB": 1e3}[unit]
+    print(f"build context: {total}")
+    assert mb < 20, f"build context {total}: check .dockerignore"
+
+
+def test_serving_image_is_small_non_root_and_serves_from_dynamodb(engine, serve_image, aws):
+    from tasks import table
+
+    name = aws["table"]
+    table.write_items(name, [table.rec_item("42", "v1", table.encode_items(["7", "9"], [4.5, 4.1], ["Seven", "Nine"]),
+                                            "t", 0)])
+    table.put_marker(name, "v1", 1, 2, "t", 0)
+    info = json.loads(docker(engine, "image", "inspect", serve_image).stdout)[0]
+    base = docker(engine, "image", "inspect", "--format", "{{.Size}}", "python:3.11-slim").stdout
+    added = size_mb(engine, serve_image) - int(base) / 1e6
+    print(f"serving image {size_mb(engine, serve_image):.0f} MB ({added:.0f} MB above python:3.11-slim)")
+    assert info["Config"]["User"] == "10001"
+    assert added < 75, f"serving image adds {added:.0f} MB to its base (target: <= 200 MB in all)"
+    # no compiler, no pip, no build secret in the final image
+    probe = docker(engine, "run", "--rm", "--entrypoint", "sh", serve_image, "-c",
+                   "command -v gcc cc pip; ls /run/secrets 2>/dev/null; ls /opt/venv/bin", check=False)
+    assert "gcc" not in probe.stdout and "/run/secrets" not in probe.stdout and "pip" not in probe.stdout.split()
+    port = free_port()
+    cid = docker(engine, "run", "-d", "--network", "host", "-e", f"AWS_ENDPOINT_URL={aws['endpoint']}",
+                 "-e", "AWS_ACCESS_KEY_ID=testing", "-e", "AWS_SECRET_ACCESS_KEY=testing",
+                 "-e", "AWS_DEFAULT_REGION=us-east-1", "-e", f"RECSYS_TABLE={name}", "-e", "MODEL_VERSION=v1",
+                 serve_image, "python", "-m", "tasks.serve", "--host", "127.0.0.1", "--port", str(port)).stdout.strip()
+    try:
+        body = None
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/recommendations/42?n=2", timeout=2) as r:
+                    body = json.load(r)
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert body is not None, docker(engine, "logs", cid, check=False).stderr[-2000:]
+        assert [i["item_id"] for i in body["items"]] == ["7", "9"] and body["model_version"] == "v1"
+        head = urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/healthz", method="HEAD"))
+        assert head.status == 200
+    finally:
+        docker(engine, "rm", "-f", cid, check=False)
+
+
+@pytest.fixture
+def registry(engine, aws, tmp_path):
+    """scripts/registry.py on free ports: Debian's docker-registry, its pushes recorded in moto's ECR."""
+    port = free_port()
+    env = {**os.environ, "RECSYS_REGISTRY_PORT": str(port), "RECSYS_REGISTRY_SYNC_PORT": str(free_port()),
+           "RECSYS_REGISTRY_STATE": str(tmp_path / "registry")}
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "registry.py"), "start"], env=env, check=True, timeout=60)
+    yield f"127.0.0.1:{port}"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "registry.py"), "stop"], env=env, check=False, timeout=60)
+
+
+def test_push_goes_to_the_loopback_registry_ecr_records_it_and_ecs_rolls_onto_it(engine, registry, aws, boto,
+                                                                                monkeypatch):
+    """The DAG's build_image path (deploy.ensure_image) with RECSYS_REGISTRY: build, login with
+    ECR's token, push; ECR's describe_images then finds the tag (not rebuilt the second time),
+    the image pulls back from the registry, and the ECS roll registers exactly that reference."""
+    from recsys import deploy, infra
+    from recsys.settings import Settings
+
+    for key in ("DOCKER_HOST", "DOCKER_CONFIG", "RECSYS_DOCKER_CLI", "RECSYS_DOCKER_BUILD_FLAGS", "DOCKER_BUILDKIT"):
+        if key in engine:
+            monkeypatch.setenv(key, engine[key])
+    monkeypatch.setenv("RECSYS_REGISTRY", registry)
+    settings = Settings()
+    out = infra.up(settings, ecs=True, default_subnets=True)
+    ecr, ecs = boto("ecr"), boto("ecs")
+    image = deploy.ensure_image(ecr, settings)
+    tag = deploy.serving_image_tag(settings)
+    assert image == f"{registry}/{settings.ecr_repository}:{tag}"
+    assert out["repository"].split("/", 1)[0].endswith("amazonaws.com")  # what a push without the override targets
+    for _ in range(100):  # the registry notifies asynchronously
+        if deploy.image_exists(ecr, settings.ecr_repository, tag):
+            break
+        time.sleep(0.1)
+    assert deploy.image_exists(ecr, settings.ecr_repository, tag)
+    monkeypatch.setattr(deploy, "build_and_push", lambda *a: pytest.fail("rebuilt an image ECR already has"))
+    assert deploy.ensure_image(ecr, settings) == image
+    docker(engine, "rmi", image)
+    docker(engine, "pull", image)
+
+    class Stable:
+        def wait(self, **kwargs):
+            pass
+
+    monkeypatch.setattr(ecs, "get_waiter", lambda name: Stable())
+    rolled = deploy.deploy_ecs(ecs, settings, image, "v20261203")
+    new = ecs.describe_task_definition(taskDefinition=rolled["task_definition"])["taskDefinition"]
+    assert new["containerDefinitions"][0]["image"] == image
+
+
+def test_a_failed_docker_build_says_why_in_the_error(engine, aws, boto, monkeypatch, tmp_path):
+    from recsys import deploy
+    from recsys.settings import Settings
+
+    (tmp_path / "tasks" / "serve").mkdir(parents=True)
+    (tmp_path / "tasks" / "serve" / "Dockerfile").write_text("FROM python:3.11-slim\nRUN exit 7\n")
+    monkeypatch.setenv("DOCKER_HOST", engine["DOCKER_HOST"])
+    settings = Settings(docker_cli=engine["RECSYS_DOCKER_CLI"], project_root=str(tmp_path), registry="127.0.0.1:9")
+    with pytest.raises(RuntimeError, match=r"docker build failed \(exit \d+\): .*(exit code: 7|non-zero code: 7)"):
+        deploy.build_and_push(boto("ecr"), settings, "123456789012.dkr.ecr.us-east-1.amazonaws.com/r", "t1")
+
+
+def test_jobs_image_runs_each_stage_against_moto_with_its_compiled_kernels(engine, jobs_image, aws):
+    """snapshot, train, score and finalize in the jobs image, as user 10001, against the moto
+    server; the score stage loads numba's cache compiled into the image (NUMBA_DEBUG_CACHE says
+    "data loaded", never "data saved")."""
+    from tasks import storage
+    from tasks.data import generate
+
+    base = f"s3://{aws['bucket']}"
+    ratings, _ = generate(40, 60, 900, seed=3)
+    storage.write_bytes(f"{base}/raw/ratings/part.csv", ratings.to_csv(index=False).encode())
+    snap, model = f"{base}/datasets/ds=2026-12-01", f"{base}/models/vdocker"
+    env = ["-e", f"AWS_ENDPOINT_URL={aws['endpoint']}", "-e", "AWS_ACCESS_KEY_ID=testing",
+           "-e", "AWS_SECRET_ACCESS_KEY=testing", "-e", "AWS_DEFAULT_REGION=us-east-1"]
+
+    def stage(*args, extra=()):
+        return docker(engine, "run", "--rm", "--network", "host", *env, *extra, jobs_image, "python", "-m", *args)
+
+    stage("tasks.data", "snapshot", "--raw", f"{base}/raw/ratings", "--ds", "2026-12-01", "--out", snap,
+          "--quarantine", f"{base}/quarantine/ds=2026-12-01")
+    stage("tasks.train", "--ratings", snap, "--epochs", "2", "--out", model)
+    score = stage("tasks.score", "--model", model, "--ratings", snap, "--model-version", "vdocker", "--top-n", "5",
+                  "--table", aws["table"], extra=("-e", "NUMBA_DEBUG_CACHE=1"))
+    log = score.stdout + score.stderr
+    assert "data loaded" in log, log[-3000:]
+    assert "data saved" not in log, "a kernel was compiled at run time:\n" + "\n".join(
+        line for line in log.splitlines() if "data saved" in line)[:3000]
+    stage("tasks.score", "--finalize", "--model", model, "--ratings", snap, "--model-version", "vdocker",
+          "--top-n", "5", "--shards", "1", "--table", aws["table"])
+    from tasks import table
+
+    assert table.get_marker(aws["table"], "vdocker") is not None
+    user = docker(engine, "run", "--rm", jobs_image, "id", "-u").stdout.strip()
+    assert user == "10001"
+    print(f"jobs image {size_mb(engine, jobs_image):.0f} MB")
+
+
+@pytest.mark.e2e
+def test_dags_test_with_docker_compute_builds_pushes_and_deploys(engine, jobs_image, registry, aws, boto, tmp_path):
+    """`airflow dags test` with RECSYS_COMPUTE=docker: every stage runs in the jobs image through
+    the docker provider's DockerOperator; build_image pushes the serving image to the loopback
+    registry (ECR's API on moto records it); the local app serves the new version."""
+    from recsys import infra
+    from recsys.deploy import LocalServer
+    from recsys.settings import Settings
+
+    infra.up(Settings(), ecs=True, default_subnets=True)
+    env = {**engine,
+           "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+           "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "RECSYS_STATE_DIR": str(tmp_path / "state"), "RECSYS_SERVE_PORT": str(free_port()),
+           "RECSYS_RETRY_DELAY_SECONDS": "1", "RECSYS_PROJECT_ROOT": str(ROOT),
+           "PYTHONPATH": f"{ROOT}:{ROOT / 'plugins'}", "RECSYS_COMPUTE": "docker", "RECSYS_JOB_IMAGE": jobs_image,
+           "RECSYS_DOCKER_URL": engine["DOCKER_HOST"], "RECSYS_REGISTRY": registry}
+    airflow = str(Path(sys.executable).parent / "airflow")
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "tasks.data", "bootstrap", "--no-download",
+                    "--raw", f"s3://{aws['bucket']}/raw/ratings", "--items", f"s3://{aws['bucket']}/raw/items"],
+                   env=env, check=True, capture_output=True, timeout=120)
+    try:
+        res = subprocess.run([airflow, "dags", "test", "recommender_pipeline", "2026-12-01"], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=1500)
+        log = res.stdout + res.stderr
+        assert res.returncode == 0, log[-4000:]
+        assert "DockerOperator" in log or "docker" in log.lower()
+        ecr = boto("ecr")
+        images = ecr.describe_images(repositoryName=Settings().ecr_repository)["imageDetails"]
+        assert images and images[0]["imageTags"], "build_image pushed nothing ECR knows of"
+        live = json.loads(boto("s3").get_object(Bucket=aws["bucket"], Key="models/_live.json")["Body"].read())
+        assert live["model_version"].startswith("v20261201")
+    finally:
+        LocalServer(Settings(state_dir=str(tmp_path / "state"))).stop()
