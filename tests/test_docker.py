@@ -30,6 +30,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import docker_build_env  # noqa: E402
 
 pytestmark = pytest.mark.docker
+# what the engine fixture adds to the environment (the rest is taken from os.environ when used)
+DOCKER_KEYS = ("DOCKER_HOST", "DOCKER_CONFIG", "RECSYS_DOCKER_CLI", "RECSYS_DOCKER_BUILD_FLAGS", "DOCKER_BUILDKIT")
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +73,11 @@ def wheel_server():
     if folder is None:
         yield None
         return
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=folder)
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=folder)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/", folder
@@ -176,7 +182,7 @@ def test_push_goes_to_the_loopback_registry_ecr_records_it_and_ecs_rolls_onto_it
     from recsys import deploy, infra
     from recsys.settings import Settings
 
-    for key in ("DOCKER_HOST", "DOCKER_CONFIG", "RECSYS_DOCKER_CLI", "RECSYS_DOCKER_BUILD_FLAGS", "DOCKER_BUILDKIT"):
+    for key in DOCKER_KEYS:
         if key in engine:
             monkeypatch.setenv(key, engine[key])
     monkeypatch.setenv("RECSYS_REGISTRY", registry)
@@ -265,7 +271,8 @@ def test_dags_test_with_docker_compute_builds_pushes_and_deploys(engine, jobs_im
     from recsys.settings import Settings
 
     infra.up(Settings(), ecs=True, default_subnets=True)
-    env = {**engine,
+    docker_env = {k: engine[k] for k in DOCKER_KEYS if k in engine}
+    env = {**os.environ, **docker_env,
            "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "RECSYS_STATE_DIR": str(tmp_path / "state"), "RECSYS_SERVE_PORT": str(free_port()),
@@ -282,7 +289,7 @@ def test_dags_test_with_docker_compute_builds_pushes_and_deploys(engine, jobs_im
                              capture_output=True, text=True, timeout=1500)
         log = res.stdout + res.stderr
         assert res.returncode == 0, log[-4000:]
-        assert "DockerOperator" in log or "docker" in log.lower()
+        assert f"Starting docker container from image {jobs_image}" in log, log[-4000:]
         ecr = boto("ecr")
         images = ecr.describe_images(repositoryName=Settings().ecr_repository)["imageDetails"]
         assert images and images[0]["imageTags"], "build_image pushed nothing ECR knows of"
