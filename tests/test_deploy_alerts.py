@@ -253,7 +253,7 @@ def test_ensure_image_reuses_an_existing_tag_and_explains_a_missing_engine(ecs_e
     import boto3
 
     ecr = boto3.client("ecr", region_name="us-east-1")
-    monkeypatch.setattr(deploy, "docker_engine_available", lambda: (False, "no Docker engine reachable"))
+    monkeypatch.setattr(deploy, "docker_engine_available", lambda **kw: (False, "no Docker engine reachable"))
     with pytest.raises(deploy.NoDockerEngine, match=r"serving image .*:[0-9a-f]{16} is not in ECR and cannot be "
                                                     r"built here: no Docker engine reachable. .*make push-image"):
         deploy.ensure_image(ecr, settings)
@@ -262,6 +262,20 @@ def test_ensure_image_reuses_an_existing_tag_and_explains_a_missing_engine(ecs_e
                   imageManifest=json.dumps({"schemaVersion": 2, "layers": [], "config": {"digest": "sha256:" + "0" * 64}}),
                   imageManifestMediaType="application/vnd.docker.distribution.manifest.v2+json")
     assert deploy.ensure_image(ecr, settings) == f"{out['repository']}:{tag}"
+
+
+def test_registry_override_keeps_the_repository_path_and_builds_can_be_turned_off(ecs_env, monkeypatch):
+    settings, _, out = ecs_env
+    import boto3
+
+    uri = out["repository"]
+    assert deploy.push_target(settings, uri, "t1") == f"{uri}:t1"
+    local = Settings(registry="127.0.0.1:5001/")
+    assert deploy.push_target(local, uri, "t1") == f"127.0.0.1:5001/{uri.split('/', 1)[1]}:t1"
+    monkeypatch.setenv("RECSYS_BUILD_IMAGE", "0")
+    monkeypatch.setattr(deploy, "docker_engine_available", lambda **kw: pytest.fail("looked for an engine"))
+    with pytest.raises(deploy.ImageUnavailable, match=r"image builds are off here \(RECSYS_BUILD_IMAGE=0\)"):
+        deploy.ensure_image(boto3.client("ecr", region_name="us-east-1"), Settings())
 
 
 def test_image_tag_comes_from_the_variable_then_the_bundle_then_the_sources(tmp_path, monkeypatch):
