@@ -69,7 +69,10 @@ def size_mb(env, image: str) -> float:
 def wheel_server():
     """Loopback file server for pip's local find-links folder (the CPU torch wheel here), reached
     from the build with --network host; None where pip has no local folder."""
-    folder = next((f for f in os.environ.get("PIP_FIND_LINKS", "").split() if os.path.isdir(f)), None)
+    links = os.environ.get("PIP_FIND_LINKS") or subprocess.run(
+        [sys.executable, "-m", "pip", "config", "get", "global.find-links"], capture_output=True, text=True,
+        check=False).stdout
+    folder = next((f for f in links.split() if os.path.isdir(f)), None)
     if folder is None:
         yield None
         return
