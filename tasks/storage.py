@@ -126,20 +126,12 @@ def read_head(uri: str, n: int) -> bytes:
 
 
 def write_bytes(uri: str, data: bytes) -> None:
-    if is_s3(uri):
-        bucket, key = split_s3(uri)
-        client("s3").put_object(Bucket=bucket, Key=key, Body=data)
-        return
-    path = Path(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)  # atomic on one filesystem: readers never see half a file
+    write_file(uri, io.BytesIO(data))
 
 
 def write_file(uri: str, fileobj) -> None:
-    """Like :func:`write_bytes`, from a seekable binary file object (not copied into one
-    ``bytes`` first: the S3 body is read from it)."""
+    """Write a seekable binary file object to ``uri`` (not copied into one ``bytes`` first: the
+    S3 body is read from it); a local file is replaced atomically."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
         client("s3").put_object(Bucket=bucket, Key=key, Body=fileobj)
@@ -149,7 +141,7 @@ def write_file(uri: str, fileobj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         shutil.copyfileobj(fileobj, f)
-    tmp.replace(path)
+    tmp.replace(path)  # atomic on one filesystem: readers never see half a file
 
 
 def exists(uri: str) -> bool:

@@ -90,11 +90,11 @@ def wheel_server():
 @pytest.fixture(scope="session")
 def serve_image(engine):
     tag = "recsys-serve:test"
-    docker(engine, "build", *json_flags(engine), "-f", "tasks/serve/Dockerfile", "-t", tag, ".", cwd=ROOT)
+    docker(engine, "build", *build_flags(engine), "-f", "tasks/serve/Dockerfile", "-t", tag, ".", cwd=ROOT)
     return tag
 
 
-def json_flags(env) -> list[str]:
+def build_flags(env) -> list[str]:
     import shlex
 
     return shlex.split(env.get("RECSYS_DOCKER_BUILD_FLAGS", ""))
@@ -109,7 +109,7 @@ def jobs_image(engine, wheel_server):
         extra = ["--network", "host", "--build-arg", f"PIP_BUILD_FLAGS=--find-links {url}"]
         if glob.glob(os.path.join(folder, "torch-*+cpu-*.whl")):
             extra += ["--build-arg", "TORCH_INDEX_URL="]  # the CPU wheel is local; its index is not reachable
-    docker(engine, "build", *json_flags(engine), *extra, "-f", "tasks/train/Dockerfile", "-t", tag, ".", cwd=ROOT)
+    docker(engine, "build", *build_flags(engine), *extra, "-f", "tasks/train/Dockerfile", "-t", tag, ".", cwd=ROOT)
     return tag
 
 

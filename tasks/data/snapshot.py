@@ -109,11 +109,6 @@ def _release_freed_memory() -> None:
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
-def _sort_order(columns: list[np.ndarray]) -> np.ndarray:
-    """Stable order by the columns (first is the primary key), as an int64 index."""
-    return np.lexsort(columns[::-1])
-
-
 def _equal_runs(order: np.ndarray, columns: list[np.ndarray]) -> np.ndarray:
     """For rows in ``order``: whether each row (from the second) equals the previous one on
     every column. One gathered column at a time, to bound the peak."""
@@ -217,7 +212,7 @@ def build_snapshot(
     ts = concat(TIMESTAMP)
     _release_freed_memory()  # the chunks' arrays, freed but kept by the allocator
     # Stable: rows equal on (user, item, timestamp) stay in file order, files in listing order.
-    order = _sort_order([user_codes, item_codes, ts])
+    order = np.lexsort((ts, item_codes, user_codes))  # by user, then item, then timestamp
     same_pair = _equal_runs(order, [user_codes, item_codes])
     same_row = same_pair & _equal_runs(order, [ts])
     if same_row.any():  # validate_ratings saw one chunk at a time: duplicates across chunks
