@@ -84,8 +84,9 @@ def plan_value(key: str) -> str:
     },
     params={
         "top_n": Param(10, type="integer", minimum=1, maximum=100, description="Items stored per user"),
-        "factors": Param(16, type="integer", minimum=1, maximum=512, description="Latent factors (k) of the rating head"),
-        "epochs": Param(12, type="integer", minimum=1, maximum=500, description="Maximum ALS iterations (early stopping usually ends sooner)"),
+        "factors": Param(8, type="integer", minimum=1, maximum=512, description="Latent factors (k) of the rating head"),
+        "sweeps": Param(150, type="integer", minimum=2, maximum=5000,
+                        description="Gibbs sweeps of the rating head (the first 20 are burn-in)"),
         "shards": Param(2, type="integer", minimum=1, maximum=1000, description="User shards scored in parallel"),
         "tolerance": Param(0.01, type="number", minimum=0, maximum=1,
                            description="How much worse than the live model a candidate may be (relative)"),
@@ -119,7 +120,7 @@ def recommender_pipeline():
         "python", "-m", "tasks.train", "--ratings", plan_value("snapshot"), "--out", plan_value("model"),
         "--champion", plan_value("champion"), "--ds", plan_value("ds"),
         "--model-version", plan_value("model_version"),
-        "--factors", "{{ params.factors }}", "--epochs", "{{ params.epochs }}",
+        "--factors", "{{ params.factors }}", "--sweeps", "{{ params.sweeps }}",
     ], settings, outlets=outlets(MODEL), **HEAVY)
 
     @task(multiple_outputs=False)

@@ -44,7 +44,7 @@ def test_policy(dag):
         assert task.retries >= 2, task.task_id
         assert isinstance(task.on_failure_callback[0], FailureAlert), task.task_id
     params = dag.params
-    assert {"top_n", "factors", "epochs", "shards", "tolerance", "force_promote", "deploy"} <= set(params.keys())
+    assert {"top_n", "factors", "sweeps", "shards", "tolerance", "force_promote", "deploy"} <= set(params.keys())
 
 
 def test_structure(dag):
@@ -253,6 +253,18 @@ def test_gate_requires_beating_surprise_svd_and_popularity():
     # a baseline skipped for size is not checked
     base["svd"], base["popularity"] = {"skipped": "too large"}, {"ndcg@10": 0.2}
     assert pipeline.gate({"candidate": METRICS["candidate"], "baselines": base}, 0.01) == (True, [])
+
+
+def test_gate_holds_the_ranking_head_within_its_margin_of_ease():
+    cand = METRICS["candidate"]
+    near = {**METRICS["baselines"], "ease": {"ndcg@10": cand["ndcg@10"] / 0.96}}  # 4% below: inside 5%
+    assert pipeline.gate({"candidate": cand, "baselines": near}, 0.01) == (True, [])
+    far = {**METRICS["baselines"], "ease": {"ndcg@10": cand["ndcg@10"] / 0.9}}
+    ok, reasons = pipeline.gate({"candidate": cand, "baselines": far}, 0.01)
+    assert not ok and reasons == [f"NDCG@10 {cand['ndcg@10']:.4f} is below EASE^R's "
+                                  f"{cand['ndcg@10'] / 0.9:.4f} by more than 5%"]
+    skipped = {**METRICS["baselines"], "ease": {"skipped": "12000 items > ease_max_items 10000"}}
+    assert pipeline.gate({"candidate": cand, "baselines": skipped}, 0.01) == (True, [])
 
 
 def test_gate_force_promote_overrides_but_keeps_reasons():

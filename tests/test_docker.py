@@ -247,7 +247,7 @@ def test_jobs_image_runs_each_stage_against_moto_with_its_compiled_kernels(engin
 
     stage("tasks.data", "snapshot", "--raw", f"{base}/raw/ratings", "--ds", "2026-12-01", "--out", snap,
           "--quarantine", f"{base}/quarantine/ds=2026-12-01")
-    stage("tasks.train", "--ratings", snap, "--epochs", "2", "--out", model)
+    stage("tasks.train", "--ratings", snap, "--sweeps", "2", "--out", model)
     score = stage("tasks.score", "--model", model, "--ratings", snap, "--model-version", "vdocker", "--top-n", "5",
                   "--table", aws["table"], extra=("-e", "NUMBA_DEBUG_CACHE=1"))
     log = score.stdout + score.stderr

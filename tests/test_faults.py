@@ -122,7 +122,7 @@ def ok(*args: str) -> subprocess.CompletedProcess:
     return res
 
 
-TRAIN = ("tasks.train", "--ratings", SNAP, "--epochs", "3")
+TRAIN = ("tasks.train", "--ratings", SNAP, "--sweeps", "3")
 
 
 def score_args(version: str, chunk: int = 25) -> tuple[str, ...]:

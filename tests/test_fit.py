@@ -1,4 +1,4 @@
-"""The solvers behind training: ALS normal equations, the PureSVD ranking head,
+"""The solvers behind training: the Gibbs rating head, the PureSVD ranking head,
 and the scikit-surprise SVD baseline adapter."""
 
 from __future__ import annotations
@@ -8,42 +8,81 @@ import pytest
 import torch
 
 from tasks.train import surprise_svd
-from tasks.train.als import Buckets, fit_explicit
+from tasks.train.bayes import compress, fit_bayes, outer_products, sample_side
 from tasks.train.ranking import fit_puresvd
 
 
-def test_bucketed_normal_equations_match_a_per_row_loop():
+def _reference_draw(cols, ratings, mu, other, alpha, mean, prec, z):
+    """One row's conditional draw, written out with numpy: x_j = [q_j, 1], target r - mu - b_j."""
+    x = np.concatenate([other[cols, :-1], np.ones((len(cols), 1))], 1)
+    t = ratings - mu - other[cols, -1]
+    a = alpha * x.T @ x + np.diag(prec)
+    b = alpha * x.T @ t + prec * mean
+    chol = np.linalg.cholesky(a)
+    return np.linalg.solve(a, b) + np.linalg.solve(chol.T, z)
+
+
+def test_gibbs_row_draw_matches_the_gaussian_conditional_written_out():
     rng = np.random.default_rng(0)
-    n_rows, n_cols, d = 40, 30, 5
-    lengths = rng.integers(0, 20, n_rows)  # includes empty rows and every bucket width up to 32
-    indptr = np.concatenate([[0], np.cumsum(lengths)])
-    indices = np.concatenate([rng.choice(n_cols, n, replace=False) for n in lengths])
-    x = torch.randn(n_cols, d)
-    w = torch.rand(len(indices))
-    t = torch.randn(len(indices))
-    a, b = Buckets(indptr, indices).normal_equations(x, w, t)
+    n_rows, n_cols, d = 30, 25, 4
+    lengths = rng.integers(0, 12, n_rows)
+    lengths[3] = 0  # a row without ratings is drawn from its prior
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    cols = np.concatenate([rng.choice(n_cols, n, replace=False) for n in lengths]).astype(np.int64)
+    ratings = rng.uniform(1, 5, len(cols))
+    other = rng.standard_normal((n_cols, d))
+    mean, prec = rng.standard_normal(d), rng.uniform(0.5, 3, d)
+    noise = rng.standard_normal((n_rows, d))
+    out = np.empty((n_rows, d))
+    sample_side(indptr, cols, ratings, 3.5, other, outer_products(other), 1.7, mean, prec, noise, out)
     for r in range(n_rows):
-        cols = indices[indptr[r]:indptr[r + 1]]
-        xs, ws, ts = x[cols], w[indptr[r]:indptr[r + 1]], t[indptr[r]:indptr[r + 1]]
-        assert torch.allclose(a[r], (xs * ws[:, None]).T @ xs, atol=1e-5)
-        assert torch.allclose(b[r], ((ws * ts)[:, None] * xs).sum(0), atol=1e-5)
+        lo, hi = indptr[r], indptr[r + 1]
+        want = _reference_draw(cols[lo:hi], ratings[lo:hi], 3.5, other, 1.7, mean, prec, noise[r])
+        np.testing.assert_allclose(out[r], want, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(out[3], mean + noise[3] / np.sqrt(prec))
 
 
-def test_explicit_als_recovers_a_planted_low_rank_matrix():
+def test_compress_is_the_best_rank_k_product_of_the_draws_mean():
+    """Draws scattered around one rank-3 product, as posterior draws are: rank 3 is
+    as close to their mean as the truncated SVD; rank 15 (all of it) is the mean."""
+    rng = np.random.default_rng(1)
+    p0, q0 = rng.standard_normal((40, 3)), rng.standard_normal((30, 3))
+    draws_p = [(p0 + 0.2 * rng.standard_normal((40, 3))).astype(np.float32) for _ in range(5)]
+    draws_q = [(q0 + 0.2 * rng.standard_normal((30, 3))).astype(np.float32) for _ in range(5)]
+    m = sum(p.astype(float) @ q.T for p, q in zip(draws_p, draws_q, strict=True)) / 5
+    u, s, vt = np.linalg.svd(m)
+    p, q = compress(draws_p, draws_q, 3)
+    assert p.shape == (40, 3) and q.shape == (30, 3)
+    best = np.linalg.norm(m - (u[:, :3] * s[:3]) @ vt[:3])
+    assert best > 0.01 * s[0]  # the mean is not rank 3 itself
+    assert np.linalg.norm(m - p @ q.T) < 1.001 * best
+    p, q = compress(draws_p, draws_q, 15)
+    np.testing.assert_allclose(p @ q.T, m, atol=1e-5 * s[0])
+
+
+def test_gibbs_rating_head_recovers_a_planted_matrix_and_is_seeded():
     rng = np.random.default_rng(1)
     n_users, n_items, k = 60, 50, 3
     p, q = rng.normal(size=(n_users, k)), rng.normal(size=(n_items, k))
+    bu, bi = rng.normal(size=n_users), rng.normal(size=n_items)
     mask = rng.random((n_users, n_items)) < 0.5
     u, i = np.nonzero(mask)
-    r = (3.0 + (p[u] * q[i]).sum(1)).astype(np.float32)
+    clean = 3.0 + bu[u] + bi[i] + (p[u] * q[i]).sum(1)
+    r = (clean + 0.3 * rng.standard_normal(len(u))).astype(np.float32)
     held = rng.random(len(r)) < 0.1
-    params, history = fit_explicit(u[~held], i[~held], r[~held], n_users, n_items, factors=k, reg=0.001,
-                                   reg_bias=0.001, iterations=30, seed=0,
-                                   val=(u[held], i[held], r[held]), patience=3, rating_range=(-20, 20))
-    ut, it = torch.from_numpy(u[held]), torch.from_numpy(i[held])
-    pred = params["mu"] + params["bu"][ut] + params["bi"][it] + (params["p"][ut] * params["q"][it]).sum(1)
-    assert float(torch.sqrt(torch.mean((pred - torch.from_numpy(r[held])) ** 2))) < 0.05 * r.std()
-    assert history[-1]["train_rmse"] < history[0]["train_rmse"]
+    kwargs = dict(factors=k, sweeps=60, burn_in=10, seed=0, report_every=10, rating_range=(-20, 20),
+                  val=(u[held], i[held], r[held]))
+    params, history = fit_bayes(u[~held], i[~held], r[~held], n_users, n_items, **kwargs)
+    pred = params["mu"][0] + params["bu"][u[held]] + params["bi"][i[held]] + \
+        (params["p"][u[held]] * params["q"][i[held]]).sum(1)
+    # noise 0.3 on data spread ~2: held-out predictions are closer to the clean values than
+    # the noise, and the sampler's noise estimate finds 0.3
+    assert np.sqrt(np.mean((pred - clean[held]) ** 2)) < 0.25 < 0.2 * r.std()
+    assert history[-1]["val_rmse"] < 0.4 and 0.25 < history[-1]["noise_std"] < 0.35
+    assert [h["sweep"] for h in history] == [10, 20, 30, 40, 50, 60]
+    again, _ = fit_bayes(u[~held], i[~held], r[~held], n_users, n_items, **kwargs)
+    for name in params:
+        np.testing.assert_array_equal(params[name], again[name])
 
 
 def test_puresvd_ranking_head_learns_who_rates_what():

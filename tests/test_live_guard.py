@@ -29,7 +29,7 @@ def ratings_file(tmp_path):
 
 def test_a_finished_train_is_sealed_by_a_manifest(tmp_path, ratings_file):
     out = tmp_path / "models" / "v1"
-    train(ratings_file, str(out), TrainConfig(epochs=2), model_version="v1")
+    train(ratings_file, str(out), TrainConfig(sweeps=2), model_version="v1")
     manifest = json.loads((out / "_complete.json").read_text())
     assert set(manifest["files"]) == {"model.pt", "seen.npz", "meta.json", "metrics.json", "report.html"}
     assert manifest["files"]["model.pt"]["bytes"] == (out / "model.pt").stat().st_size
@@ -38,7 +38,7 @@ def test_a_finished_train_is_sealed_by_a_manifest(tmp_path, ratings_file):
 
 def test_an_interrupted_rewrite_is_never_loaded(tmp_path, ratings_file, monkeypatch):
     out = tmp_path / "models" / "v1"
-    train(ratings_file, str(out), TrainConfig(epochs=2), model_version="v1")
+    train(ratings_file, str(out), TrainConfig(sweeps=2), model_version="v1")
     rec = load(str(out))
     written = []
     real = storage.write_bytes
@@ -60,7 +60,7 @@ def test_an_interrupted_rewrite_is_never_loaded(tmp_path, ratings_file, monkeypa
 
 def test_a_file_that_does_not_match_the_manifest_is_refused(tmp_path, ratings_file):
     out = tmp_path / "models" / "v1"
-    train(ratings_file, str(out), TrainConfig(epochs=2), model_version="v1")
+    train(ratings_file, str(out), TrainConfig(sweeps=2), model_version="v1")
     (out / "model.pt").write_bytes((out / "model.pt").read_bytes() + b"x")
     with pytest.raises(IncompleteArtifactError, match="model.pt .* does not match _complete.json"):
         load(str(out))
@@ -82,7 +82,7 @@ def test_train_refuses_the_live_version_before_writing(tmp_path, ratings_file, v
     models = tmp_path / "models"
     write_live(models, "v2", "v1")
     with pytest.raises(LiveVersionError, match=f"refusing to train over model version {version}"):
-        train(ratings_file, str(models / version), TrainConfig(epochs=2), model_version=version)
+        train(ratings_file, str(models / version), TrainConfig(sweeps=2), model_version=version)
     assert not (models / version).exists()
 
 
@@ -101,7 +101,7 @@ def test_a_refused_stage_exits_3_and_states_why_on_its_last_line(tmp_path, ratin
     models = tmp_path / "models"
     write_live(models, "v2")
     res = subprocess.run([sys.executable, "-m", "tasks.train", "--ratings", ratings_file, "--out", str(models / "v2"),
-                          "--model-version", "v2", "--epochs", "1"], cwd=ROOT, capture_output=True, text=True,
+                          "--model-version", "v2", "--sweeps", "1"], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == EXIT_NO_RETRY, res.stderr[-2000:]
     last = res.stderr.strip().splitlines()[-1]

@@ -21,7 +21,7 @@ def trained(aws, tmp_path):
     storage.write_parquet(f"{snap}/ratings.parquet", ratings)
     storage.write_parquet(f"{snap}/items.parquet", items)
     model = f"{base}/models/v20261123"
-    train(snap, model, TrainConfig(epochs=2))
+    train(snap, model, TrainConfig(sweeps=2))
     return {"snapshot": snap, "model": model, "ratings": ratings, "items": items, "table": aws["table"]}
 
 

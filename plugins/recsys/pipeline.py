@@ -113,15 +113,16 @@ def score_argvs(p: dict, ttl_days: int) -> list[list[str]]:
              *dest, "--ttl-days", str(ttl_days)] for i in range(p["shards"])]
 
 
-def gate(metrics: dict, tolerance: float, force: bool = False) -> tuple[bool, list[str]]:
+def gate(metrics: dict, tolerance: float, force: bool = False, ease_margin: float = 0.05) -> tuple[bool, list[str]]:
     """Promote the candidate? Returns (promote, reasons); reasons explain every failed check.
 
     On the holdout, the candidate must beat the baselines computed in the same
     run: the global mean, user+item biases and scikit-surprise's SVD on RMSE
-    (``predict``), the most-popular list on NDCG@10 (``recommend``). It must
-    not be worse than the live model (champion), evaluated on the same
-    holdout, by more than ``tolerance`` (relative) in RMSE or NDCG@10. A
-    baseline that was not computed (SVD above its size cap) is not checked.
+    (``predict``), the most-popular list on NDCG@10 (``recommend``). Its
+    NDCG@10 must not be below exact EASE^R's by more than ``ease_margin``
+    (relative; the ranking head scores a rank-128 projection of it), and it must not be worse than the live model (champion), evaluated on the
+    same holdout, by more than ``tolerance`` in RMSE or NDCG@10. A baseline
+    that was not computed (SVD or EASE^R above its size cap) is not checked.
     """
     cand = metrics.get("candidate") or {}
     reasons = []
@@ -137,6 +138,10 @@ def gate(metrics: dict, tolerance: float, force: bool = False) -> tuple[bool, li
         pop = base.get("popularity", {}).get("ndcg@10")
         if pop is not None and not cand["ndcg@10"] > pop:
             reasons.append(f"NDCG@10 {cand['ndcg@10']:.4f} does not beat the most-popular list ({pop:.4f})")
+        ease = base.get("ease", {}).get("ndcg@10")
+        if ease is not None and cand["ndcg@10"] < ease * (1 - ease_margin):
+            reasons.append(f"NDCG@10 {cand['ndcg@10']:.4f} is below EASE^R's {ease:.4f} by more than "
+                           f"{ease_margin:.0%}")
         champ = metrics.get("champion")
         if champ:
             if cand["rmse"] > champ["rmse"] * (1 + tolerance):

@@ -6,7 +6,8 @@ run depends on is in :class:`TrainConfig`, whose defaults are the tuned values
 actually used.
 
 The model has two heads (see :class:`tasks.model.MF`): the tutorial's biased MF
-fitted to rating values by ALS (:mod:`tasks.train.als`) carries ``predict``;
+fitted to rating values as the posterior mean of a Gibbs sampler
+(:mod:`tasks.train.bayes`) carries ``predict``;
 a PureSVD ranking head fitted to which items users rated
 (:mod:`tasks.train.ranking`) carries ``recommend``.
 """
@@ -29,22 +30,24 @@ from tasks.constants import ITEM_ID, METRICS_FILE, RATING, RATINGS_FILE, REPORT_
 from tasks.live import refuse_protected
 from tasks.model import MF, Recommender, load, save, set_threads
 from tasks.model import metrics as M
-from tasks.train.als import fit_explicit
-from tasks.train.ranking import fit_puresvd
+from tasks.train import item_models as IM
+from tasks.train.bayes import fit_bayes
+from tasks.train.ranking import fit_ranking_head
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainConfig:
-    factors: int = 16  # k of the rating head
-    epochs: int = 12  # ALS iterations, upper bound; early stopping usually ends sooner
-    c_vector: float = 0.1  # L2 on factors, per rating of the row (ALS-WR)
-    c_bias: float = 1.0  # L2 on user/item biases
-    patience: int = 1  # iterations improving validation RMSE by < 0.0005 before stopping
-    rank_factors: int = 16  # k of the ranking head; 0 = rank by predicted rating
+    factors: int = 8  # k of the rating head (each draw's, and the averaged model's)
+    sweeps: int = 150  # Gibbs sweeps of the rating head
+    burn_in: int = 20  # first sweeps not averaged (at most half of sweeps)
+    thin: int = 2  # average every thin-th draw after burn-in
+    rank_factors: int = 16  # k of the ranking head's PureSVD part; 0 = rank by predicted rating
+    ease_rank: int = 128  # rank of the ranking head's EASE^R part; 0 = PureSVD alone
+    ease_max_items: int = 10_000  # above this catalogue size: no EASE^R part and no EASE^R baseline
     popularity_damping: float = 0.0  # ranking head: item columns scaled by n_i ** -beta
-    val_fraction: float = 0.05  # random share of training ratings for early stopping
+    val_fraction: float = 0.0  # random share of training ratings the rating head leaves out to report a validation curve
     holdout_fraction: float = 0.1  # last share of each user's ratings, for the gate
     holdout_min_ratings: int = 5  # users with fewer ratings keep all of them in train
     top_k: int = 10  # cut-off of the ranking metrics
@@ -117,28 +120,31 @@ def csr(users: np.ndarray, items: np.ndarray, n_users: int) -> tuple[np.ndarray,
 def fit(u: np.ndarray, i: np.ndarray, r: np.ndarray, val: tuple, n_users: int, n_items: int,
         cfg: TrainConfig, rating_range: tuple[float, float] = (0.5, 5.0)) -> tuple[MF, list[dict], dict]:
     """Both heads on internal indexes; returns the model, the rating head's
-    per-iteration history and the ranking head's info.
+    history (every 10 sweeps) and the ranking head's info.
 
-    The rating head early-stops on ``val``; the ranking head sees every
-    training pair, ``val`` included (it never looks at rating values).
+    The rating head reports its RMSE on ``val`` (when not empty) and never fits
+    it; the ranking head sees every training pair, ``val`` included (it never
+    looks at rating values).
     """
-    params, history = fit_explicit(u, i, r, n_users, n_items, factors=cfg.factors, reg=cfg.c_vector,
-                                   reg_bias=cfg.c_bias, iterations=cfg.epochs, seed=cfg.seed, val=val,
-                                   patience=cfg.patience, rating_range=rating_range)
+    burn_in = min(cfg.burn_in, cfg.sweeps // 2)
+    params, history = fit_bayes(u, i, r, n_users, n_items, factors=cfg.factors, sweeps=cfg.sweeps,
+                                burn_in=burn_in, thin=max(1, min(cfg.thin, cfg.sweeps - burn_in)), seed=cfg.seed,
+                                val=val if len(val[2]) else None, rating_range=rating_range)
     rank_p = rank_q = None
     info: dict = {"factors": 0}
     if cfg.rank_factors:
         all_u, all_i = np.concatenate([u, val[0]]), np.concatenate([i, val[1]])
-        rank_p, rank_q, info = fit_puresvd(all_u, all_i, n_users, n_items, factors=cfg.rank_factors,
-                                           popularity_damping=cfg.popularity_damping, seed=cfg.seed)
-    model = MF(n_users, n_items, k=cfg.factors, c_vector=cfg.c_vector, c_bias=cfg.c_bias,
-               rank_k=info["factors"])
+        rank_p, rank_q, info = fit_ranking_head(all_u, all_i, n_users, n_items, factors=cfg.rank_factors,
+                                                ease_rank=cfg.ease_rank, ease_max_items=cfg.ease_max_items,
+                                                popularity_damping=cfg.popularity_damping, top_k=cfg.top_k,
+                                                seed=cfg.seed)
+    model = MF(n_users, n_items, k=params["p"].shape[1], rank_k=info["factors"])
     with torch.no_grad():
-        model.bias.copy_(params["mu"])
-        model.user.weight.copy_(params["p"])
-        model.item.weight.copy_(params["q"])
-        model.user_bias.weight.copy_(params["bu"][:, None])
-        model.item_bias.weight.copy_(params["bi"][:, None])
+        model.bias.copy_(torch.from_numpy(params["mu"]))
+        model.user.weight.copy_(torch.from_numpy(params["p"]))
+        model.item.weight.copy_(torch.from_numpy(params["q"]))
+        model.user_bias.weight.copy_(torch.from_numpy(params["bu"])[:, None])
+        model.item_bias.weight.copy_(torch.from_numpy(params["bi"])[:, None])
         if rank_p is not None:
             model.rank_user.weight.copy_(rank_p)
             model.rank_item.weight.copy_(rank_q)
@@ -200,8 +206,11 @@ def surprise_svd(u: np.ndarray, i: np.ndarray, r: np.ndarray, n_users: int, n_it
 
 
 def baselines(train_u, train_i, train_r, hold_u, hold_i, hold_r, seen, rel, user_ids, item_ids,
-              rating_range, cfg: TrainConfig) -> dict[str, dict]:
-    """Global mean, biases, most popular and surprise's SVD on the same split."""
+              rating_range, cfg: TrainConfig, ease_lambda: float | None = None) -> dict[str, dict]:
+    """Global mean, biases, most popular, EASE^R and surprise's SVD on the same split.
+
+    EASE^R uses ``ease_lambda`` (the ranking head's validation choice) when given,
+    else tunes it on a validation split of the training pairs."""
     n_users, n_items = len(user_ids), len(item_ids)
     lo, hi = rating_range
     mu = float(train_r.mean())
@@ -212,6 +221,19 @@ def baselines(train_u, train_i, train_r, hold_u, hold_i, hold_r, seen, rel, user
     out["bias"] = {"rmse": M.rmse(pred, hold_r), "mae": M.mae(pred, hold_r)}
     pop = M.popularity_recs(train_i, n_items, seen[0], seen[1], cfg.top_k)
     out["popularity"] = M.ranking_metrics(pop, rel[0], rel[1], n_items, cfg.top_k)
+    if n_items > cfg.ease_max_items:
+        out["ease"] = {"skipped": f"{n_items} items > ease_max_items {cfg.ease_max_items}"}
+    elif ease_lambda is None and not IM.validation_split(train_u, seed=cfg.seed).any():
+        out["ease"] = {"skipped": "no user has 5+ training pairs to choose lambda on"}
+    else:
+        t0 = time.perf_counter()
+        if ease_lambda is None:
+            ease_lambda, _ = IM.tune(IM.ease, IM.EASE_LAMBDAS, train_u, train_i, n_users, n_items, cfg.top_k,
+                                     cfg.seed)
+        x = IM.binary(train_u, train_i, n_users, n_items)
+        recs = IM.top_n(x, IM.ease(x, ease_lambda), cfg.top_k)
+        out["ease"] = {**M.ranking_metrics(recs, rel[0], rel[1], n_items, cfg.top_k), "lambda": ease_lambda,
+                       "fit_seconds": time.perf_counter() - t0}
     if len(train_r) > cfg.svd_baseline_max_ratings:
         out["svd"] = {"skipped": f"{len(train_r)} training ratings > svd_baseline_max_ratings "
                                  f"{cfg.svd_baseline_max_ratings}"}
@@ -258,7 +280,8 @@ def train(ratings_uri: str, out: str, cfg: TrainConfig, champion: str | None = N
     metrics = {"candidate": evaluate(rec, uu[ho], ii[ho], rr[ho], rel, cfg) if len(ho) else {}}
     if len(ho):
         metrics["baselines"] = baselines(uu[fitted], ii[fitted], rr[fitted], uu[ho], ii[ho], rr[ho], seen_train,
-                                         rel, user_ids, item_ids, rating_range, cfg)
+                                         rel, user_ids, item_ids, rating_range, cfg,
+                                         ease_lambda=ranking.get("ease", {}).get("lambda"))
     if champion and len(ho):
         champ = load(champion)
         champ.set_seen_from_ratings(user_ids[uu[fitted]], item_ids[ii[fitted]])

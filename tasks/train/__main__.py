@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(flag, type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name),
                             help=f"default {getattr(defaults, f.name)}")
     parser.add_argument("--holdout", type=float, dest="holdout_fraction", help="alias of --holdout-fraction")
+    parser.add_argument("--epochs", type=int, dest="sweeps",
+                        help="alias of --sweeps (DAG files before the Gibbs rating head pass it)")
     args = parser.parse_args(argv)
     storage.setup_logging()
     cfg = TrainConfig(**{f.name: getattr(args, f.name) if getattr(args, f.name) is not None

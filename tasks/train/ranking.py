@@ -26,6 +26,8 @@ import warnings
 import numpy as np
 import torch
 
+from tasks.model import metrics as M
+
 log = logging.getLogger(__name__)
 
 
@@ -68,3 +70,100 @@ def fit_puresvd(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, *, fac
     info = {"factors": k, "singular_values": s[:k].tolist(), "seconds": time.perf_counter() - t0}
     log.info("ranking head: PureSVD k=%d in %.2fs", k, info["seconds"])
     return p, v, info
+
+
+BLEND_WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0)  # PureSVD's share of the blend, in units of each head's score spread
+
+
+def ease_factors(x, lam: float, rank: int, exact_max_items: int = 4096, oversample: int = 10,
+                 power_iterations: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """EASE^R's scores ``X B`` projected on the top-``rank`` right singular vectors ``V`` of
+    ``B``: user vectors ``X B V``, item vectors ``V``. ``V`` is exact (eigenvectors of
+    ``B^T B``) up to ``exact_max_items`` items, a randomised SVD above."""
+    from tasks.train.item_models import ease
+
+    b = ease(x, lam)
+    n = len(b)
+    rank = min(rank, n)
+    if n <= exact_max_items:
+        _, vectors = np.linalg.eigh(b.T @ b)  # ascending eigenvalues
+        v = vectors[:, ::-1][:, :rank]
+    else:
+        width = min(rank + oversample, n)
+        basis = np.linalg.qr(b.T @ np.random.default_rng(seed).standard_normal((n, width)))[0]
+        for _ in range(power_iterations):
+            basis = np.linalg.qr(b.T @ np.linalg.qr(b @ basis)[0])[0]
+        _, _, wt = np.linalg.svd(b @ basis, full_matrices=False)
+        v = basis @ wt[:rank].T  # (I, rank)
+    return np.asarray(x @ (b @ v)), np.ascontiguousarray(v)
+
+
+def _spread(p: np.ndarray, q: np.ndarray, seed: int = 0) -> float:
+    """Standard deviation of the scores ``p q^T`` over (a sample of 512 users) x all items."""
+    rows = np.random.default_rng(seed).permutation(len(p))[:512]
+    return float(np.std(p[rows] @ q.T)) or 1.0
+
+
+def _blend(ease_pq, svd_pq, weight: float) -> tuple[np.ndarray, np.ndarray]:
+    """One dot product per (user, item): ``ease / spread_e + weight * puresvd / spread_s``."""
+    (pe, qe), (ps, qs) = ease_pq, svd_pq
+    se = _spread(pe, qe)
+    if weight == 0:
+        return (pe / se).astype(np.float32), qe.astype(np.float32)
+    ss = _spread(ps, qs)
+    return (np.concatenate([pe / se, ps * (weight / ss)], 1).astype(np.float32),
+            np.concatenate([qe, qs], 1).astype(np.float32))
+
+
+def fit_ranking_head(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, *, factors: int,
+                     ease_rank: int, ease_max_items: int, popularity_damping: float = 0.0, top_k: int = 10,
+                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The ranking head: a blend of rank-``ease_rank`` EASE^R and PureSVD, or PureSVD alone.
+
+    EASE^R (Steck 2019) is the strongest of the simple top-N baselines on
+    MovieLens but needs the dense item-item matrix; above ``ease_max_items`` items
+    (or with ``ease_rank=0``) the head is PureSVD. EASE's ``lambda`` and the
+    blend weight are chosen on a validation split of these pairs (NDCG@``top_k``),
+    then both parts are refitted on all of them. The head stays one dot product
+    per (user, item), ``ease_rank + factors`` wide, so scoring is unchanged.
+    """
+    from tasks.train import item_models as IM
+
+    t0 = time.perf_counter()
+    svd_p, svd_q, info = fit_puresvd(u, i, n_users, n_items, factors=factors,
+                                     popularity_damping=popularity_damping, seed=seed)
+    if not ease_rank or n_items > ease_max_items:
+        info["ease"] = {"skipped": f"{n_items} items > ease_max_items {ease_max_items}" if ease_rank
+                        else "ease_rank is 0"}
+        return svd_p, svd_q, info
+    val = IM.validation_split(u, seed=seed)
+    if not val.any():  # no user with 5+ pairs: nothing to choose lambda or the blend on
+        info["ease"] = {"skipped": "no user has 5+ pairs to validate EASE^R's lambda and the blend on"}
+        return svd_p, svd_q, info
+    x_fit = IM.binary(u[~val], i[~val], n_users, n_items)
+    rel = IM.holdout_csr(u[val], i[val], n_users)
+
+    def ndcg(p, q) -> float:
+        recs = IM.top_n_of(lambda s, e: p[s:e] @ q.T, x_fit, top_k)
+        return M.ranking_metrics(recs, *rel, n_items, top_k)[f"ndcg@{top_k}"]
+
+    lam, lam_scores = IM.tune(IM.ease, IM.EASE_LAMBDAS, u, i, n_users, n_items, top_k, seed)
+    ease_val = ease_factors(x_fit, lam, ease_rank, seed=seed)
+    vp, vq, _ = fit_puresvd(u[~val], i[~val], n_users, n_items, factors=factors,
+                            popularity_damping=popularity_damping, seed=seed)
+    svd_val = (vp.numpy(), vq.numpy())
+    weights = {w: ndcg(*_blend(ease_val, svd_val, w)) for w in BLEND_WEIGHTS}
+    weights["puresvd"] = ndcg(*svd_val)
+    best = max(weights, key=weights.get)
+    info["ease"] = {"lambda": lam, "rank": ease_rank, "val_ndcg_by_lambda": {str(k): round(v, 4)
+                                                                              for k, v in lam_scores.items()},
+                    "val_ndcg_by_weight": {str(k): round(v, 4) for k, v in weights.items()}, "weight": best}
+    if best == "puresvd":
+        info["seconds"] = time.perf_counter() - t0
+        return svd_p, svd_q, info
+    p, q = _blend(ease_factors(IM.binary(u, i, n_users, n_items), lam, ease_rank, seed=seed),
+                  (svd_p.numpy(), svd_q.numpy()), best)
+    info.update(factors=p.shape[1], seconds=time.perf_counter() - t0)
+    log.info("ranking head: EASE^R (lambda %g, rank %d) + %g x PureSVD k=%d, validation NDCG@%d %.4f, in %.2fs",
+             lam, ease_rank, best, factors, top_k, weights[best], info["seconds"])
+    return torch.from_numpy(p), torch.from_numpy(q), info

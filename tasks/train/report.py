@@ -14,8 +14,8 @@ LOWER_IS_BETTER = {"rmse", "mae"}
 
 def _curve(history: list[dict], width: int = 520, height: int = 220) -> str:
     nan = float("nan")
-    series = {"train RMSE": [h.get("train_rmse", nan) for h in history],
-              "validation RMSE": [h.get("val_rmse", nan) for h in history]}
+    series = {"train RMSE (current draw)": [h.get("train_rmse", nan) for h in history],
+              "validation RMSE (posterior mean)": [h.get("val_rmse", nan) for h in history]}
     values = [v for vs in series.values() for v in vs if v == v]  # drop NaN
     if len(history) < 2 or not values:
         return "<p>(fewer than two iterations: no curve)</p>"
@@ -36,7 +36,7 @@ def _curve(history: list[dict], width: int = 520, height: int = 220) -> str:
                      f'font-size="12">{html.escape(name)}</text>')
     return (f'<svg width="{width}" height="{height}" role="img" aria-label="training curve">'
             f'<rect width="100%" height="100%" fill="white" stroke="#ccc"/>{"".join(lines)}'
-            f'<text x="{pad}" y="{height - 8}" font-size="11">ALS iteration 1..{len(history)}; RMSE {lo:.3f}..{hi:.3f}</text></svg>')
+            f'<text x="{pad}" y="{height - 8}" font-size="11">Gibbs sweep {history[0].get("sweep", 1)}..{history[-1].get("sweep", len(history))}; RMSE {lo:.3f}..{hi:.3f}</text></svg>')
 
 
 def render(model_version: str | None, metrics: dict) -> str:

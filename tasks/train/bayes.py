@@ -1,0 +1,228 @@
+"""Bayesian biased MF by Gibbs sampling: the rating head.
+
+The model is the tutorial's, ``mu + b_u + b_i + <p_u, q_i>``, with Gaussian
+noise of precision ``alpha`` and Gaussian priors on every user's and item's
+``[p, b]`` whose per-dimension mean and precision have Normal-Gamma hyperpriors
+(the libFM MCMC setting, Rendle 2012; BPMF, Salakhutdinov and Mnih 2008).
+Each sweep draws, in turn:
+
+- every user's ``[p_u, b_u]`` from its Gaussian conditional given the items
+  (a (k+1)-dimensional ridge regression whose precision and mean come from the
+  user's ratings and the prior, plus Cholesky-shaped noise), then every item's;
+- each side's prior means and precisions; the noise precision.
+
+Predictions average the draws after burn-in. That average is what makes it
+good: an ALS point estimate with the same parametrisation ties scikit-surprise's
+``SVD()`` on MovieLens 100k, while the posterior mean beats both without
+tuning a regularisation constant. The average of ``S`` draws of ``P Q^T`` is
+itself a product of rank ``k*S``; :func:`compress` reduces it to a rank-``k``
+product (exactly, when the draws span no more), so the artifact keeps the
+tutorial's shape.
+
+The per-row work is a numba kernel (``prange`` over rows; one (k+1)x(k+1)
+Cholesky per row in registers-sized loops): no padded gathers, no per-row
+Python. Normal draws come from numpy's seeded generator, so a seed gives the
+same model on every machine with the same thread-independent arithmetic.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import numpy as np
+from numba import njit, prange
+
+log = logging.getLogger(__name__)
+
+
+@njit(parallel=True, cache=True, boundscheck=False, nogil=True)
+def outer_products(other):
+    """The lower triangle of ``v v^T``, ``v = [q_c, 1]``, for every row of ``other`` ((m, d),
+    the bias last), packed row by row: (m, d(d+1)/2)."""
+    m, d = other.shape
+    k = d - 1
+    out = np.empty((m, d * (d + 1) // 2))
+    for c in prange(m):
+        j = 0
+        for x in range(d):
+            vx = other[c, x] if x < k else 1.0
+            for y in range(x + 1):
+                out[c, j] = vx * (other[c, y] if y < k else 1.0)
+                j += 1
+    return out
+
+
+@njit(parallel=True, cache=True, boundscheck=False, nogil=True)
+def sample_side(indptr, cols, ratings, mu, other, outer, alpha, prior_mean, prior_prec, noise, out):
+    """Draw every row's ``[p, b]`` (``out``, (n, d)) given the other side's ``[q, b]``
+    (``other``, (m, d), the bias last) and their :func:`outer_products`. Row ``r``'s
+    ratings are ``ratings[indptr[r]:indptr[r+1]]`` on columns ``cols[...]``; ``noise``
+    holds standard normals, (n, d). A row without ratings is drawn from the prior."""
+    n, d = out.shape
+    k = d - 1
+    packed = d * (d + 1) // 2
+    for row in prange(n):
+        acc = np.zeros(packed)
+        b = np.zeros(d)
+        for e in range(indptr[row], indptr[row + 1]):
+            c = cols[e]
+            t = ratings[e] - mu - other[c, k]
+            for x in range(packed):  # contiguous: vectorised
+                acc[x] += outer[c, x]
+            for x in range(k):
+                b[x] += t * other[c, x]
+            b[k] += t
+        a = np.empty((d, d))
+        j = 0
+        for x in range(d):
+            for y in range(x + 1):
+                a[x, y] = alpha * acc[j]
+                j += 1
+            a[x, x] += prior_prec[x]
+            b[x] = alpha * b[x] + prior_prec[x] * prior_mean[x]
+        # Cholesky a = L L^T, lower triangle in place
+        for x in range(d):
+            s = a[x, x]
+            for y in range(x):
+                s -= a[x, y] * a[x, y]
+            a[x, x] = math.sqrt(s)
+            for z in range(x + 1, d):
+                s = a[z, x]
+                for y in range(x):
+                    s -= a[z, y] * a[x, y]
+                a[z, x] = s / a[x, x]
+        # mean = A^-1 b: L y = b, then L^T m = y; the draw adds L^-T z (covariance A^-1)
+        for x in range(d):
+            s = b[x]
+            for y in range(x):
+                s -= a[x, y] * b[y]
+            b[x] = s / a[x, x]
+        for x in range(d - 1, -1, -1):
+            s = b[x] + noise[row, x]
+            for y in range(x + 1, d):
+                s -= a[y, x] * out[row, y]
+            out[row, x] = s / a[x, x]
+
+
+@njit(parallel=True, cache=True, boundscheck=False, nogil=True)
+def squared_error(indptr, cols, ratings, mu, rows, other):
+    """Sum over all ratings of ``(r - mu - b_u - b_i - p_u.q_i)^2``, by row of ``rows``."""
+    n, d = rows.shape
+    k = d - 1
+    total = np.zeros(n)
+    for row in prange(n):
+        s = 0.0
+        for e in range(indptr[row], indptr[row + 1]):
+            c = cols[e]
+            pred = mu + rows[row, k] + other[c, k]
+            for x in range(k):
+                pred += rows[row, x] * other[c, x]
+            err = ratings[e] - pred
+            s += err * err
+        total[row] = s
+    return total.sum()
+
+
+def _csr(rows: np.ndarray, cols: np.ndarray, r: np.ndarray, n: int):
+    order = np.lexsort((cols, rows))
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))]).astype(np.int64)
+    return indptr, cols[order].astype(np.int64), r[order].astype(np.float64)
+
+
+def _sample_prior(rng: np.random.Generator, theta: np.ndarray, a0: float, b0: float, g0: float):
+    """Per-dimension prior mean and precision given the rows' current values (Normal-Gamma)."""
+    n = len(theta)
+    mean = theta.sum(0) / (n + g0)
+    sq = ((theta - mean) ** 2).sum(0) + g0 * mean ** 2
+    prec = rng.gamma(a0 + (n + 1) / 2, 1.0 / (b0 + sq / 2))
+    return mean + rng.standard_normal(len(mean)) / np.sqrt((n + g0) * prec), prec
+
+
+def compress(draws_p: list[np.ndarray], draws_q: list[np.ndarray], k: int, oversample: int = 10,
+             power_iterations: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rank-``k`` factors ``P', Q'`` with ``P' Q'^T`` close (Frobenius) to the mean
+    ``M = mean_s P_s Q_s^T`` of the draws, without forming ``M``: a randomised range
+    finder with power iterations (Halko, Martinsson and Tropp, 2011) whose products
+    with ``M`` are sums over the draws, ``O(S k (U + I) (k + oversample))``."""
+    s = len(draws_p)
+    n_users, n_items = len(draws_p[0]), len(draws_q[0])
+    width = min(k + oversample, n_users, n_items)
+
+    def times(x):  # M @ x, x (I, w)
+        return sum(p @ (q.T @ x) for p, q in zip(draws_p, draws_q, strict=True)) / s
+
+    def times_t(y):  # M^T @ y, y (U, w)
+        return sum(q @ (p.T @ y) for p, q in zip(draws_p, draws_q, strict=True)) / s
+
+    omega = np.random.default_rng(seed).standard_normal((n_items, width))
+    basis = np.linalg.qr(times(omega))[0]
+    for _ in range(power_iterations):
+        basis = np.linalg.qr(times(np.linalg.qr(times_t(basis))[0]))[0]
+    small = times_t(basis).T  # (w, I) = basis^T M
+    w, sigma, vt = np.linalg.svd(small, full_matrices=False)
+    k = min(k, len(sigma))
+    root = np.sqrt(sigma[:k])
+    return (basis @ w[:, :k]) * root, vt[:k].T * root
+
+
+def fit_bayes(u: np.ndarray, i: np.ndarray, r: np.ndarray, n_users: int, n_items: int, *, factors: int,
+              sweeps: int, burn_in: int, seed: int, thin: int = 1, keep_rank: int | None = None,
+              val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, init_std: float = 0.1,
+              rating_range: tuple[float, float] = (0.5, 5.0), report_every: int = 10,
+              ) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """Posterior-mean parameters (``mu``, ``p``, ``q``, ``bu``, ``bi``; ``p``/``q`` of rank
+    ``keep_rank``, default ``factors``) from ``sweeps`` Gibbs sweeps, averaging every
+    ``thin``-th draw after ``burn_in``; a history entry every ``report_every`` sweeps
+    (RMSE of the running posterior mean on ``val`` when given)."""
+    if burn_in >= sweeps:
+        raise ValueError(f"burn_in ({burn_in}) must be below sweeps ({sweeps})")
+    rng = np.random.default_rng(seed)
+    d = factors + 1
+    mu = float(np.mean(r, dtype=np.float64))
+    by_user = _csr(u, i, r, n_users)
+    by_item = _csr(i, u, r, n_items)
+    theta = [rng.standard_normal((n_users, d)) * init_std, rng.standard_normal((n_items, d)) * init_std]
+    theta[0][:, factors] = 0.0
+    theta[1][:, factors] = 0.0
+    priors = [(np.zeros(d), np.ones(d)), (np.zeros(d), np.ones(d))]
+    alpha = 1.0
+    draws_p: list[np.ndarray] = []
+    draws_q: list[np.ndarray] = []
+    sum_bu, sum_bi = np.zeros(n_users), np.zeros(n_items)
+    val_sum = np.zeros(len(val[2])) if val is not None else None
+    history: list[dict] = []
+    t0 = time.perf_counter()
+    for sweep in range(1, sweeps + 1):
+        for side, csr in ((0, by_user), (1, by_item)):
+            mean, prec = priors[side]
+            noise = rng.standard_normal(theta[side].shape)
+            other = theta[1 - side]
+            sample_side(*csr, mu, other, outer_products(other), alpha, mean, prec, noise, theta[side])
+            priors[side] = _sample_prior(rng, theta[side], 1.0, 1.0, 1.0)
+        sse = squared_error(*by_user, mu, theta[0], theta[1])
+        alpha = rng.gamma(1.0 + len(r) / 2, 1.0 / (1.0 + sse / 2))
+        if sweep > burn_in and (sweep - burn_in) % thin == 0:
+            draws_p.append(theta[0][:, :factors].astype(np.float32))  # float32: half the memory
+            draws_q.append(theta[1][:, :factors].astype(np.float32))
+            sum_bu += theta[0][:, factors]
+            sum_bi += theta[1][:, factors]
+            if val_sum is not None:
+                vu, vi = val[0], val[1]
+                val_sum += (theta[0][vu, factors] + theta[1][vi, factors]
+                            + (theta[0][vu, :factors] * theta[1][vi, :factors]).sum(1))
+        if sweep % report_every == 0 or sweep == sweeps:
+            entry = {"sweep": sweep, "train_rmse": math.sqrt(sse / len(r)), "noise_std": 1 / math.sqrt(alpha),
+                     "seconds": time.perf_counter() - t0}
+            if val_sum is not None and draws_p:
+                pred = np.clip(mu + val_sum / len(draws_p), *rating_range)
+                entry["val_rmse"] = float(np.sqrt(np.mean((pred - val[2]) ** 2)))
+            history.append(entry)
+            log.info("rating head: sweep %d/%d train_rmse %.4f (one draw) val_rmse %s (%.2fs)", sweep, sweeps,
+                     entry["train_rmse"], f"{entry['val_rmse']:.4f}" if "val_rmse" in entry else "-",
+                     entry["seconds"])
+    p, q = compress(draws_p, draws_q, keep_rank or factors)
+    s = len(draws_p)
+    return {"mu": np.array([mu]), "p": p.astype(np.float32), "q": q.astype(np.float32),
+            "bu": (sum_bu / s).astype(np.float32), "bi": (sum_bi / s).astype(np.float32)}, history

@@ -1,0 +1,149 @@
+"""Strong simple top-N baselines on the binary "has rated" matrix (Dacrema et al.,
+"Are we really making much progress?", RecSys 2019): EASE^R, RP3beta and item-kNN.
+
+Each is an item-item model ``scores = X W``; :func:`top_n` ranks a user's unseen
+items by it, in blocks of users so no (users x items) matrix is held whole.
+Hyper-parameters are chosen on a validation split carved from the training pairs
+(:func:`tune`), never on the evaluation holdout. The dense item-item matrix costs
+``8 * n_items^2`` bytes, so :func:`affordable` caps the catalogue size.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+from tasks.model import metrics as M
+
+log = logging.getLogger(__name__)
+
+EASE_LAMBDAS = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)
+KNN_GRID = tuple((k, shrink) for k in (50, 100, 200, 400) for shrink in (0.0, 10.0, 50.0))
+RP3_GRID = tuple((alpha, beta) for alpha in (0.6, 0.8, 1.0) for beta in (0.0, 0.2, 0.4, 0.6))
+
+
+def binary(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
+    x = sp.csr_matrix((np.ones(len(u), dtype=np.float64), (u, i)), shape=(n_users, n_items))
+    x.data[:] = 1.0  # a pair counts once
+    return x
+
+
+def affordable(n_items: int, max_items: int) -> bool:
+    return n_items <= max_items
+
+
+def ease(x: sp.csr_matrix, lam: float) -> np.ndarray:
+    """EASE^R (Steck 2019): ``B = I - P diag(1/diag P)``, ``P = (X^T X + lam I)^-1``, zero diagonal."""
+    g = (x.T @ x).toarray()
+    g[np.diag_indices_from(g)] += lam
+    p = np.linalg.inv(g)
+    b = p / -np.diag(p)
+    b[np.diag_indices_from(b)] = 0.0
+    return b
+
+
+def item_knn(x: sp.csr_matrix, k: int, shrink: float) -> np.ndarray:
+    """Cosine item-item similarity with shrinkage, each item's ``k`` nearest neighbours kept."""
+    g = (x.T @ x).toarray()
+    norms = np.sqrt(np.diag(g))
+    sim = g / (np.outer(norms, norms) + shrink + 1e-9)
+    np.fill_diagonal(sim, 0.0)
+    return _keep_top(sim, k)
+
+
+def rp3beta(x: sp.csr_matrix, alpha: float, beta: float, k: int = 200) -> np.ndarray:
+    """RP3beta (Paudel et al. 2017): item->user->item transition probabilities to the power
+    ``alpha``, divided by the target's popularity to the ``beta``, top ``k`` per item."""
+    user_deg = np.asarray(x.sum(1)).ravel()
+    item_deg = np.asarray(x.sum(0)).ravel()
+    p_ui = sp.diags(1.0 / np.maximum(user_deg, 1)) @ x
+    p_iu = sp.diags(1.0 / np.maximum(item_deg, 1)) @ x.T
+    w = (p_iu @ p_ui).toarray() ** alpha
+    w /= np.maximum(item_deg, 1)[None, :] ** beta
+    np.fill_diagonal(w, 0.0)
+    return _keep_top(w, k)
+
+
+def _keep_top(w: np.ndarray, k: int) -> np.ndarray:
+    """Zero all but each row's ``k`` largest entries (row ``i``: item ``i``'s neighbours)."""
+    if k >= w.shape[1]:
+        return w
+    cut = np.argpartition(-w, k, axis=1)[:, k:]
+    np.put_along_axis(w, cut, 0.0, axis=1)
+    return w
+
+
+def top_n(x: sp.csr_matrix, w: np.ndarray, n: int, block: int = 2048) -> np.ndarray:
+    """Each user's ``n`` best unseen items by ``x_u W``, best first, (U, n); ties by lower index."""
+    return top_n_of(lambda s, e: np.asarray(x[s:e] @ w), x, n, block)
+
+
+def top_n_of(scores_of: Callable[[int, int], np.ndarray], seen: sp.csr_matrix, n: int,
+             block: int = 2048) -> np.ndarray:
+    """Each user's ``n`` best items not in ``seen`` by ``scores_of(start, end)`` (the dense
+    score rows of users ``start..end-1``), best first, (U, n); ties by lower index."""
+    n_users, n_items = seen.shape
+    out = np.empty((n_users, n), dtype=np.int64)
+    for s in range(0, n_users, block):
+        scores = np.array(scores_of(s, min(s + block, n_users)), dtype=np.float64)
+        scores[seen[s:s + block].nonzero()] = -np.inf
+        part = np.argpartition(-scores, n - 1, axis=1)[:, :n] if n < n_items else \
+            np.tile(np.arange(n_items), (len(scores), 1))
+        order = np.lexsort((part, -np.take_along_axis(scores, part, 1)), axis=1)
+        out[s:s + block] = np.take_along_axis(part, order, 1)[:, :n]
+    return out
+
+
+def holdout_csr(u: np.ndarray, i: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indptr, indices) of each user's pairs, for :func:`tasks.model.metrics.ranking_metrics`."""
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(u, minlength=n_users))])
+    return indptr, i[np.argsort(u, kind="stable")]
+
+
+def validation_split(u: np.ndarray, share: float = 0.1, seed: int = 0) -> np.ndarray:
+    """Boolean mask: a random ``share`` of each user's pairs (at least one for users with 5+)."""
+    key = np.random.default_rng(seed).random(len(u))
+    order = np.lexsort((key, u))
+    counts = np.bincount(u)
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(len(u), dtype=np.int64)
+    rank[order] = np.arange(len(u)) - start[u[order]]
+    take = np.where(counts >= 5, np.maximum(1, np.round(share * counts)), 0)
+    return rank < take[u]
+
+
+def tune(fit: Callable[..., np.ndarray], grid, u: np.ndarray, i: np.ndarray, n_users: int, n_items: int,
+         k: int = 10, seed: int = 0) -> tuple[tuple, dict]:
+    """The grid point with the best validation NDCG@k, on a split of the training pairs,
+    and each point's score."""
+    val = validation_split(u, seed=seed)
+    x = binary(u[~val], i[~val], n_users, n_items)
+    rel = holdout_csr(u[val], i[val], n_users)
+    scores = {}
+    for point in grid:
+        args = point if isinstance(point, tuple) else (point,)
+        recs = top_n(x, fit(x, *args), k)
+        scores[point] = M.ranking_metrics(recs, *rel, n_items, k)[f"ndcg@{k}"]
+    best = max(scores, key=scores.get)
+    return best, scores
+
+
+def fit_tuned(name: str, u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, k: int = 10,
+              seed: int = 0) -> tuple[np.ndarray, dict]:
+    """One baseline, tuned on validation, refitted on all of ``(u, i)``: its W and a note
+    (chosen parameters, validation scores, seconds)."""
+    fit, grid = {"ease": (ease, EASE_LAMBDAS), "item_knn": (item_knn, KNN_GRID),
+                 "rp3beta": (rp3beta, RP3_GRID)}[name]
+    t0 = time.perf_counter()
+    best, scores = tune(fit, grid, u, i, n_users, n_items, k, seed)
+    args = best if isinstance(best, tuple) else (best,)
+    w = fit(binary(u, i, n_users, n_items), *args)
+    note = {"params": list(args), "val_ndcg": {str(p): round(v, 4) for p, v in scores.items()},
+            "seconds": time.perf_counter() - t0}
+    log.info("%s baseline: params %s (validation NDCG@%d %.4f) in %.1fs", name, args, k, scores[best],
+             note["seconds"])
+    return w, note
