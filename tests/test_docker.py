@@ -230,8 +230,8 @@ def test_a_failed_docker_build_says_why_in_the_error(engine, aws, boto, monkeypa
 
 def test_jobs_image_runs_each_stage_against_moto_with_its_compiled_kernels(engine, jobs_image, aws):
     """snapshot, train, score and finalize in the jobs image, as user 10001, against the moto
-    server; the score stage loads numba's cache compiled into the image (NUMBA_DEBUG_CACHE says
-    "data loaded", never "data saved")."""
+    server; the train and score stages load numba's cache compiled into the image
+    (NUMBA_DEBUG_CACHE says "data loaded", never "data saved")."""
     from tasks import storage
     from tasks.data import generate
 
@@ -247,13 +247,15 @@ def test_jobs_image_runs_each_stage_against_moto_with_its_compiled_kernels(engin
 
     stage("tasks.data", "snapshot", "--raw", f"{base}/raw/ratings", "--ds", "2026-12-01", "--out", snap,
           "--quarantine", f"{base}/quarantine/ds=2026-12-01")
-    stage("tasks.train", "--ratings", snap, "--sweeps", "2", "--out", model)
+    train = stage("tasks.train", "--ratings", snap, "--sweeps", "2", "--out", model,
+                  extra=("-e", "NUMBA_DEBUG_CACHE=1"))  # the Gibbs sampler's kernels
     score = stage("tasks.score", "--model", model, "--ratings", snap, "--model-version", "vdocker", "--top-n", "5",
                   "--table", aws["table"], extra=("-e", "NUMBA_DEBUG_CACHE=1"))
-    log = score.stdout + score.stderr
-    assert "data loaded" in log, log[-3000:]
-    assert "data saved" not in log, "a kernel was compiled at run time:\n" + "\n".join(
-        line for line in log.splitlines() if "data saved" in line)[:3000]
+    for run in (train, score):
+        log = run.stdout + run.stderr
+        assert "data loaded" in log, log[-3000:]
+        assert "data saved" not in log, "a kernel was compiled at run time:\n" + "\n".join(
+            line for line in log.splitlines() if "data saved" in line)[:3000]
     stage("tasks.score", "--finalize", "--model", model, "--ratings", snap, "--model-version", "vdocker",
           "--top-n", "5", "--shards", "1", "--table", aws["table"])
     from tasks import table

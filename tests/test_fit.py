@@ -116,7 +116,7 @@ def test_surprise_svd_adapter_predicts_like_surprise():
     u = rng.integers(0, 30, 600)
     i = rng.integers(0, 40, 600)
     r = rng.integers(1, 6, 600).astype(np.float32)
-    model, seconds = surprise_svd(u, i, r, 32, 41, (1.0, 5.0), seed=7)  # user 31, items 40 never rated
+    model, seconds, _ = surprise_svd(u, i, r, 32, 41, (1.0, 5.0), seed=7)  # user 31, items 40 never rated
     algo = SVD(random_state=7)
     algo.fit(Dataset.load_from_df(pd.DataFrame({"u": u, "i": i, "r": r}),
                                   Reader(rating_scale=(1, 5))).build_full_trainset())

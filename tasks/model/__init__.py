@@ -32,6 +32,7 @@ from tasks.errors import IncompleteArtifactError
 
 log = logging.getLogger(__name__)
 
+PAD_INT_ID = np.iinfo(np.int64).min  # recommend()'s id for a padded slot, for integer ids
 RECOMMEND_CHUNK = 256  # users per scoring call in recommend() (per thread at a time), unless chunk_size is given
 
 
@@ -117,6 +118,10 @@ class Recommender:
                 f"model ({model.n_user} users, {model.n_item} items)")
         self._user_lookup = IdLookup(self.user_ids)
         self._item_lookup = IdLookup(self.item_ids)
+        # what recommend() returns: the ids as the model was trained on them (meta "id_kinds";
+        # artifacts without it: strings, as before)
+        self.item_ids_out = (self.item_ids.astype(np.int64)
+                             if self.meta.get("id_kinds", {}).get("item") == "int" else self.item_ids)
         self.rating_range = rating_range
         with torch.no_grad():
             self._p = model.user.weight.detach().float()  # (U, k)
@@ -251,18 +256,21 @@ class Recommender:
 
         Scores are the ranking head's relevance when the model has one (higher
         is better, not a rating: use :meth:`predict` for ratings), else the
-        predicted rating. Unknown users get the non-personal ranking (the average
-        user's relevance, or the item bias). Rows shorter than ``n`` (a user who
-        has seen nearly everything) are padded with ``""`` and ``-inf``. Equal
-        scores rank by the item's position in the model (deterministic).
+        predicted rating. Item ids have the type the model was trained on:
+        integers for an integer id column, else strings. Unknown users get the
+        non-personal ranking (the average user's relevance, or the item bias).
+        Rows shorter than ``n`` (a user who has seen nearly everything) are
+        padded with score ``-inf`` and id ``""`` (strings) or :data:`PAD_INT_ID`
+        (integers). Equal scores rank by the item's position in the model
+        (deterministic).
         """
         top_i, top_s = self.recommend_index(self.user_index_of(user_ids), n, exclude_seen, chunk_size)
         padded = top_i < 0
         if padded.any():
-            items = self.item_ids[np.where(padded, 0, top_i)]
-            items[padded] = ""
+            items = self.item_ids_out[np.where(padded, 0, top_i)]
+            items[padded] = PAD_INT_ID if items.dtype.kind == "i" else ""
         else:
-            items = self.item_ids[top_i]
+            items = self.item_ids_out[top_i]
         return items, top_s
 
     def recommend_index(self, idx: np.ndarray, n: int = 10, exclude_seen: bool = True,

@@ -111,6 +111,11 @@ def encode_ids(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64), ids
 
 
+def id_kind(column: pd.Series) -> str:
+    """``"int"`` for an integer id column (``recommend`` then returns integers), else ``"str"``."""
+    return "int" if pd.api.types.is_integer_dtype(column.dtype) else "str"
+
+
 def csr(users: np.ndarray, items: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.lexsort((items, users))
     indptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=n_users))])
@@ -174,9 +179,9 @@ def bias_baseline(u: np.ndarray, i: np.ndarray, r: np.ndarray, n_users: int, n_i
 
 
 def surprise_svd(u: np.ndarray, i: np.ndarray, r: np.ndarray, n_users: int, n_items: int,
-                 rating_range: tuple[float, float], seed: int = 0) -> tuple[MF, float]:
+                 rating_range: tuple[float, float], seed: int = 0) -> tuple[MF, float, float]:
     """scikit-surprise's ``SVD()`` with its defaults, as an :class:`MF` on our indexes,
-    and the seconds ``SVD.fit`` took (data conversion excluded).
+    and the wall and CPU seconds ``SVD.fit`` took (data conversion excluded).
 
     Its fitted biases and factors are copied into the tutorial model (same
     parametrisation), so predictions and full-catalogue rankings are computed
@@ -188,9 +193,9 @@ def surprise_svd(u: np.ndarray, i: np.ndarray, r: np.ndarray, n_users: int, n_it
     frame = pd.DataFrame({"u": u, "i": i, "r": r})
     trainset = Dataset.load_from_df(frame, Reader(rating_scale=rating_range)).build_full_trainset()
     algo = SVD(random_state=seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     algo.fit(trainset)
-    fit_seconds = time.perf_counter() - t0
+    fit_seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     users = np.array([trainset.to_raw_uid(x) for x in range(trainset.n_users)], dtype=np.int64)
     items = np.array([trainset.to_raw_iid(x) for x in range(trainset.n_items)], dtype=np.int64)
     model = MF(n_users, n_items, k=algo.n_factors)
@@ -202,7 +207,7 @@ def surprise_svd(u: np.ndarray, i: np.ndarray, r: np.ndarray, n_users: int, n_it
         model.item.weight[items] = torch.from_numpy(algo.qi).float()
         model.user_bias.weight[users, 0] = torch.from_numpy(algo.bu).float()
         model.item_bias.weight[items, 0] = torch.from_numpy(algo.bi).float()
-    return model.eval(), fit_seconds
+    return model.eval(), fit_seconds, cpu_seconds
 
 
 def baselines(train_u, train_i, train_r, hold_u, hold_i, hold_r, seen, rel, user_ids, item_ids,
@@ -239,7 +244,7 @@ def baselines(train_u, train_i, train_r, hold_u, hold_i, hold_r, seen, rel, user
                                  f"{cfg.svd_baseline_max_ratings}"}
         log.info("surprise SVD baseline skipped: %s", out["svd"]["skipped"])
     else:
-        svd, fit_seconds = surprise_svd(train_u, train_i, train_r, n_users, n_items, rating_range, cfg.seed)
+        svd, fit_seconds, _ = surprise_svd(train_u, train_i, train_r, n_users, n_items, rating_range, cfg.seed)
         rec = Recommender(svd, user_ids, item_ids, seen_indptr=seen[0], seen_indices=seen[1],
                           rating_range=rating_range)
         out["svd"] = {**evaluate(rec, hold_u, hold_i, hold_r, rel, cfg), "fit_seconds": fit_seconds}
@@ -257,6 +262,7 @@ def train(ratings_uri: str, out: str, cfg: TrainConfig, champion: str | None = N
         raise ValueError(f"{ratings_uri}: no ratings to train on")
     df["_u"], user_ids = encode_ids(df[USER_ID])
     df["_i"], item_ids = encode_ids(df[ITEM_ID])
+    kinds = {"user": id_kind(df[USER_ID]), "item": id_kind(df[ITEM_ID])}
     n_users, n_items = len(user_ids), len(item_ids)
     split = temporal_split(df, cfg)
     uu, ii, rr = df["_u"].to_numpy(), df["_i"].to_numpy(), df[RATING].to_numpy(np.float32)
@@ -276,7 +282,7 @@ def train(ratings_uri: str, out: str, cfg: TrainConfig, champion: str | None = N
     seen_train = csr(uu[fitted], ii[fitted], n_users)
     rel = csr(uu[ho], ii[ho], n_users)
     rec = Recommender(model, user_ids, item_ids, seen_indptr=seen_train[0], seen_indices=seen_train[1],
-                      rating_range=rating_range)
+                      rating_range=rating_range, meta={"id_kinds": kinds})
     metrics = {"candidate": evaluate(rec, uu[ho], ii[ho], rr[ho], rel, cfg) if len(ho) else {}}
     if len(ho):
         metrics["baselines"] = baselines(uu[fitted], ii[fitted], rr[fitted], uu[ho], ii[ho], rr[ho], seen_train,
@@ -304,6 +310,7 @@ def train(ratings_uri: str, out: str, cfg: TrainConfig, champion: str | None = N
     meta = {
         "model_version": model_version, "ds": ds, "ratings": ratings_uri,
         "user_ids": user_ids.tolist(), "item_ids": item_ids.tolist(),
+        "id_kinds": kinds,
         "rating_range": list(rating_range),
         "config": dataclasses.asdict(cfg), "numpy": np.__version__, "pandas": pd.__version__,
         "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(),

@@ -226,3 +226,11 @@ def fit_bayes(u: np.ndarray, i: np.ndarray, r: np.ndarray, n_users: int, n_items
     s = len(draws_p)
     return {"mu": np.array([mu]), "p": p.astype(np.float32), "q": q.astype(np.float32),
             "bu": (sum_bu / s).astype(np.float32), "bi": (sum_bi / s).astype(np.float32)}, history
+
+
+def warm_up() -> None:
+    """Compile the sampler's kernels into numba's on-disk cache (run at image build),
+    for the dtypes :func:`fit_bayes` passes."""
+    u = np.array([0, 0, 1], dtype=np.int64)
+    i = np.array([0, 1, 1], dtype=np.int64)
+    fit_bayes(u, i, np.array([4.0, 3.0, 5.0], dtype=np.float32), 2, 2, factors=1, sweeps=2, burn_in=1, seed=0)
