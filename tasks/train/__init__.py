@@ -123,18 +123,22 @@ def csr(users: np.ndarray, items: np.ndarray, n_users: int) -> tuple[np.ndarray,
 
 
 def fit(u: np.ndarray, i: np.ndarray, r: np.ndarray, val: tuple, n_users: int, n_items: int,
-        cfg: TrainConfig, rating_range: tuple[float, float] = (0.5, 5.0)) -> tuple[MF, list[dict], dict]:
+        cfg: TrainConfig, rating_range: tuple[float, float] = (0.5, 5.0)) -> tuple[MF, list[dict], dict, dict]:
     """Both heads on internal indexes; returns the model, the rating head's
-    history (every 10 sweeps) and the ranking head's info.
+    history (every 10 sweeps), the ranking head's info and the rating head's
+    (its size, wall and CPU seconds).
 
     The rating head reports its RMSE on ``val`` (when not empty) and never fits
     it; the ranking head sees every training pair, ``val`` included (it never
     looks at rating values).
     """
     burn_in = min(cfg.burn_in, cfg.sweeps // 2)
+    t0, c0 = time.perf_counter(), time.process_time()
     params, history = fit_bayes(u, i, r, n_users, n_items, factors=cfg.factors, sweeps=cfg.sweeps,
                                 burn_in=burn_in, thin=max(1, min(cfg.thin, cfg.sweeps - burn_in)), seed=cfg.seed,
                                 val=val if len(val[2]) else None, rating_range=rating_range)
+    rating_info = {"factors": int(params["p"].shape[1]), "seconds": time.perf_counter() - t0,
+                   "cpu_seconds": time.process_time() - c0}
     rank_p = rank_q = None
     info: dict = {"factors": 0}
     if cfg.rank_factors:
@@ -153,7 +157,7 @@ def fit(u: np.ndarray, i: np.ndarray, r: np.ndarray, val: tuple, n_users: int, n
         if rank_p is not None:
             model.rank_user.weight.copy_(rank_p)
             model.rank_item.weight.copy_(rank_q)
-    return model.eval(), history, info
+    return model.eval(), history, info, rating_info
 
 
 def evaluate(rec: Recommender, u: np.ndarray, i: np.ndarray, r: np.ndarray,
@@ -273,7 +277,7 @@ def train(ratings_uri: str, out: str, cfg: TrainConfig, champion: str | None = N
     tr, va, ho = split.train, split.val, split.holdout
     rating_range = (float(rr.min()), float(rr.max()))
     t_fit = time.perf_counter()
-    model, history, ranking = fit(uu[tr], ii[tr], rr[tr], (uu[va], ii[va], rr[va]), n_users, n_items, cfg,
+    model, history, ranking, rating = fit(uu[tr], ii[tr], rr[tr], (uu[va], ii[va], rr[va]), n_users, n_items, cfg,
                                   rating_range)
     fit_seconds = time.perf_counter() - t_fit
 
@@ -303,6 +307,7 @@ def train(ratings_uri: str, out: str, cfg: TrainConfig, champion: str | None = N
     metrics["total_seconds"] = time.perf_counter() - t_start
     metrics["history"] = history
     metrics["ranking_head"] = ranking
+    metrics["rating_head"] = rating
     log.info("candidate %s", {k: round(v, 4) for k, v in metrics["candidate"].items()})
 
     # -- save: weights, id maps, every snapshot pair as "seen" ---------------

@@ -116,17 +116,31 @@ def validation_split(u: np.ndarray, share: float = 0.1, seed: int = 0) -> np.nda
     return rank < take[u]
 
 
+VALIDATION_USERS = 2048  # users whose validation NDCG picks the parameters (a seeded sample above this)
+
+
+def validation_users(u: np.ndarray, val: np.ndarray, n_users: int, seed: int = 0) -> np.ndarray:
+    """Sorted users with validation pairs, at most :data:`VALIDATION_USERS` of them (seeded)."""
+    users = np.unique(u[val])
+    if len(users) > VALIDATION_USERS:
+        users = np.sort(np.random.default_rng(seed).choice(users, VALIDATION_USERS, replace=False))
+    return users
+
+
 def tune(fit: Callable[..., np.ndarray], grid, u: np.ndarray, i: np.ndarray, n_users: int, n_items: int,
          k: int = 10, seed: int = 0) -> tuple[tuple, dict]:
-    """The grid point with the best validation NDCG@k, on a split of the training pairs,
-    and each point's score."""
+    """The grid point with the best validation NDCG@k, on a split of the training pairs
+    (scored for at most :data:`VALIDATION_USERS` users), and each point's score."""
     val = validation_split(u, seed=seed)
     x = binary(u[~val], i[~val], n_users, n_items)
-    rel = holdout_csr(u[val], i[val], n_users)
+    users = validation_users(u, val, n_users, seed)
+    keep = val & np.isin(u, users)
+    rel = holdout_csr(np.searchsorted(users, u[keep]), i[keep], len(users))
+    x_val = x[users]
     scores = {}
     for point in grid:
         args = point if isinstance(point, tuple) else (point,)
-        recs = top_n(x, fit(x, *args), k)
+        recs = top_n(x_val, fit(x, *args), k)
         scores[point] = M.ranking_metrics(recs, *rel, n_items, k)[f"ndcg@{k}"]
     best = max(scores, key=scores.get)
     return best, scores

@@ -1,20 +1,21 @@
-"""The ranking head: PureSVD on the "has rated" matrix (Cremonesi et al., 2010).
+"""The ranking head: which items a user will pick, from the binary "has rated" matrix.
 
 A rating-trained MF predicts *how much* a user would like an item given that
 they watch it; ranking a whole catalogue also needs *whether* they would pick
-it. The ranking head is a truncated SVD of the binary user x item matrix of
-training pairs, ``X ~ U S V^T``: item factors ``V``, user factors ``X V`` (the
-user's row folded into the item space), relevance ``x_u V v_i``. One
-randomised SVD over the sparse matrix: no epochs, cost
-linear in the ratings, deterministic for a seed.
+it. Two models of the binary user x item matrix ``X`` of training pairs:
 
-``popularity_damping`` (beta) divides each item's column by ``n_i ** beta``
-before the decomposition, trading a little precision for catalogue coverage.
+- PureSVD (Cremonesi et al., 2010): a truncated SVD ``X ~ U S V^T``; item
+  factors ``V``, user factors ``X V``. One randomised SVD over the sparse
+  matrix, cost linear in the ratings. ``popularity_damping`` (beta) divides each
+  item's column by ``n_i ** beta`` first, trading precision for coverage.
+- EASE^R (Steck, 2019): the item-item ``B`` of a closed-form ridge regression
+  of ``X`` on itself with a zero diagonal; scores ``X B``. Projected here on the
+  top right singular vectors of ``B`` so it is a dot product too.
 
-Measured against implicit ALS (Hu et al. 2008, Rendle et al. 2022 setting) on
-the synthetic MovieLens-100k stand-in, 75/25 per-user split: PureSVD k=16
-NDCG@10 0.456 in 0.07 s, iALS k=32 0.466 in 0.56 s. PureSVD is within 2% at an
-eighth of the cost, so it is the default head.
+:func:`fit_ranking_head` blends the two (weight chosen on validation) when the
+catalogue is small enough for the dense ``B``, else returns PureSVD. README
+"Model quality" has the measured comparison with EASE^R, iALS, RP3beta and
+item-kNN (``bench/train_bench.py``).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def fit_puresvd(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, *, fac
 BLEND_WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0)  # PureSVD's share of the blend, in units of each head's score spread
 
 
-def ease_factors(x, lam: float, rank: int, exact_max_items: int = 4096, oversample: int = 10,
+def ease_factors(x, lam: float, rank: int, exact_max_items: int = 1024, oversample: int = 10,
                  power_iterations: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """EASE^R's scores ``X B`` projected on the top-``rank`` right singular vectors ``V`` of
     ``B``: user vectors ``X B V``, item vectors ``V``. ``V`` is exact (eigenvectors of
@@ -141,10 +142,14 @@ def fit_ranking_head(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, *
         info["ease"] = {"skipped": "no user has 5+ pairs to validate EASE^R's lambda and the blend on"}
         return svd_p, svd_q, info
     x_fit = IM.binary(u[~val], i[~val], n_users, n_items)
-    rel = IM.holdout_csr(u[val], i[val], n_users)
+    users = IM.validation_users(u, val, n_users, seed)
+    keep = val & np.isin(u, users)
+    rel = IM.holdout_csr(np.searchsorted(users, u[keep]), i[keep], len(users))
+    x_users = x_fit[users]
 
     def ndcg(p, q) -> float:
-        recs = IM.top_n_of(lambda s, e: p[s:e] @ q.T, x_fit, top_k)
+        pu = p[users]
+        recs = IM.top_n_of(lambda s, e: pu[s:e] @ q.T, x_users, top_k)
         return M.ranking_metrics(recs, *rel, n_items, top_k)[f"ndcg@{top_k}"]
 
     lam, lam_scores = IM.tune(IM.ease, IM.EASE_LAMBDAS, u, i, n_users, n_items, top_k, seed)
