@@ -237,8 +237,7 @@ def baselines(train_u, train_i, train_r, hold_u, hold_i, hold_r, seen, rel, user
     else:
         t0 = time.perf_counter()
         if ease_lambda is None:
-            ease_lambda, _ = IM.tune(IM.ease, IM.EASE_LAMBDAS, train_u, train_i, n_users, n_items, cfg.top_k,
-                                     cfg.seed)
+            ease_lambda, _ = IM.tune_ease(train_u, train_i, n_users, n_items, cfg.top_k, cfg.seed)
         x = IM.binary(train_u, train_i, n_users, n_items)
         recs = IM.top_n(x, IM.ease(x, ease_lambda), cfg.top_k)
         out["ease"] = {**M.ranking_metrics(recs, rel[0], rel[1], n_items, cfg.top_k), "lambda": ease_lambda,

@@ -21,6 +21,7 @@ from tasks.model import metrics as M
 
 log = logging.getLogger(__name__)
 
+GRAM_BLOCK = 4096  # users per dense block of the Gram product
 EASE_LAMBDAS = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)
 KNN_GRID = tuple((k, shrink) for k in (50, 100, 200, 400) for shrink in (0.0, 10.0, 50.0))
 RP3_GRID = tuple((alpha, beta) for alpha in (0.6, 0.8, 1.0) for beta in (0.0, 0.2, 0.4, 0.6))
@@ -36,9 +37,22 @@ def affordable(n_items: int, max_items: int) -> bool:
     return n_items <= max_items
 
 
+def gram(x: sp.csr_matrix) -> np.ndarray:
+    """The dense item-item ``X^T X``, computed once per matrix: tuning calls it for every
+    grid point, and at MovieLens-1M shape it costs more than the inverse (kept on ``x``)."""
+    cached = getattr(x, "_recsys_gram", None)
+    if cached is None:
+        cached = np.zeros((x.shape[1], x.shape[1]))
+        for s in range(0, x.shape[0], GRAM_BLOCK):  # dense blocks of users: BLAS, bounded memory
+            block = x[s:s + GRAM_BLOCK].toarray()
+            cached += block.T @ block
+        x._recsys_gram = cached
+    return cached
+
+
 def ease(x: sp.csr_matrix, lam: float) -> np.ndarray:
     """EASE^R (Steck 2019): ``B = I - P diag(1/diag P)``, ``P = (X^T X + lam I)^-1``, zero diagonal."""
-    g = (x.T @ x).toarray()
+    g = gram(x).copy()
     g[np.diag_indices_from(g)] += lam
     p = np.linalg.inv(g)
     b = p / -np.diag(p)
@@ -48,7 +62,7 @@ def ease(x: sp.csr_matrix, lam: float) -> np.ndarray:
 
 def item_knn(x: sp.csr_matrix, k: int, shrink: float) -> np.ndarray:
     """Cosine item-item similarity with shrinkage, each item's ``k`` nearest neighbours kept."""
-    g = (x.T @ x).toarray()
+    g = gram(x)
     norms = np.sqrt(np.diag(g))
     sim = g / (np.outer(norms, norms) + shrink + 1e-9)
     np.fill_diagonal(sim, 0.0)
@@ -146,6 +160,30 @@ def tune(fit: Callable[..., np.ndarray], grid, u: np.ndarray, i: np.ndarray, n_u
     return best, scores
 
 
+def tune_ease(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, k: int = 10, seed: int = 0,
+              lambdas=EASE_LAMBDAS) -> tuple[float, dict]:
+    """:func:`tune` for EASE^R, from one eigendecomposition ``G = V L V^T`` instead of an
+    inverse per ``lambda``: ``P = V (L + lambda)^-1 V^T``, and over unseen items ``X B``
+    ranks as ``-X P diag(P)^-1`` (``B = I - P diag(P)^-1``; the ``I`` only touches seen
+    items). Same choice as :func:`tune` with :func:`ease`, about half the time at
+    MovieLens-1M shape."""
+    val = validation_split(u, seed=seed)
+    x = binary(u[~val], i[~val], n_users, n_items)
+    users = validation_users(u, val, n_users, seed)
+    keep = val & np.isin(u, users)
+    rel = holdout_csr(np.searchsorted(users, u[keep]), i[keep], len(users))
+    x_val = x[users]
+    evals, vecs = np.linalg.eigh(gram(x))
+    xv = np.asarray(x_val @ vecs)  # (users, I)
+    scores = {}
+    for lam in lambdas:
+        inv = 1.0 / (evals + lam)
+        diag = (vecs ** 2) @ inv  # diag(P)
+        recs = top_n_of(lambda s, e, inv=inv, diag=diag: -((xv[s:e] * inv) @ vecs.T) / diag, x_val, k)
+        scores[lam] = M.ranking_metrics(recs, *rel, n_items, k)[f"ndcg@{k}"]
+    return max(scores, key=scores.get), scores
+
+
 def fit_tuned(name: str, u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, k: int = 10,
               seed: int = 0) -> tuple[np.ndarray, dict]:
     """One baseline, tuned on validation, refitted on all of ``(u, i)``: its W and a note
@@ -153,7 +191,8 @@ def fit_tuned(name: str, u: np.ndarray, i: np.ndarray, n_users: int, n_items: in
     fit, grid = {"ease": (ease, EASE_LAMBDAS), "item_knn": (item_knn, KNN_GRID),
                  "rp3beta": (rp3beta, RP3_GRID)}[name]
     t0 = time.perf_counter()
-    best, scores = tune(fit, grid, u, i, n_users, n_items, k, seed)
+    best, scores = (tune_ease(u, i, n_users, n_items, k, seed) if name == "ease"
+                    else tune(fit, grid, u, i, n_users, n_items, k, seed))
     args = best if isinstance(best, tuple) else (best,)
     w = fit(binary(u, i, n_users, n_items), *args)
     note = {"params": list(args), "val_ndcg": {str(p): round(v, 4) for p, v in scores.items()},

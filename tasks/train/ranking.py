@@ -152,7 +152,7 @@ def fit_ranking_head(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, *
         recs = IM.top_n_of(lambda s, e: pu[s:e] @ q.T, x_users, top_k)
         return M.ranking_metrics(recs, *rel, n_items, top_k)[f"ndcg@{top_k}"]
 
-    lam, lam_scores = IM.tune(IM.ease, IM.EASE_LAMBDAS, u, i, n_users, n_items, top_k, seed)
+    lam, lam_scores = IM.tune_ease(u, i, n_users, n_items, top_k, seed)
     ease_val = ease_factors(x_fit, lam, ease_rank, seed=seed)
     vp, vq, _ = fit_puresvd(u[~val], i[~val], n_users, n_items, factors=factors,
                             popularity_damping=popularity_damping, seed=seed)
