@@ -9,7 +9,6 @@ On invalid input nothing is written to ``out``: the rejected files and a
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import re
@@ -97,16 +96,6 @@ class IdCodes:
         rank = np.empty(len(order), dtype=np.int32)
         rank[order] = np.arange(len(order), dtype=np.int32)
         return rank[codes], self.ids[order]
-
-
-def _release_freed_memory() -> None:
-    """Hand memory freed by many chunk-sized arrays back to the OS (glibc keeps it in the heap
-    otherwise, and the peak counts it twice once the table is concatenated); a no-op elsewhere."""
-    import ctypes
-    import ctypes.util
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 def _equal_runs(order: np.ndarray, columns: list[np.ndarray]) -> np.ndarray:
@@ -210,7 +199,7 @@ def build_snapshot(
     user_codes, user_ids = users.sorted(concat(USER_ID))
     item_codes, item_ids = items_codes.sorted(concat(ITEM_ID))
     ts = concat(TIMESTAMP)
-    _release_freed_memory()  # the chunks' arrays, freed but kept by the allocator
+    storage.release_freed_memory()  # the chunks' arrays, freed but kept by the allocator
     # Stable: rows equal on (user, item, timestamp) stay in file order, files in listing order.
     order = np.lexsort((ts, item_codes, user_codes))  # by user, then item, then timestamp
     same_pair = _equal_runs(order, [user_codes, item_codes])
@@ -242,7 +231,7 @@ def build_snapshot(
     columns[RATING] = concat(RATING)[keep]
     columns[TIMESTAMP] = ts[keep]
     del ts, keep
-    _release_freed_memory()
+    storage.release_freed_memory()
     n_rows = len(columns[RATING])
     prev = previous_manifest(out, ds) if max_drop is not None else None
     if prev and n_rows < prev["rows"] * (1 - max_drop):

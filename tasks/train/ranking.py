@@ -32,11 +32,16 @@ from tasks.model import metrics as M
 log = logging.getLogger(__name__)
 
 
-def _csr(rows: np.ndarray, cols: np.ndarray, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    order = np.lexsort((cols, rows))
+def _csr(rows: np.ndarray, cols: np.ndarray, values: torch.Tensor, shape: tuple[int, int],
+         ordered: bool = False) -> torch.Tensor:
+    """CSR of (rows, cols, values); ``ordered``: already sorted by row then column (no sort)."""
     indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=shape[0]))])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        if ordered:
+            return torch.sparse_csr_tensor(torch.from_numpy(indptr), torch.from_numpy(cols), values, shape,
+                                           check_invariants=False)
+        order = np.argsort(rows, kind="stable")  # callers pass columns ascending within a row
         return torch.sparse_csr_tensor(torch.from_numpy(indptr), torch.from_numpy(cols[order]),
                                        values[torch.from_numpy(order)], shape, check_invariants=False)
 
@@ -51,13 +56,16 @@ def fit_puresvd(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, *, fac
     ``torch.svd_lowrank`` on a COO matrix at MovieLens-1M scale, same factors.
     """
     t0 = time.perf_counter()
-    pairs = np.sort(u.astype(np.int64) * n_items + i)
+    pairs = u.astype(np.int64) * n_items + i
+    pairs.sort()
     pairs = pairs[np.concatenate([[True], pairs[1:] != pairs[:-1]])]  # a pair counts once
     rows, cols = pairs // n_items, pairs % n_items
+    del pairs
     counts = torch.bincount(torch.from_numpy(cols), minlength=n_items).float().clamp(min=1)
     values = (counts ** (-popularity_damping))[torch.from_numpy(cols)]
-    x = _csr(rows, cols, values, (n_users, n_items))
+    x = _csr(rows, cols, values, (n_users, n_items), ordered=True)  # pairs sorted: by row, then column
     xt = _csr(cols, rows, values, (n_items, n_users))
+    del rows, cols, values
     k = min(factors, n_users, n_items)
     q = min(k + oversample, n_users, n_items)
     gen = torch.Generator().manual_seed(seed)
