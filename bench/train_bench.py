@@ -119,12 +119,9 @@ def _t(u, i):
 
 def per_user_split(u: np.ndarray, test_share: float, seed: int = 0) -> np.ndarray:
     """Boolean test mask: a random ``test_share`` of each user's ratings."""
-    key = np.random.default_rng(seed).random(len(u))
-    order = np.lexsort((key, u))
-    counts = np.bincount(u)
-    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.empty(len(u), dtype=np.int64)
-    rank[order] = np.arange(len(u)) - start[u[order]]
+    from tasks.train.item_models import rank_within_user
+
+    rank, counts = rank_within_user(u, seed)
     return rank < np.round(test_share * counts[u])
 
 
@@ -144,14 +141,12 @@ def ials(x, factors: int, reg: float, seed: int = 0):
 def tuned_ials(u, i, n_users, n_items, k=10):
     from tasks.train import item_models as IM
 
-    val = IM.validation_split(u)
-    x_fit = IM.binary(u[~val], i[~val], n_users, n_items)
-    rel = IM.holdout_csr(u[val], i[val], n_users)
+    v = IM.Validation(u, i, n_users, n_items)
     scores = {}
     for point in IALS_GRID:
-        p, q = ials(x_fit, *point)
-        recs = IM.top_n_of(lambda s, e, p=p, q=q: p[s:e] @ q.T, x_fit, k)
-        scores[point] = M.ranking_metrics(recs, *rel, n_items, k)[f"ndcg@{k}"]
+        p, q = ials(v.x, *point)
+        pu = p[v.users]
+        scores[point] = v.ndcg(IM.top_n_of(lambda s, e, pu=pu, q=q: pu[s:e] @ q.T, v.x_users, k), k)
     best = max(scores, key=scores.get)
     return best, ials(IM.binary(u, i, n_users, n_items), *best)
 

@@ -118,14 +118,20 @@ def holdout_csr(u: np.ndarray, i: np.ndarray, n_users: int) -> tuple[np.ndarray,
     return indptr, i[np.argsort(u, kind="stable")]
 
 
-def validation_split(u: np.ndarray, share: float = 0.1, seed: int = 0) -> np.ndarray:
-    """Boolean mask: a random ``share`` of each user's pairs (at least one for users with 5+)."""
+def rank_within_user(u: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Each pair's position in a seeded random order of its user's pairs, and pairs per user."""
     key = np.random.default_rng(seed).random(len(u))
     order = np.lexsort((key, u))
     counts = np.bincount(u)
     start = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rank = np.empty(len(u), dtype=np.int64)
     rank[order] = np.arange(len(u)) - start[u[order]]
+    return rank, counts
+
+
+def validation_split(u: np.ndarray, share: float = 0.1, seed: int = 0) -> np.ndarray:
+    """Boolean mask: a random ``share`` of each user's pairs (at least one for users with 5+)."""
+    rank, counts = rank_within_user(u, seed)
     take = np.where(counts >= 5, np.maximum(1, np.round(share * counts)), 0)
     return rank < take[u]
 
@@ -141,46 +147,54 @@ def validation_users(u: np.ndarray, val: np.ndarray, n_users: int, seed: int = 0
     return users
 
 
+class Validation:
+    """A validation split of training pairs, built once for every choice made on it:
+    ``mask`` (the held-out pairs), ``x`` (the binary matrix of the rest), ``users`` (at most
+    :data:`VALIDATION_USERS` users with held-out pairs), their rows ``x_users`` and held-out
+    items ``rel``. :meth:`ndcg` scores recommendations for ``users``."""
+
+    def __init__(self, u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, seed: int = 0):
+        self.mask = validation_split(u, seed=seed)
+        self.n_items = n_items
+        self.x = binary(u[~self.mask], i[~self.mask], n_users, n_items)
+        self.users = validation_users(u, self.mask, n_users, seed)
+        keep = self.mask & np.isin(u, self.users)
+        self.rel = holdout_csr(np.searchsorted(self.users, u[keep]), i[keep], len(self.users))
+        self.x_users = self.x[self.users]
+
+    def ndcg(self, recs: np.ndarray, k: int) -> float:
+        return M.ranking_metrics(recs, *self.rel, self.n_items, k)[f"ndcg@{k}"]
+
+
 def tune(fit: Callable[..., np.ndarray], grid, u: np.ndarray, i: np.ndarray, n_users: int, n_items: int,
          k: int = 10, seed: int = 0) -> tuple[tuple, dict]:
     """The grid point with the best validation NDCG@k, on a split of the training pairs
     (scored for at most :data:`VALIDATION_USERS` users), and each point's score."""
-    val = validation_split(u, seed=seed)
-    x = binary(u[~val], i[~val], n_users, n_items)
-    users = validation_users(u, val, n_users, seed)
-    keep = val & np.isin(u, users)
-    rel = holdout_csr(np.searchsorted(users, u[keep]), i[keep], len(users))
-    x_val = x[users]
+    v = Validation(u, i, n_users, n_items, seed)
     scores = {}
     for point in grid:
         args = point if isinstance(point, tuple) else (point,)
-        recs = top_n(x_val, fit(x, *args), k)
-        scores[point] = M.ranking_metrics(recs, *rel, n_items, k)[f"ndcg@{k}"]
+        scores[point] = v.ndcg(top_n(v.x_users, fit(v.x, *args), k), k)
     best = max(scores, key=scores.get)
     return best, scores
 
 
 def tune_ease(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, k: int = 10, seed: int = 0,
-              lambdas=EASE_LAMBDAS) -> tuple[float, dict]:
+              lambdas=EASE_LAMBDAS, validation: Validation | None = None) -> tuple[float, dict]:
     """:func:`tune` for EASE^R, from one eigendecomposition ``G = V L V^T`` instead of an
     inverse per ``lambda``: ``P = V (L + lambda)^-1 V^T``, and over unseen items ``X B``
     ranks as ``-X P diag(P)^-1`` (``B = I - P diag(P)^-1``; the ``I`` only touches seen
     items). Same choice as :func:`tune` with :func:`ease`, about half the time at
-    MovieLens-1M shape."""
-    val = validation_split(u, seed=seed)
-    x = binary(u[~val], i[~val], n_users, n_items)
-    users = validation_users(u, val, n_users, seed)
-    keep = val & np.isin(u, users)
-    rel = holdout_csr(np.searchsorted(users, u[keep]), i[keep], len(users))
-    x_val = x[users]
-    evals, vecs = np.linalg.eigh(gram(x))
-    xv = np.asarray(x_val @ vecs)  # (users, I)
+    MovieLens-1M shape. ``validation``: the split of ``(u, i)`` already built (same seed)."""
+    v = validation or Validation(u, i, n_users, n_items, seed)
+    evals, vecs = np.linalg.eigh(gram(v.x))
+    xv = np.asarray(v.x_users @ vecs)  # (users, I)
     scores = {}
     for lam in lambdas:
         inv = 1.0 / (evals + lam)
         diag = (vecs ** 2) @ inv  # diag(P)
-        recs = top_n_of(lambda s, e, inv=inv, diag=diag: -((xv[s:e] * inv) @ vecs.T) / diag, x_val, k)
-        scores[lam] = M.ranking_metrics(recs, *rel, n_items, k)[f"ndcg@{k}"]
+        recs = top_n_of(lambda s, e, inv=inv, diag=diag: -((xv[s:e] * inv) @ vecs.T) / diag, v.x_users, k)
+        scores[lam] = v.ndcg(recs, k)
     return max(scores, key=scores.get), scores
 
 

@@ -27,8 +27,6 @@ import warnings
 import numpy as np
 import torch
 
-from tasks.model import metrics as M
-
 log = logging.getLogger(__name__)
 
 
@@ -145,24 +143,18 @@ def fit_ranking_head(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, *
         info["ease"] = {"skipped": f"{n_items} items > ease_max_items {ease_max_items}" if ease_rank
                         else "ease_rank is 0"}
         return svd_p, svd_q, info
-    val = IM.validation_split(u, seed=seed)
-    if not val.any():  # no user with 5+ pairs: nothing to choose lambda or the blend on
+    valid = IM.Validation(u, i, n_users, n_items, seed)
+    if not valid.mask.any():  # no user with 5+ pairs: nothing to choose lambda or the blend on
         info["ease"] = {"skipped": "no user has 5+ pairs to validate EASE^R's lambda and the blend on"}
         return svd_p, svd_q, info
-    x_fit = IM.binary(u[~val], i[~val], n_users, n_items)
-    users = IM.validation_users(u, val, n_users, seed)
-    keep = val & np.isin(u, users)
-    rel = IM.holdout_csr(np.searchsorted(users, u[keep]), i[keep], len(users))
-    x_users = x_fit[users]
 
     def ndcg(p, q) -> float:
-        pu = p[users]
-        recs = IM.top_n_of(lambda s, e: pu[s:e] @ q.T, x_users, top_k)
-        return M.ranking_metrics(recs, *rel, n_items, top_k)[f"ndcg@{top_k}"]
+        pu = p[valid.users]
+        return valid.ndcg(IM.top_n_of(lambda s, e: pu[s:e] @ q.T, valid.x_users, top_k), top_k)
 
-    lam, lam_scores = IM.tune_ease(u, i, n_users, n_items, top_k, seed)
-    ease_val = ease_factors(x_fit, lam, ease_rank, seed=seed)
-    vp, vq, _ = fit_puresvd(u[~val], i[~val], n_users, n_items, factors=factors,
+    lam, lam_scores = IM.tune_ease(u, i, n_users, n_items, top_k, seed, validation=valid)
+    ease_val = ease_factors(valid.x, lam, ease_rank, seed=seed)  # valid.x's Gram is cached: computed once
+    vp, vq, _ = fit_puresvd(u[~valid.mask], i[~valid.mask], n_users, n_items, factors=factors,
                             popularity_damping=popularity_damping, seed=seed)
     svd_val = (vp.numpy(), vq.numpy())
     weights = {w: ndcg(*_blend(ease_val, svd_val, w)) for w in BLEND_WEIGHTS}
