@@ -7,7 +7,7 @@ DynamoDB and rolls the serving service.
 
 `plan` → `snapshot` → `train` → `gate` → `score` (one task per user shard) →
 `publish` (verify + completion marker) → `latest_only` → `deploy_enabled` →
-`build_image` → `deploy` → `record_live` → `summary`; `retain` runs last whatever happened
+`build_image` → `deploy` → `record_live` → `retain` → `summary`; `retain` runs whatever happened
 (keeps the live and previous versions' rows from expiring).
 
 **Every run writes its own model version**: `v<YYYYMMDD>T<HHMMSS><type>-<hash>` from the
@@ -56,6 +56,7 @@ RECOMMENDATIONS = Asset(name="recsys_recommendations",
                         extra={"location": f"dynamodb://{settings.region}/{settings.table}"})
 SERVING = Asset(name="recsys_serving", extra={"location": (f"ecs://{settings.ecs_cluster}/{settings.ecs_service}"
                                                            if settings.deploy == "ecs" else
+                                                           settings.smoke_url or
                                                            f"http://{settings.serve_host}:{settings.serve_port}")})
 HEAVY = {"max_active_tis_per_dag": settings.stage_concurrency}
 
@@ -171,9 +172,9 @@ def recommender_pipeline():
     def build_image() -> str:
         """The serving image in ECR, built and pushed unless its tag is there already.
 
-        ECS deploys fail here when the image is missing and cannot be built (a managed worker
-        has no engine and no sources): never a green run that did not deploy. The local app
-        runs from source, so there a missing engine only skips the build."""
+        ECS and container deploys fail here when the image is missing and cannot be built (a
+        managed worker has no engine and no sources): never a green run that did not deploy.
+        The local app runs from source, so there a missing engine only skips the build."""
         from airflow.providers.amazon.aws.hooks.ecr import EcrHook
 
         from recsys import deploy
@@ -183,13 +184,13 @@ def recommender_pipeline():
         try:
             return deploy.ensure_image(ecr, settings)
         except deploy.ImageUnavailable as err:
-            if settings.deploy == "ecs":
+            if settings.deploy in ("ecs", "docker"):
                 raise fail(str(err)) from None
             raise AirflowSkipException(f"serving image not built: {err}") from None
 
     @task(multiple_outputs=False)
     def deploy(p: dict, image: str | None = None) -> dict:
-        """Roll the service onto the new version (ECS, or the app on this machine)."""
+        """Roll the service onto the new version (ECS, a container, or the app on this machine)."""
         from recsys import deploy as rollout
         from recsys import pipeline
 
@@ -199,7 +200,10 @@ def recommender_pipeline():
             ecs = EcsHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).conn
             return rollout.deploy_ecs(ecs, settings, image, p["model_version"], table=p["table"])
         shard0 = pipeline.read_json(settings, pipeline.key_of(p["first_shard"]))
-        return rollout.deploy_local(settings, p["model_version"], (shard0 or {}).get("first_user"), p["table"])
+        first_user = (shard0 or {}).get("first_user")
+        if settings.deploy == "docker":
+            return rollout.deploy_container(settings, image, p["model_version"], first_user, p["table"])
+        return rollout.deploy_local(settings, p["model_version"], first_user, p["table"])
 
     @task(multiple_outputs=False, outlets=outlets(SERVING))
     def record_live(p: dict, deployed: dict, outlet_events=None) -> dict:
@@ -229,21 +233,23 @@ def recommender_pipeline():
     enabled = deploy_enabled()
     image = build_image()
     p >> snapshot >> train >> verdict >> commands >> scores >> publish >> latest_only >> enabled >> image
-    if settings.deploy == "ecs":
-        deployed = deploy(p, image)  # ECS needs the image: a skipped build skips the roll
+    if settings.deploy in ("ecs", "docker"):
+        deployed = deploy(p, image)  # ECS and the container need the image: a skipped build skips the roll
     else:
         deployed = deploy(p)  # the local app runs from source; the image build is independent
         enabled >> deployed
     live = record_live(p, deployed)
-    done = summary(p, verdict)
-    live >> done
     # Every night, whatever the gate said: the live and previous versions must not expire.
     retain = compute_task("retain", [
         "python", "-m", "tasks.score", "--table", settings.table, "--ttl-days", str(settings.ttl_days),
         *(["--table-per-version"] if settings.publish == "import" else []),
         "--retain", plan_value("retain"),
     ], settings, trigger_rule="all_done")
-    done >> retain
+    done = summary(p, verdict)
+    # summary is the leaf Airflow judges the run by: a failure anywhere (or in retain) fails
+    # it and so the run; an all_done leaf would turn every failed run green.
+    live >> retain >> done
+    live >> done
 
 
 recommender_pipeline()

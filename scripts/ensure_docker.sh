@@ -10,6 +10,8 @@
 # 3. The base image (PYTHON_IMAGE, default python:3.11-slim) is pulled; where no registry is
 #    reachable, a stand-in is built from Debian bookworm (debootstrap --variant=minbase + python3,
 #    `docker import`), cached as a tarball beside the data root, so later runs only load it.
+# 4. `docker compose` (Compose v2) is installed if missing, as root: Debian trixie's static build
+#    (bookworm only has v1), checked against its sha256, into /usr/local/lib/docker/cli-plugins.
 # Anything that fails is said on stderr, and the exit status is 1: callers decide whether that
 # skips (a laptop without Docker) or fails (CI sets RECSYS_REQUIRE_DOCKER=1 in make test).
 set -euo pipefail
@@ -72,5 +74,18 @@ if ! docker image inspect "$PYTHON_IMAGE" >/dev/null 2>&1; then
     docker import -c 'CMD ["python3"]' -c 'ENV LANG=C.UTF-8' "$tarball" "$PYTHON_IMAGE" >/dev/null
     say "$PYTHON_IMAGE is a stand-in imported from $tarball"
   fi
+fi
+if ! docker compose version >/dev/null 2>&1; then
+  if [ "$(id -u)" != 0 ]; then say "no docker compose v2, and this is not root: cannot install it"; exit 1; fi
+  deb="docker-compose_${COMPOSE_DEB_VERSION:-2.26.1-4}_amd64.deb"
+  sha="${COMPOSE_DEB_SHA256:-47681197cb2b1ab88206b42a1a92fc75f50d9530a6322d03494a473eed0408ea}"
+  tmp="$(mktemp -d)"
+  say "installing docker compose v2 ($deb from deb.debian.org)"
+  if curl -fsSL -o "$tmp/$deb" "http://deb.debian.org/debian/pool/main/d/docker-compose/$deb" \
+      && echo "$sha  $tmp/$deb" | sha256sum -c --quiet - && dpkg-deb -x "$tmp/$deb" "$tmp/x"; then
+    install -D -m 755 "$tmp/x/usr/libexec/docker/cli-plugins/docker-compose" /usr/local/lib/docker/cli-plugins/docker-compose
+  fi
+  rm -rf "$tmp"
+  docker compose version >/dev/null 2>&1 || { say "could not install docker compose v2"; exit 1; }
 fi
 echo "export DOCKER_HOST=$host"

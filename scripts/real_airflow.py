@@ -145,7 +145,10 @@ class RestClient:
             except json.JSONDecodeError:
                 import ast
 
-                return ast.literal_eval(value)
+                try:
+                    return ast.literal_eval(value)  # a dict's repr
+                except (ValueError, SyntaxError):
+                    return value  # a plain string
         return value
 
     def backfill(self, from_date: str, to_date: str, **extra) -> dict:

@@ -31,6 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 STATE = Path(os.environ.get("RECSYS_REGISTRY_STATE", ROOT / ".state" / "registry"))
 PORT = int(os.environ.get("RECSYS_REGISTRY_PORT", "5001"))
 SYNC_PORT = int(os.environ.get("RECSYS_REGISTRY_SYNC_PORT", str(PORT + 1)))
+# docker-compose runs the listener as its own service: it binds all interfaces there and reads
+# manifests from the registry service (``RECSYS_REGISTRY_URL=http://registry:5000``).
+SYNC_HOST = os.environ.get("RECSYS_REGISTRY_SYNC_HOST", "127.0.0.1")
+REGISTRY_URL = os.environ.get("RECSYS_REGISTRY_URL", f"http://127.0.0.1:{PORT}")
 BINARIES = ("docker-registry", "registry")
 MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -65,12 +69,12 @@ notifications:
 
 
 def url(path: str = "/v2/") -> str:
-    return f"http://127.0.0.1:{PORT}{path}"
+    return f"{REGISTRY_URL.rstrip('/')}{path}"
 
 
 def running() -> bool:
     try:
-        with urllib.request.urlopen(url(), timeout=2) as res:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url(), timeout=2) as res:  # noqa: S310 - the registry (loopback, or the compose service)
             return res.status == 200
     except Exception:
         return False
@@ -84,7 +88,7 @@ def record_push(ecr, repository: str, tag: str, digest: str, media_type: str) ->
     """PutImage of one pushed tag into the ECR API (what ECR does on a push)."""
     req = urllib.request.Request(url(f"/v2/{repository}/manifests/{digest}"),
                                  headers={"Accept": ", ".join(MANIFEST_TYPES)})
-    with urllib.request.urlopen(req, timeout=10) as res:  # noqa: S310 - loopback
+    with urllib.request.urlopen(req, timeout=10) as res:  # noqa: S310 - the registry (loopback, or the compose service)
         manifest = res.read().decode()
         media_type = res.headers.get("Content-Type", media_type)
     try:
@@ -128,7 +132,9 @@ def serve_sync() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     Events.ecr = boto3.client("ecr")
-    ThreadingHTTPServer(("127.0.0.1", SYNC_PORT), Events).serve_forever()
+    log.info("recording pushes to %s in ECR at %s (listening on %s:%d)", REGISTRY_URL,
+             os.environ.get("AWS_ENDPOINT_URL") or "AWS", SYNC_HOST, SYNC_PORT)
+    ThreadingHTTPServer((SYNC_HOST, SYNC_PORT), Events).serve_forever()
 
 
 def start() -> None:

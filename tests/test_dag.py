@@ -50,7 +50,7 @@ def test_policy(dag):
 def test_structure(dag):
     edges = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
     chain = ["plan", "snapshot", "train", "gate", "shard_commands", "score", "publish", "latest_only",
-             "deploy_enabled", "deploy", "record_live", "summary"]
+             "deploy_enabled", "deploy", "record_live", "retain", "summary"]
     for up, down in zip(chain, chain[1:], strict=False):
         assert down in edges[up], f"{up} -> {down}"
     assert "build_image" in edges["deploy_enabled"]
@@ -310,7 +310,35 @@ def test_live_pointer_keeps_the_version_it_replaced():
 
 def test_retain_runs_whatever_happened(dag):
     retain = dag.get_task("retain")
-    assert retain.trigger_rule == "all_done" and "summary" in retain.upstream_task_ids
+    assert retain.trigger_rule == "all_done" and "record_live" in retain.upstream_task_ids
+
+
+# trigger rules under which an upstream failure becomes this task's upstream_failed
+PROPAGATES_FAILURE = {"all_success", "none_failed", "none_failed_min_one_success"}
+
+
+@pytest.mark.parametrize("deploy", ["local", "ecs", "docker"])
+def test_a_failure_anywhere_fails_the_run_in_every_deploy_mode(monkeypatch, deploy):
+    """Airflow judges a run by its leaves only. From every task, a chain of failure-propagating
+    tasks must reach a leaf that propagates too: an ``all_done`` leaf (retain) would mark a run
+    whose gate rejected the model as a success."""
+    monkeypatch.setenv("RECSYS_DEPLOY", deploy)
+    dag = DagBag(dag_folder="dags").dags[DAG_ID]
+    leaves = {t.task_id for t in dag.tasks if not t.downstream_task_ids}
+    assert "summary" in leaves and "retain" not in leaves
+    for task in dag.tasks:
+        frontier, seen, reached = [task], set(), task.task_id in leaves
+        while frontier and not reached:
+            for down_id in frontier.pop().downstream_task_ids:
+                down = dag.get_task(down_id)
+                if down_id in seen or down.trigger_rule not in PROPAGATES_FAILURE:
+                    continue
+                seen.add(down_id)
+                reached = reached or down_id in leaves
+                frontier.append(down)
+        if task.task_id in leaves:
+            assert task.trigger_rule in PROPAGATES_FAILURE, task.task_id
+        assert reached, f"{task.task_id}'s failure reaches no leaf: the run would end green"
 
 
 @pytest.mark.parametrize("version, outlets", [("3.0.6", False), ("3.1.0rc1", True), ("3.3.2", True), ("4.0.0", True)])

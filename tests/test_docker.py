@@ -302,3 +302,54 @@ def test_dags_test_with_docker_compute_builds_pushes_and_deploys(engine, jobs_im
         assert live["model_version"].startswith("v20261201")
     finally:
         LocalServer(Settings(state_dir=str(tmp_path / "state"))).stop()
+
+
+def test_container_deploy_runs_the_pushed_image_and_puts_the_previous_one_back_on_failure(
+        engine, registry, aws, boto, monkeypatch):
+    """RECSYS_DEPLOY=docker (deploy.deploy_container): the serving container runs exactly the
+    pushed reference, pulled back from the registry; a second version replaces it and keeps the
+    first as <name>-previous; a version that never becomes ready is removed and the running one
+    is started again, serving what it served."""
+    from recsys import deploy
+    from recsys.settings import Settings
+    from tasks import table
+
+    for key in DOCKER_KEYS:
+        if key in engine:
+            monkeypatch.setenv(key, engine[key])
+    monkeypatch.setenv("RECSYS_REGISTRY", registry)
+    from recsys import infra
+
+    infra.up(Settings(), ecs=True, default_subnets=True)
+    name = f"recsys-serve-test-{os.getpid()}"
+    settings = Settings(serve_container=name, docker_network="host", serve_port=free_port(),
+                        docker_url=engine["DOCKER_HOST"])
+    image = deploy.ensure_image(boto("ecr"), settings)
+    docker(engine, "rmi", image)  # the deploy must pull it from the registry
+    for version in ("v1", "v2"):
+        table.write_items(aws["table"], [table.rec_item("42", version, table.encode_items(["7"], [4.5], ["S"]),
+                                                        "t", 0)])
+        table.put_marker(aws["table"], version, 1, 1, "t", 0)
+
+    def served() -> str:
+        url = f"http://127.0.0.1:{settings.serve_port}/readyz"
+        with urllib.request.urlopen(url, timeout=5) as res:
+            return json.load(res)["model_version"]
+
+    try:
+        first = deploy.deploy_container(settings, image, "v1", "42")
+        assert served() == "v1" and first["previous"] is None
+        running = json.loads(docker(engine, "inspect", name).stdout)[0]
+        assert running["Config"]["Image"] == image and running["Config"]["User"] == "10001"
+        second = deploy.deploy_container(settings, image, "v2", "42")
+        assert served() == "v2" and second["previous"] == "v1"
+        kept = json.loads(docker(engine, "inspect", f"{name}-previous").stdout)[0]
+        assert kept["Config"]["Labels"]["recsys.model_version"] == "v1" and not kept["State"]["Running"]
+        assert deploy.current_container_image(settings) == image
+        with pytest.raises(RuntimeError, match="did not report v3-unpublished"):
+            deploy.deploy_container(settings, image, "v3-unpublished", "42", smoke_timeout=8)
+        assert served() == "v2"
+        assert docker(engine, "ps", "-a", "--filter", f"name=^{name}$", "--format", "{{.Labels}}").stdout.count(
+            "recsys.model_version=v2") == 1
+    finally:
+        docker(engine, "rm", "-f", name, f"{name}-previous", check=False)

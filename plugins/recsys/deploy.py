@@ -9,6 +9,9 @@
   on failure.
 - :func:`deploy_local` (re)starts ``python -m tasks.serve`` on this machine with
   the new ``MODEL_VERSION`` and smoke-tests it, restarting the previous version on failure.
+- :func:`deploy_container` (``RECSYS_DEPLOY=docker``, the docker-compose stack) runs the pushed
+  serving image as the container ``RECSYS_SERVE_CONTAINER`` on a Docker engine, pulled from the
+  registry it was pushed to, and puts the previous container back on failure.
 """
 
 from __future__ import annotations
@@ -346,6 +349,107 @@ def deploy_local(settings: Settings, model_version: str, smoke_user: str | None,
         raise
     log.info("serving %s at %s (pid %s)", model_version, server.url, state["pid"])
     return {**state, "previous": previous and previous["model_version"]}
+
+
+# -- a container on a Docker engine (RECSYS_DEPLOY=docker) --------------------
+
+def _split_image(image: str) -> tuple[str, str]:
+    repository, _, tag = image.rpartition(":")
+    if not repository or "/" in tag:
+        raise ValueError(f"image reference without a tag: {image!r}")
+    return repository, tag
+
+
+def container_env(environ, model_version: str, table: str) -> dict[str, str]:
+    """What the serving container sees: the worker's AWS and RECSYS variables and its version.
+    Nothing else (no PATH, no AIRFLOW_* secrets): the image sets its own environment."""
+    env = {k: v for k, v in environ.items() if k.startswith(SERVING_ENV_PREFIXES)}
+    return {**env, "MODEL_VERSION": model_version, "RECSYS_TABLE": table}
+
+
+def deploy_container(settings: Settings, image: str, model_version: str, smoke_user: str | None,
+                     table: str | None = None, *, client=None, smoke_timeout: float = 90.0) -> dict:
+    """Run ``image`` (as pushed) as the serving container and smoke-test it.
+
+    The running container ``RECSYS_SERVE_CONTAINER`` is stopped and kept as ``<name>-previous``
+    (replacing an older one); the new one is pulled from its registry and started on
+    ``RECSYS_DOCKER_NETWORK``, published on ``RECSYS_SERVE_HOST:RECSYS_SERVE_PORT``. If it does not
+    report ``model_version`` on ``/readyz`` (at ``RECSYS_SMOKE_URL``, default the published
+    address), it is removed and the previous container started again.
+    """
+    if client is None:
+        from airflow.providers.docker.hooks.docker import DockerHook
+
+        client = DockerHook(docker_conn_id=None, base_url=settings.docker_url).api_client
+    import docker.errors
+
+    name = settings.serve_container
+    backup = f"{name}-previous"
+    table = table or settings.table
+    repository, tag = _split_image(image)
+    for line in client.pull(repository, tag=tag, stream=True, decode=True):
+        if line.get("error"):
+            raise RuntimeError(f"docker pull {image}: {line['error']}")
+    log.info("pulled %s", image)
+
+    def inspect(ref: str) -> dict | None:
+        try:
+            return client.inspect_container(ref)
+        except docker.errors.NotFound:
+            return None
+
+    previous = inspect(name)
+    if previous is not None:
+        if inspect(backup) is not None:
+            client.remove_container(backup, force=True)
+        client.stop(name, timeout=10)
+        client.rename(name, backup)
+    host_net = settings.docker_network == "host"
+    # on its own network the image's CMD serves on :8080, published on RECSYS_SERVE_HOST only;
+    # on the host's network it listens where the published port would have been
+    command = (["python", "-m", "tasks.serve", "--host", settings.serve_host, "--port", str(settings.serve_port)]
+               if host_net else None)
+    host_config = client.create_host_config(
+        network_mode=settings.docker_network, restart_policy={"Name": "unless-stopped"},
+        port_bindings=None if host_net else {8080: (settings.serve_host, settings.serve_port)})
+    created = client.create_container(
+        image, command=command, name=name, environment=container_env(os.environ, model_version, table),
+        host_config=host_config, labels={"recsys.model_version": model_version, "recsys.table": table},
+        ports=None if host_net else [8080])
+    client.start(created["Id"])
+    url = settings.smoke_url or f"http://{settings.serve_host}:{settings.serve_port}"
+    try:
+        smoke_test(url, model_version, smoke_user, timeout=smoke_timeout)
+    except Exception:
+        logs = client.logs(created["Id"], tail=40).decode(errors="replace")
+        log.exception("container %s (%s, %s) failed its smoke test at %s; its last log lines:\n%s",
+                      name, image, model_version, url, logs)
+        client.remove_container(created["Id"], force=True)
+        if previous is not None:
+            client.rename(backup, name)
+            client.start(name)
+            before = previous["Config"].get("Labels", {}).get("recsys.model_version")
+            log.warning("restarted the previous container (%s, %s)", previous["Config"]["Image"], before)
+            if before:
+                try:  # the error raised is the new version's; this only says whether the old one is back
+                    smoke_test(url, before, timeout=smoke_timeout)
+                    log.warning("the previous container serves %s again at %s", before, url)
+                except Exception:
+                    log.exception("the previous container did not become ready at %s", url)
+        raise
+    log.info("serving %s from %s at %s (container %s)", model_version, image, url, created["Id"][:12])
+    before = previous and previous["Config"].get("Labels", {}).get("recsys.model_version")
+    return {"container": created["Id"], "image": image, "model_version": model_version, "table": table,
+            "url": url, "previous": before}
+
+
+def current_container_image(settings: Settings, *, client=None) -> str:
+    """The image the serving container runs now (what a rollback keeps)."""
+    if client is None:
+        from airflow.providers.docker.hooks.docker import DockerHook
+
+        client = DockerHook(docker_conn_id=None, base_url=settings.docker_url).api_client
+    return client.inspect_container(settings.serve_container)["Config"]["Image"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,8 @@
 Re-points serving the same way a run deploys: ``RECSYS_DEPLOY=ecs`` registers a
 task-definition revision (the service's current image, ``MODEL_VERSION`` = the
 target) and rolls the service with the same wait, smoke test and automatic
-roll-back; ``local`` restarts the app on this machine and smoke-tests it. Then
+roll-back; ``docker`` runs the serving container's current image with the target; ``local``
+restarts the app on this machine and smoke-tests it. Then
 ``models/_live.json`` points at the target, with the version it replaced as the
 new rollback target (so a second rollback undoes the first).
 
@@ -109,6 +110,9 @@ def rollback(settings: Settings, to: str | None = None, min_hours: float = 24.0,
 
         ecs = EcsHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).conn
         deployed = rollout.deploy_ecs(ecs, settings, current_image(ecs, settings), target, table=table)
+    elif settings.deploy == "docker":
+        deployed = rollout.deploy_container(settings, rollout.current_container_image(settings), target,
+                                            smoke_user(settings, target), table)
     else:
         deployed = rollout.deploy_local(settings, target, smoke_user(settings, target), table)
     p = {"model_version": target, "model": facts["model_uri"], "ds": None, "table": table}

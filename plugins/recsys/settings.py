@@ -66,6 +66,7 @@ class Settings:
     job_image: str = field(default_factory=lambda: _env("RECSYS_JOB_IMAGE", "recsys-jobs:latest"))
     docker_url: str = field(default_factory=lambda: _env("RECSYS_DOCKER_URL", "unix://var/run/docker.sock"))
     docker_network: str = field(default_factory=lambda: _env("RECSYS_DOCKER_NETWORK", "host"))
+    serve_container: str = field(default_factory=lambda: _env("RECSYS_SERVE_CONTAINER", "recsys-serve"))
     serve_host: str = field(default_factory=lambda: _env("RECSYS_SERVE_HOST", "127.0.0.1"))
     serve_port: int = field(default_factory=lambda: int(_env("RECSYS_SERVE_PORT", "8080")))
     smoke_url: str = field(default_factory=lambda: _env("RECSYS_SMOKE_URL", ""))
@@ -88,8 +89,8 @@ class Settings:
     def __post_init__(self):
         if self.compute not in ("local", "docker", "ecs"):
             raise ValueError(f"RECSYS_COMPUTE must be local, docker or ecs, got {self.compute!r}")
-        if self.deploy not in ("local", "ecs"):
-            raise ValueError(f"RECSYS_DEPLOY must be local or ecs, got {self.deploy!r}")
+        if self.deploy not in ("local", "ecs", "docker"):
+            raise ValueError(f"RECSYS_DEPLOY must be local, ecs or docker, got {self.deploy!r}")
         if self.compute == "ecs" and not self.ecs_subnets:
             raise ValueError("RECSYS_COMPUTE=ecs needs RECSYS_ECS_SUBNETS: comma-separated subnet ids for the "
                              "stages' Fargate tasks (`python -m recsys.infra up` prints the ones it used)")
