@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system run test test-docker test-fast test-real test-compat lint bench bench-train bench-score bench-parse bench-snapshot bundle push-image stop clean
+.PHONY: setup system run test test-docker test-fast test-real test-compat lint bench bench-train bench-score bench-parse bench-snapshot bundle push-image push-jobs-image stop clean
 
 setup: $(STAMP)
 
@@ -77,3 +77,6 @@ bundle: setup  ## dist/mwaa and dist/composer: what MWAA and Cloud Composer take
 
 push-image: setup  ## build the serving image and push it to ECR (your AWS credentials; the tag the bundle carries)
 	PYTHONPATH=plugins $(BIN)/python -m recsys.deploy push-image
+
+push-jobs-image: setup  ## build the jobs image and push it to ECR as <content tag> and latest (RECSYS_COMPUTE=ecs runs it; JOBS_IMAGE=local-image to push one you built)
+	PYTHONPATH=plugins $(BIN)/python -m recsys.deploy push-jobs-image $(if $(JOBS_IMAGE),--image $(JOBS_IMAGE))

@@ -353,3 +353,39 @@ def test_container_deploy_runs_the_pushed_image_and_puts_the_previous_one_back_o
             "recsys.model_version=v2") == 1
     finally:
         docker(engine, "rm", "-f", name, f"{name}-previous", check=False)
+
+
+def test_jobs_image_push_lands_in_ecr_as_the_ecs_job_task_definition_names_it(engine, jobs_image, registry, aws,
+                                                                               boto, monkeypatch):
+    """`python -m recsys.deploy push-jobs-image --image LOCAL`: the jobs image goes to the registry
+    under its content tag and ``latest``; ECR's API records both; the ECS job task definition
+    ``recsys.infra`` registered runs that repository's ``latest``; the image pulls back and runs
+    as uid 10001."""
+    from recsys import deploy, infra
+    from recsys.settings import Settings
+
+    for key in DOCKER_KEYS:
+        if key in engine:
+            monkeypatch.setenv(key, engine[key])
+    monkeypatch.setenv("RECSYS_REGISTRY", registry)
+    settings = Settings()
+    infra.up(settings, ecs=True, default_subnets=True)
+    ecr = boto("ecr")
+    refs = deploy.push_jobs_image(ecr, settings, jobs_image)
+    tag = deploy.image_tag(settings.project_root, deploy.JOBS_IMAGE_INPUTS)
+    assert refs == [f"{registry}/{settings.ecr_jobs_repository}:{tag}", f"{registry}/{settings.ecr_jobs_repository}:latest"]
+    assert tag != deploy.image_tag(settings.project_root)  # not the serving image's tag
+    for _ in range(200):  # the registry notifies asynchronously
+        found = {t for d in ecr.describe_images(repositoryName=settings.ecr_jobs_repository)["imageDetails"]
+                 for t in d.get("imageTags", [])}
+        if {tag, "latest"} <= found:
+            break
+        time.sleep(0.1)
+    assert {tag, "latest"} <= found
+    job = boto("ecs").describe_task_definition(taskDefinition=settings.ecs_job_task_definition)["taskDefinition"]
+    assert job["containerDefinitions"][0]["image"].split("/", 1)[1] == refs[1].split("/", 1)[1]
+    for ref in refs:
+        docker(engine, "rmi", ref)
+    docker(engine, "pull", refs[0])
+    assert docker(engine, "run", "--rm", refs[0], "id", "-u").stdout.strip() == "10001"
+    docker(engine, "rmi", refs[0], check=False)

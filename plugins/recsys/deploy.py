@@ -38,18 +38,23 @@ from recsys.settings import Settings
 log = logging.getLogger(__name__)
 
 IMAGE_INPUTS = ("tasks", "requirements/serve.txt")
+SERVE_DOCKERFILE = "tasks/serve/Dockerfile"
+# The jobs image (RECSYS_COMPUTE=ecs runs the stages from it): `python -m recsys.deploy push-jobs-image`
+JOBS_IMAGE_INPUTS = ("tasks", "requirements/jobs.txt")
+JOBS_DOCKERFILE = "tasks/train/Dockerfile"
 # Fields of a described task definition that register_task_definition accepts back.
 TASKDEF_FIELDS = ("family", "taskRoleArn", "executionRoleArn", "networkMode", "volumes", "placementConstraints",
                   "requiresCompatibilities", "cpu", "memory", "pidMode", "ipcMode", "proxyConfiguration",
                   "inferenceAccelerators", "ephemeralStorage", "runtimePlatform")
 
 
-def image_tag(root: str) -> str:
-    """Content hash of the serving image's inputs (sources, Dockerfile, requirements)."""
+def image_tag(root: str, inputs: tuple[str, ...] = IMAGE_INPUTS) -> str:
+    """Content hash of an image's inputs (sources, Dockerfile, requirements): the serving image's
+    by default."""
     digest = hashlib.sha256()
     base = Path(root)
     files = []
-    for entry in IMAGE_INPUTS:
+    for entry in inputs:
         path = base / entry
         files.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
     for path in files:
@@ -163,20 +168,49 @@ def push_target(settings: Settings, repository_uri: str, tag: str) -> str:
     return f"{settings.registry.rstrip('/')}/{repository_uri.split('/', 1)[1]}:{tag}"
 
 
-def build_and_push(ecr, settings: Settings, repository_uri: str, tag: str) -> str:
-    """docker build + login (ECR's authorization token) + push; the caller has checked that the
-    tag is new. Returns the pushed reference."""
-    image = push_target(settings, repository_uri, tag)
-    flags = shlex.split(settings.docker_build_flags)
-    _docker(settings, ["build", *flags, "-f", "tasks/serve/Dockerfile", "-t", image, "."], "build",
-            cwd=settings.project_root)
+def login(ecr, settings: Settings) -> None:
+    """docker login to the registry with ECR's authorization token."""
     auth = ecr.get_authorization_token()["authorizationData"][0]
     user, password = base64.b64decode(auth["authorizationToken"]).decode().split(":", 1)
     registry = settings.registry or auth["proxyEndpoint"]
     _docker(settings, ["login", "--username", user, "--password-stdin", registry], "login", input=password)
+
+
+def build_and_push(ecr, settings: Settings, repository_uri: str, tag: str,
+                   dockerfile: str = SERVE_DOCKERFILE) -> str:
+    """docker build + login (ECR's authorization token) + push; the caller has checked that the
+    tag is new. Returns the pushed reference."""
+    image = push_target(settings, repository_uri, tag)
+    flags = shlex.split(settings.docker_build_flags)
+    _docker(settings, ["build", *flags, "-f", dockerfile, "-t", image, "."], "build", cwd=settings.project_root)
+    login(ecr, settings)
     _docker(settings, ["push", image], "push")
     log.info("pushed %s", image)
     return image
+
+
+def push_jobs_image(ecr, settings: Settings, local_image: str | None = None) -> list[str]:
+    """The jobs image into ECR (``RECSYS_ECR_JOBS_REPOSITORY``) under its content tag and
+    ``latest`` (what the ECS job task definition of ``recsys.infra`` runs). ``local_image``: an
+    image built already (with your own build flags) is tagged and pushed instead of building."""
+    repo = ecr.describe_repositories(repositoryNames=[settings.ecr_jobs_repository])["repositories"][0]
+    tag = image_tag(settings.project_root, JOBS_IMAGE_INPUTS)
+    refs = [push_target(settings, repo["repositoryUri"], t) for t in (tag, "latest")]
+    if local_image is None:
+        ok, why = docker_engine_available(cli=settings.docker_cli)
+        if not ok:
+            raise NoDockerEngine(f"cannot build the jobs image here: {why}")
+        flags = shlex.split(settings.docker_build_flags)
+        _docker(settings, ["build", *flags, "-f", JOBS_DOCKERFILE, "-t", refs[0], "."], "build",
+                cwd=settings.project_root)
+    else:
+        _docker(settings, ["tag", local_image, refs[0]], "tag")
+    _docker(settings, ["tag", refs[0], refs[1]], "tag")
+    login(ecr, settings)
+    for ref in refs:
+        _docker(settings, ["push", ref], "push")
+        log.info("pushed %s", ref)
+    return refs
 
 
 # -- ECS ---------------------------------------------------------------------
@@ -453,21 +487,27 @@ def current_container_image(settings: Settings, *, client=None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m recsys.deploy push-image``: build and push the serving image the DAG will deploy."""
+    """``python -m recsys.deploy push-image | push-jobs-image [--image LOCAL] | image-tag``: build and
+    push the serving image the DAG will deploy, or the jobs image ECS runs the stages from."""
     import argparse
 
     import boto3
 
     parser = argparse.ArgumentParser(prog="python -m recsys.deploy")
-    parser.add_argument("command", choices=["push-image", "image-tag"])
+    parser.add_argument("command", choices=["push-image", "push-jobs-image", "image-tag"])
+    parser.add_argument("--image", help="push-jobs-image: push this local image instead of building one")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings()
     if args.command == "image-tag":
         print(serving_image_tag(settings))
         return 0
+    ecr = boto3.client("ecr", region_name=settings.region)
     try:
-        print(ensure_image(boto3.client("ecr", region_name=settings.region), settings))
+        if args.command == "push-jobs-image":
+            print("\n".join(push_jobs_image(ecr, settings, args.image)))
+            return 0
+        print(ensure_image(ecr, settings))
     except (ImageUnavailable, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
