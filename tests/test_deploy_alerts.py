@@ -351,3 +351,72 @@ def test_alert_quotes_the_failure_when_the_callback_gets_no_exception():
     stage_failure("train", 3, ["RECSYS-ERROR: refusing to train over model version v1: it is live"])
     _, msg = failure_message({"ti": FakeTI("train", {}), "dag_run": FakeRun()})
     assert "Reason: stage train failed (exit code 3" in msg and "refusing to train over model version v1" in msg
+
+
+class FakeEngine:
+    """The docker APIClient calls deploy_container makes, over an in-memory set of containers."""
+
+    def __init__(self, running: dict | None, fail_create: bool = False):
+        self.containers = {"recsys-serve": running} if running else {}
+        self.fail_create = fail_create
+        self.calls: list[tuple] = []
+
+    def pull(self, repository, tag, stream, decode):
+        self.calls.append(("pull", f"{repository}:{tag}"))
+        return iter([{"status": "Downloaded"}])
+
+    def inspect_container(self, ref):
+        import docker.errors
+
+        if ref not in self.containers:
+            raise docker.errors.NotFound(ref)
+        return self.containers[ref]
+
+    def stop(self, name, timeout):
+        self.calls.append(("stop", name))
+
+    def rename(self, old, new):
+        self.calls.append(("rename", old, new))
+        self.containers[new] = self.containers.pop(old)
+
+    def start(self, ref):
+        self.calls.append(("start", ref))
+
+    def remove_container(self, ref, force):
+        self.calls.append(("remove", ref))
+        self.containers.pop(ref, None)
+
+    def create_host_config(self, **kwargs):
+        return kwargs
+
+    def create_container(self, image, **kwargs):
+        import docker.errors
+
+        if self.fail_create:
+            raise docker.errors.APIError("Bind for 127.0.0.1:8090 failed: port is already allocated")
+        self.containers[kwargs["name"]] = {"Config": {"Image": image, "Labels": kwargs["labels"]}}
+        return {"Id": kwargs["name"]}
+
+
+def test_container_deploy_that_cannot_start_puts_the_running_container_back(monkeypatch):
+    """RECSYS_DEPLOY=docker: a new container that cannot even be created (a port taken, a bad
+    image) must not leave serving down: the previous container gets its name back and starts."""
+    pytest.importorskip("docker")
+    running = {"Config": {"Image": "r/recsys-serve:old", "Labels": {"recsys.model_version": "v1"}}}
+    engine = FakeEngine(running, fail_create=True)
+    waited = []
+    monkeypatch.setattr(deploy, "smoke_test", lambda url, version, *a, **k: waited.append(version))
+    with pytest.raises(Exception, match="port is already allocated"):
+        deploy.deploy_container(Settings(docker_network="recsys"), "r/recsys-serve:new", "v2", "42", client=engine)
+    assert ("rename", "recsys-serve", "recsys-serve-previous") in engine.calls
+    assert engine.calls[-2:] == [("rename", "recsys-serve-previous", "recsys-serve"), ("start", "recsys-serve")]
+    assert engine.containers["recsys-serve"] is running and waited == ["v1"]
+
+
+def test_container_deploy_passes_only_aws_and_recsys_variables(monkeypatch):
+    pytest.importorskip("docker")
+    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "s3cret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    env = deploy.container_env(dict(__import__("os").environ), "v9", "recs")
+    assert env["MODEL_VERSION"] == "v9" and env["RECSYS_TABLE"] == "recs" and env["AWS_DEFAULT_REGION"] == "eu-west-1"
+    assert not [k for k in env if k.startswith("AIRFLOW") or k in ("PATH", "HOME", "PYTHONPATH")]

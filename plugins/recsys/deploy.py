@@ -446,19 +446,23 @@ def deploy_container(settings: Settings, image: str, model_version: str, smoke_u
     host_config = client.create_host_config(
         network_mode=settings.docker_network, restart_policy={"Name": "unless-stopped"},
         port_bindings=None if host_net else {8080: (settings.serve_host, settings.serve_port)})
-    created = client.create_container(
-        image, command=command, name=name, environment=container_env(os.environ, model_version, table),
-        host_config=host_config, labels={"recsys.model_version": model_version, "recsys.table": table},
-        ports=None if host_net else [8080])
-    client.start(created["Id"])
     url = settings.smoke_url or f"http://{settings.serve_host}:{settings.serve_port}"
-    try:
+    created = None
+    try:  # a container that cannot be created or started rolls back like one that is not ready
+        created = client.create_container(
+            image, command=command, name=name, environment=container_env(os.environ, model_version, table),
+            host_config=host_config, labels={"recsys.model_version": model_version, "recsys.table": table},
+            ports=None if host_net else [8080])
+        client.start(created["Id"])
         smoke_test(url, model_version, smoke_user, timeout=smoke_timeout)
     except Exception:
-        logs = client.logs(created["Id"], tail=40).decode(errors="replace")
-        log.exception("container %s (%s, %s) failed its smoke test at %s; its last log lines:\n%s",
-                      name, image, model_version, url, logs)
-        client.remove_container(created["Id"], force=True)
+        if created is not None:
+            logs = client.logs(created["Id"], tail=40).decode(errors="replace")
+            log.exception("container %s (%s, %s) failed its smoke test at %s; its last log lines:\n%s",
+                          name, image, model_version, url, logs)
+            client.remove_container(created["Id"], force=True)
+        else:
+            log.exception("container %s (%s, %s) could not be created", name, image, model_version)
         if previous is not None:
             client.rename(backup, name)
             client.start(name)

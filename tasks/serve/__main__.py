@@ -15,7 +15,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks.serve", description=__doc__)
     parser.add_argument("--host", default=ALL_INTERFACES, help="default: all interfaces, as in a container")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
 
     import uvicorn

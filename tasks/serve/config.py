@@ -13,5 +13,4 @@ class Settings(BaseSettings):
 
     recsys_table: str = Field(DEFAULT_TABLE, description="DynamoDB table with the recommendations")
     model_version: str = Field(..., min_length=1, description="version this replica serves (set by the deploy)")
-    max_n: int = Field(100, description="largest n a request may ask for")
     marker_ttl_seconds: float = Field(30.0, description="how long a readiness check is cached")
