@@ -3,7 +3,8 @@
     python bench/score_bench.py [--preset ml-100k|ml-1m|ml-25m] [--top-n 100] [--publish-users 6040]
                                 [--end-to-end ml-25m]
 
-1. all-users top-N (seen items masked) vs the bare matrix multiply of the same shapes;
+1. all-users top-N (seen items masked), with each implementation of tasks.model.scoring (the
+   fused accelerator and the portable reference), vs the bare matrix multiply of the same shapes;
 2. per-user time vs the seed's per-request loop (one model call per (user, item) pair);
 3. publishing rows to DynamoDB with the batch writer vs a sequential ``put_item`` loop, both
    against a local moto server, read back to count lost and duplicated rows;
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,8 +29,8 @@ import torch
 from timed import run_timed
 
 from tasks.data.synthetic import PRESETS
-from tasks.model import MF, RECOMMEND_CHUNK, Recommender, set_threads
-from tasks.model.fused import fused_topk
+from tasks.model import MF, Recommender, scoring, set_threads
+from tasks.model.scoring import fused
 from tasks.train import TrainConfig
 
 
@@ -83,7 +85,7 @@ def bench_scoring(preset: str, top_n: int, k: int, rank_k: int, chunk: int | Non
     # best of several chunk sizes, with torch's own threads or a Python thread per core
     P, Q = (rec._p, rec._q) if rank_k == 0 else (rec._rank_p, rec._rank_qt.T)
     Qt = Q.T.contiguous()
-    chunk = chunk or RECOMMEND_CHUNK
+    chunk = chunk or scoring.CHUNK
 
     def matmul(c: int, starts) -> None:
         """Multiply chunks of c users into one reused buffer."""
@@ -111,7 +113,7 @@ def bench_scoring(preset: str, top_n: int, k: int, rank_k: int, chunk: int | Non
     def score_only() -> None:
         def part(i: int) -> None:
             s = slice(i * p.users // threads, (i + 1) * p.users // threads)
-            fused_topk(vectors[s], rec._items_t, p.items, no_rows[s], rec._seen_indptr, rec._seen_indices, top_n,
+            fused.select(vectors[s], rec._items.t, p.items, no_rows[s], rec._seen_indptr, rec._seen_indices, top_n,
                        above_all[s], none_s[s], none_i[s], np.zeros(s.stop - s.start, dtype=np.bool_))
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(part, range(threads)))
@@ -122,7 +124,19 @@ def bench_scoring(preset: str, top_n: int, k: int, rank_k: int, chunk: int | Non
     for c in sorted({16, 64, 256, 1024, max(8, min(4096, (1 << 20) // p.items))}):  # last: 4 MB of scores
         configs[f"{c} users, torch threads"] = lambda c=c: matmul(c, range(0, p.users, c))
         configs[f"{c} users, a Python thread per core"] = lambda c=c: one_thread_per_core(c)
-    t_score = t_only = t_ids = t_matmul = float("inf")
+    def with_scorer(name: str, fn):
+        """``fn`` run with RECSYS_SCORER=name (how a deployment picks the implementation)."""
+        def run():
+            before = os.environ.get(scoring.ENV)
+            os.environ[scoring.ENV] = name
+            try:
+                fn()
+            finally:
+                os.environ.pop(scoring.ENV) if before is None else os.environ.__setitem__(scoring.ENV, before)
+        return run
+
+    with_scorer("reference", lambda: rec.recommend(users[:64], top_n))()  # compile the reference too
+    t_score = t_only = t_ids = t_matmul = t_ref = float("inf")
     ratios = []
     with torch.no_grad():
         # 1. find the baseline's fastest way (best of a few rounds over every config), so that
@@ -135,11 +149,13 @@ def bench_scoring(preset: str, top_n: int, k: int, rank_k: int, chunk: int | Non
             t_base = timed(baseline)
             t_matmul = min(t_matmul, t_base)
             # what python -m tasks.score times: user indexes in, item indexes and scores out
-            t = timed(lambda: rec.recommend_index(everyone, top_n, chunk_size=chunk))
+            t = timed(with_scorer("fused", lambda: rec.recommend_index(everyone, top_n, chunk_size=chunk)))
             t_score = min(t_score, t)
             ratios.append(t / t_base)
             t_only = min(t_only, timed(score_only))
             t_ids = min(t_ids, timed(lambda: rec.recommend(users, top_n, chunk_size=chunk)))  # raw ids in and out
+            t_ref = min(t_ref, timed(with_scorer("reference",
+                                                 lambda: rec.recommend_index(everyone, top_n, chunk_size=chunk))))
     print(f"[scoring {preset}: {p.users} users x {p.items} items, ranked by "
           f"{'the ranking head, k=' + str(rank_k) if rank_k else 'predicted rating, k=' + str(k)}, top-{top_n}, "
           f"{len(u)} seen pairs, "
@@ -147,7 +163,9 @@ def bench_scoring(preset: str, top_n: int, k: int, rank_k: int, chunk: int | Non
     print(f"  bare matmul           {t_matmul:8.3f} s   (fastest of {len(configs)} ways: {best_chunk}; "
           f"best of {repeat} runs, as below)")
     print(f"  all users top-{top_n}     {t_score:8.3f} s   ratio to matmul {t_score / t_matmul:5.2f}x  (target <= 1.5x; "
-          f"recommend_index, as python -m tasks.score; chunk {chunk} users)")
+          f"the fused accelerator; recommend_index, as python -m tasks.score; chunk {chunk} users)")
+    print(f"  same, reference impl. {t_ref:8.3f} s   ratio to matmul {t_ref / t_matmul:5.2f}x  "
+          f"({t_ref / t_score:.1f}x the fused time; RECSYS_SCORER=reference, the portable path)")
     print(f"  median of the {repeat} paired ratios (each run of ours / the baseline's run just before it): "
           f"{float(np.median(ratios)):.2f}x")
     print(f"  of which scoring alone (the fused kernel, nothing selected) {t_only:.3f} s = {t_only / t_matmul:.2f}x "

@@ -19,8 +19,6 @@ import io
 import json
 import logging
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -29,11 +27,11 @@ from torch import nn
 from tasks import storage
 from tasks.constants import ARTIFACT_MANIFEST, META_FILE, SEEN_FILE, WEIGHTS_FILE
 from tasks.errors import IncompleteArtifactError
+from tasks.model.scoring import Items, Seen, top_n
 
 log = logging.getLogger(__name__)
 
 PAD_INT_ID = np.iinfo(np.int64).min  # recommend()'s id for a padded slot, for integer ids
-RECOMMEND_CHUNK = 256  # users per scoring call in recommend() (per thread at a time), unless chunk_size is given
 
 
 class MF(nn.Module):
@@ -130,7 +128,7 @@ class Recommender:
             self._bu = model.user_bias.weight.detach().float().squeeze(1)  # (U,)
             self._bi = model.item_bias.weight.detach().float().squeeze(1)  # (I,)
             self._mu = float(model.bias.detach().reshape(-1)[0])
-            # every score as one dot product per (user, item), for the fused kernel: the
+            # every score as one dot product per (user, item), for tasks.model.scoring: the
             # ranking head's vectors, or the rating head's with a 1 matching the item bias.
             # An unknown user's vector: the average user's (ranking head: close to
             # popularity), or just the item bias (rating head)
@@ -146,17 +144,7 @@ class Recommender:
                 self._default_vector = np.zeros(self._vectors.shape[1], dtype=np.float32)
                 self._default_vector[-1] = 1.0
                 items_t = torch.cat([self._qt, self._bi[None, :]], 0)
-            # each user's score row has mean v'.mu and variance v' C v' over all items, with
-            # v the user's vector and mu, C the mean and covariance of the item vectors:
-            # the kernel's first threshold
-            items = items_t.T.double()
-            mean = items.mean(0)
-            centered = items - mean
-            self._item_mean = mean.numpy()
-            self._item_cov = (centered.T @ centered / max(1, len(items))).numpy()
-        from tasks.model.fused import pad_items
-
-        self._items_t = pad_items(items_t.numpy())
+            self._items = Items.from_vectors(items_t.T.numpy())
         if seen_indptr is None:
             seen_indptr = np.zeros(model.n_user + 1, dtype=np.int64)
             seen_indices = np.zeros(0, dtype=np.int64)
@@ -238,9 +226,9 @@ class Recommender:
         """Exact mean and standard deviation of the :meth:`item_scores` row of each user
         index (``-1``: an unknown user's non-personal row), shape (B, 2), from the item
         vectors' mean and covariance: no score is read."""
-        from tasks.model.fused import row_moments
+        from tasks.model.scoring import row_moments
 
-        return row_moments(self.scoring_vectors(rows), self._item_mean, self._item_cov)
+        return row_moments(self.scoring_vectors(rows), self._items.mean, self._items.cov)
 
     def scoring_vectors(self, rows: np.ndarray) -> np.ndarray:
         """Each user index's vector in the space :meth:`item_scores` is a dot product in
@@ -278,84 +266,23 @@ class Recommender:
         """:meth:`recommend` by internal indexes: user indexes in (``-1``: unknown user),
         item indexes (``-1``: padding) and scores out, shapes (U, n).
 
-        Scoring and selection are one pass (:mod:`tasks.model.fused`): no score
-        matrix is held. ``chunk_size`` users at a time go to each of
+        Scoring and selection: :func:`tasks.model.scoring.top_n` (no score matrix is held by
+        the fused implementation); ``chunk_size`` users at a time go to each of
         ``torch.get_num_threads()`` threads.
         """
-        from tasks.model.fused import fused_topk, row_moments
-        from tasks.model.topk import GUESS_LOW, _first_guess_z, aim
-
         if n <= 0:
             raise ValueError(f"n must be positive, got {n}")
         idx = np.asarray(idx, dtype=np.int64)
         if len(idx) and not (idx.min() >= -1 and idx.max() < self.model.n_user):
             raise ValueError(f"user indexes must be in [-1, {self.model.n_user}), got {idx.min()} .. {idx.max()}")
-        n_items = self.model.n_item
-        chunk_size = chunk_size or RECOMMEND_CHUNK
-        if chunk_size <= 0:
-            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-        k = min(n, n_items)
-        vectors = self.scoring_vectors(idx)
         rows = idx if exclude_seen else np.full(len(idx), -1, dtype=np.int64)
-        # the first threshold per row from its exact mean and standard deviation, then lower guesses
-        moments = row_moments(vectors, self._item_mean, self._item_cov)
-        first = aim(k, exact=True)
-        z = _first_guess_z(k, n_items, first)
-        guesses = [z, _first_guess_z(k, n_items, max(GUESS_LOW, 2 * first)) if z > -np.inf else -np.inf, -np.inf]
-        top_s = np.empty((len(idx), k), dtype=np.float32)
-        top_i = np.empty((len(idx), k), dtype=np.int64)
-        todo = np.arange(len(idx))
-        for guess in dict.fromkeys(guesses):  # distinct guesses, in order
-            if not len(todo):
-                break
-            thr = (moments[todo, 0] + guess * moments[todo, 1]).astype(np.float32) if guess > -np.inf \
-                else np.full(len(todo), -np.inf, dtype=np.float32)
-            vec, sel, out_s, out_i = (vectors, rows, top_s, top_i) if len(todo) == len(idx) else \
-                (vectors[todo], rows[todo], np.empty((len(todo), k), np.float32), np.empty((len(todo), k), np.int64))
-            short = np.zeros(len(todo), dtype=np.bool_)
-
-            def run(start: int, vec=vec, sel=sel, thr=thr, out_s=out_s, out_i=out_i, short=short) -> None:
-                end = start + chunk_size
-                fused_topk(vec[start:end], self._items_t, n_items, sel[start:end], self._seen_indptr,
-                           self._seen_indices, k, thr[start:end], out_s[start:end], out_i[start:end],
-                           short[start:end])
-
-            _parallel(run, range(0, len(todo), chunk_size), torch.get_num_threads())
-            if out_s is not top_s:
-                done = ~short
-                top_s[todo[done]] = out_s[done]
-                top_i[todo[done]] = out_i[done]
-            todo = todo[short]
+        top_i, top_s = top_n(self.scoring_vectors(idx), self._items, n,
+                             Seen(rows, self._seen_indptr, self._seen_indices),
+                             chunk_size=chunk_size, threads=torch.get_num_threads())
         if self._rank_p is None:  # back to predicted ratings: add user bias + mean per row
             offset = np.where(idx >= 0, self._bu.numpy()[np.maximum(idx, 0)], 0.0) + self._mu
             top_s += offset.astype(np.float32)[:, None]
-        if k < n:  # fewer items than n: pad as the kernel does, with index -1 and score -inf
-            top_i = np.concatenate([top_i, np.full((len(idx), n - k), -1, dtype=np.int64)], 1)
-            top_s = np.concatenate([top_s, np.full((len(idx), n - k), -np.inf, dtype=np.float32)], 1)
         return top_i, top_s
-
-
-def _parallel(fn, starts, threads: int) -> None:
-    """``fn(start)`` for every start, on ``threads`` threads that each take the next start
-    (the kernel releases the GIL)."""
-    if threads <= 1 or len(starts) <= 1:
-        for start in starts:
-            fn(start)
-        return
-    pending = iter(starts)
-    take = threading.Lock()
-
-    def worker() -> None:
-        while True:
-            with take:
-                start = next(pending, None)
-            if start is None:
-                return
-            fn(start)
-
-    with ThreadPoolExecutor(min(threads, len(starts))) as pool:
-        for done in [pool.submit(worker) for _ in range(min(threads, len(starts)))]:
-            done.result()
 
 
 def save(out: str, model: MF, meta: dict, seen_indptr: np.ndarray, seen_indices: np.ndarray,

@@ -17,9 +17,9 @@ candidates in registers with no branch. It is emitted depth first (each half
 sorted and merged before the next), so a block of a few vectors stays in
 registers through its stages: about 3,300 instructions for 128 candidates.
 Between 129 and 256 candidates, the first 128 and the rest are sorted
-separately and merged, keeping the best 128 (enough for ``k <= 128``). Longer
-lists fall back to :func:`tasks.model.topk._cut` (buckets and an insertion
-sort).
+separately and merged, keeping the best 128: enough for ``k <= 128``, the most
+the fused kernel selects (:data:`tasks.model.scoring.fused.MAX_K`; it cuts its
+list to the best k before it passes 256).
 
 Why: at ML-1M shape the scalar ordering of about 125 candidates into the top
 100 cost about 2 us per user, nearly what computing the user's scores costs
@@ -35,8 +35,6 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from tasks.model.topk import _V8, _cut
-
 NET = 128  # the largest network
 ROOM = 2 * NET  # the candidate arrays need at least this many entries (padding is written up to here)
 _PAD_INDEX = np.int32(np.iinfo(np.int32).max)
@@ -44,6 +42,7 @@ _PAD_INDEX = np.int32(np.iinfo(np.int32).max)
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 _VI8 = ir.VectorType(_I32, 8)
+_V8 = ir.VectorType(ir.FloatType(), 8)
 _VK = ir.VectorType(_I64, 4)  # four 64-bit keys
 _VB4 = ir.VectorType(ir.IntType(1), 4)
 _L = 4  # keys per vector
@@ -239,11 +238,11 @@ def _pad(cand, idx, c, n):
 
 
 @njit(cache=True, boundscheck=False, nogil=True)
-def order(cand, idx, c, k, keys, cnt):
+def order(cand, idx, c, k):
     """Order the ``c`` candidates (scores ``cand``, float32, and item indexes ``idx``, int32,
     each with room for ``max(c + 1, 256)``) so that ``cand[:min(c, k)]`` and ``idx[...]`` are the
-    best ``k``, best first. ``keys`` (``c``) and ``cnt`` (``3c + 1``): scratch for lists the
-    networks do not cover (more than 256 candidates, or more than 128 with ``k > 128``)."""
+    best ``k``, best first. ``c <= 256`` and, past 128 candidates, ``k <= 128``: the callers
+    guarantee it (nothing is written otherwise)."""
     if c <= 32:
         _pad(cand, idx, c, 32)
         _sort32(cand, idx, 0)
@@ -268,5 +267,3 @@ def order(cand, idx, c, k, keys, cnt):
             _pad(cand, idx, c, 2 * NET)
             _sort128(cand, idx, NET)
             _merge128(cand, idx)
-    else:
-        _cut(cand, cand.view(np.uint32), idx, c, keys, cnt, k)

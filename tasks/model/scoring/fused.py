@@ -1,4 +1,8 @@
-"""Scoring and exact top-k in one pass, without materialising the score matrix.
+"""The accelerator: scoring and exact top-k in one pass, without materialising the score matrix.
+
+Same contract as :func:`tasks.model.scoring.reference.select` (which it is tested
+against, bit for bit), for ``k <= MAX_K``; chosen by :mod:`tasks.model.scoring` on
+x86-64.
 
 With a ranking head of k=16 the matrix multiply that scores every (user, item)
 pair does 32 flops per score but writes 4 bytes per score: torch's ``mm`` is
@@ -7,8 +11,8 @@ kernel computes the scores of 4 users x 32 items in registers (one 8-wide
 vector FMA per user, factor and 8 items; the item vectors are loaded once for
 the 4 users), compares them with each user's threshold, and only the few items
 above it leave the registers. Computing the scores this way takes about 0.4-0.9x
-the time of torch's ``mm`` for the same shapes (bench/score_bench.py compares
-the whole top-k against the bare multiply).
+the time of torch's ``mm`` for the same shapes (``make bench-score`` compares
+the whole top-k, this kernel and the reference, against the bare multiply).
 
 The block is written as LLVM vector IR (:func:`_block_select`): numba does not
 vectorise a loop nest of this shape. ``llvm.fmuladd`` fuses the multiply-add
@@ -23,12 +27,11 @@ elsewhere; the rest of the IR is generic. Only x86-64 is tested here, with AVX2
 and with ``NUMBA_CPU_NAME=generic`` (the portable path, SSE2).
 
 Around it: the first threshold from the row's exact mean and standard deviation
-(:func:`tasks.model.topk.aim`); when the candidate list could overflow, its
+(:mod:`tasks.model.scoring`); when the candidate list could overflow, its
 best k are kept and the threshold rises to the k-th; at the end the candidates
-are ordered by :func:`tasks.model.sortnet.order` (score descending, then item
-index ascending). Rows with fewer than k items above their first threshold are
-reported back: the caller reruns them with a lower one (0.15-0.9% of rows at
-ML-1M and ML-25M shapes).
+are ordered by :func:`tasks.model.scoring.sortnet.order` (score descending, then
+item index ascending). Rows with fewer than k items above their first threshold
+are reported back: the caller reruns them with a lower one.
 """
 
 from __future__ import annotations
@@ -39,29 +42,39 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from tasks.model.sortnet import _VI8, ROOM, order
-from tasks.model.topk import _V8, _splat8
+from tasks.model.scoring import PAD_ITEMS
+from tasks.model.scoring.sortnet import _V8, _VI8, NET, ROOM, order
 
 
-def _host_has_avx2() -> bool:
-    """Whether numba compiles for a CPU with AVX2 (its target: NUMBA_CPU_NAME/FEATURES, else the host)."""
+def _splat8(builder, x):
+    """LLVM IR: the scalar ``x`` (a float, an int) in all 8 lanes of a vector."""
+    i32 = ir.IntType(32)
+    vt = ir.VectorType(x.type, 8)
+    v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(i32, 0))
+    return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+
+
+def _target_has(feature: str) -> bool:
+    """Whether numba compiles for a CPU with ``feature`` (its target: NUMBA_CPU_NAME/FEATURES, else the host)."""
     from llvmlite import binding
     from numba.core import config
 
     if config.CPU_FEATURES is not None:
-        return "+avx2" in config.CPU_FEATURES.split(",")
+        return f"+{feature}" in config.CPU_FEATURES.split(",")
     if config.CPU_NAME is not None and config.CPU_NAME != "host":
         return False  # a named, e.g. generic, target: the portable path
     return (binding.get_process_triple().startswith(("x86_64", "i686"))
-            and bool(binding.get_host_cpu_features().get("avx2")))
+            and bool(binding.get_host_cpu_features().get(feature)))
 
 
+MAX_K = NET  # the most items per row it selects (the sorting networks' reach)
 GROUP = 4  # users scored together (each item vector load serves all four)
-WIDTH = 32  # items per block: one 32-bit mask per user
+WIDTH = PAD_ITEMS  # items per block (32): one 32-bit mask per user; the item columns are padded to it
 _VECTORS = 2  # 8-wide vectors per user per factor step: 4 users x 2 = 8 accumulators
 _ONE = np.uint64(1)
-MAX_ITEMS = 2**31 - 32  # int32 item indexes, padding included
-_AVX2 = _host_has_avx2()
+_AVX2 = _target_has("avx2")
+# fmuladd is one rounding (as BLAS's FMA kernels) where the target has FMA, two elsewhere
+FMA = _target_has("fma")
 # _LUT[m]: the lanes of the set bits of the 8-bit mask m, in order (then zeros)
 _LUT = np.array([[t for t in range(8) if m >> t & 1] + [0] * (8 - bin(m).count("1")) for m in range(256)],
                 dtype=np.int32)
@@ -198,10 +211,10 @@ def _block_select(typingctx, users, items_t, thr, j, n_items, seen, lut, cand, i
 
 
 @njit(inline="always", boundscheck=False)
-def _emit(cand, idx, c, keys, cnt, k, out_scores, out_index):
+def _emit(cand, idx, c, k, out_scores, out_index):
     """Write the best ``k`` of ``c`` candidates, best first, padded with index -1 and score -inf."""
     if c:
-        order(cand, idx, c, k, keys, cnt)
+        order(cand, idx, c, k)
     m = min(k, c)
     for q in range(m):
         out_scores[q] = cand[q]  # order() writes -0.0 as 0.0
@@ -212,7 +225,7 @@ def _emit(cand, idx, c, keys, cnt, k, out_scores, out_index):
 
 
 @njit(cache=True, boundscheck=False, nogil=True)
-def fused_topk(vectors, items_t, n_items, rows, indptr, indices, k, thresholds, out_scores, out_index, short):
+def select(vectors, items_t, n_items, rows, indptr, indices, k, thresholds, out_scores, out_index, short):
     """Top-``k`` items of each row by ``vectors[r] . items_t[:, i]``, best first.
 
     ``vectors`` (B, F) float32; ``items_t`` (F, I) float32 with I a multiple of 32
@@ -223,6 +236,7 @@ def fused_topk(vectors, items_t, n_items, rows, indptr, indices, k, thresholds, 
     candidates above any other guess (NaN included) is left unwritten and flagged in ``short``
     (the caller reruns it lower); otherwise ``out_scores[r]``, ``out_index[r]``
     get its top k, padded with -inf / -1. Returns how many rows are short.
+    ``k <= MAX_K`` (the caller checks: the ordering covers at most 256 candidates).
     """
     n_rows, n_factors = vectors.shape
     n_cols = items_t.shape[1]
@@ -232,8 +246,6 @@ def fused_topk(vectors, items_t, n_items, rows, indptr, indices, k, thresholds, 
     room = max(cap + 8, ROOM)  # + 8: a block stores 8 lanes past its last candidate; the sort pads up to ROOM
     cand = np.empty((GROUP, room), dtype=np.float32)
     idx = np.empty((GROUP, room), dtype=np.int32)
-    keys = np.empty(cap, dtype=np.uint64)
-    cnt = np.empty(3 * cap + 1, dtype=np.int64)
     count = np.zeros(GROUP, dtype=np.int64)
     seen = np.zeros((GROUP, n_cols // WIDTH), dtype=np.uint64)  # the group's seen items, a bit per item
     n_short = 0
@@ -259,7 +271,7 @@ def fused_topk(vectors, items_t, n_items, rows, indptr, indices, k, thresholds, 
         for j in range(0, n_cols, WIDTH):
             for u in range(g):
                 if count[u] > cap - WIDTH:  # perhaps no room for a whole block: keep the best k, raise the threshold
-                    order(cand[u], idx[u], count[u], k, keys, cnt)
+                    order(cand[u], idx[u], count[u], k)
                     thr[u] = cand[u, k - 1]
                     count[u] = k
             _block_select(group, items_t, thr, j, n_items, seen, _LUT, cand, idx, count)
@@ -273,7 +285,7 @@ def fused_topk(vectors, items_t, n_items, rows, indptr, indices, k, thresholds, 
                 short[r] = True
                 n_short += 1
             else:
-                _emit(cand[u], idx[u], count[u], keys, cnt, k, out_scores[r], out_index[r])
+                _emit(cand[u], idx[u], count[u], k, out_scores[r], out_index[r])
     return n_short
 
 
@@ -296,47 +308,14 @@ def fused_scores(vectors, items_t, n_items):
     return out
 
 
-@njit(cache=True, boundscheck=False, nogil=True, fastmath=True)
-def row_moments(vectors, item_mean, item_cov):
-    """Mean and standard deviation of each row's scores over all items, (B, 2) float64, from
-    the item vectors' mean (F,) and covariance (F, F): ``v . mean`` and ``sqrt(v' C v)``."""
-    n_rows, n_factors = vectors.shape
-    out = np.empty((n_rows, 2))
-    v = np.empty(n_factors)
-    for r in range(n_rows):
-        for f in range(n_factors):
-            v[f] = vectors[r, f]
-        mean = 0.0
-        var = 0.0
-        for f in range(n_factors):
-            mean += v[f] * item_mean[f]
-            s = 0.0
-            for g in range(n_factors):
-                s += item_cov[f, g] * v[g]
-            var += v[f] * s
-        out[r, 0] = mean
-        out[r, 1] = np.sqrt(max(var, 0.0))
-    return out
-
-
-def pad_items(items_t: np.ndarray) -> np.ndarray:
-    """(F, I) item vectors as the kernel wants them: float32, C-contiguous, I padded with
-    zero columns to a multiple of 32 (at least 32). Candidates carry int32 item indexes."""
-    f, n = items_t.shape
-    if n >= MAX_ITEMS:
-        raise ValueError(f"at most {MAX_ITEMS - 1} items can be ranked, got {n}")
-    out = np.zeros((f, max(WIDTH, -(-n // WIDTH) * WIDTH)), dtype=np.float32)
-    out[:, :n] = items_t
-    return out
-
-
 def warm_up() -> None:
     """Compile into numba's on-disk cache (run at image build)."""
+    from tasks.model.scoring import Items
+
     vectors = np.ones((5, 3), dtype=np.float32)
-    items = pad_items(np.ones((3, 40), dtype=np.float32))
+    items = Items.from_vectors(np.ones((40, 3), dtype=np.float32)).t
     out_s, out_i = np.empty((5, 2), dtype=np.float32), np.empty((5, 2), dtype=np.int64)
-    fused_topk(vectors, items, 40, np.full(5, -1, dtype=np.int64), np.zeros(1, dtype=np.int64),
-               np.zeros(0, dtype=np.int64), 2, np.full(5, -np.inf, dtype=np.float32), out_s, out_i,
-               np.zeros(5, dtype=np.bool_))
+    select(vectors, items, 40, np.full(5, -1, dtype=np.int64), np.zeros(1, dtype=np.int64),
+           np.zeros(0, dtype=np.int64), 2, np.full(5, -np.inf, dtype=np.float32), out_s, out_i,
+           np.zeros(5, dtype=np.bool_))
     fused_scores(vectors, items, 40)
-    row_moments(vectors, np.zeros(3), np.eye(3))  # float64 moments, as MF computes them
