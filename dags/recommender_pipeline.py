@@ -130,7 +130,7 @@ def recommender_pipeline():
         from recsys import pipeline
         from recsys.compat import fail
 
-        metrics = pipeline.read_json(settings, pipeline.key_of(p["model"]) + "/metrics.json")
+        metrics = pipeline.read_json(settings, p["metrics"])
         promote, reasons = pipeline.gate(metrics, float(params["tolerance"]), bool(params["force_promote"]))
         if not promote:
             raise fail(f"model {p['model_version']} rejected: " + "; ".join(reasons)
@@ -144,12 +144,10 @@ def recommender_pipeline():
         return compute.mapped_values(pipeline.score_argvs(p, settings.ttl_days), settings)
 
     publish = compute_task("publish", [
-        "python", "-m", "tasks.score", "--finalize", "--model", plan_value("model"),
+        "python", "-m", "tasks.publish", "finalize", "--model", plan_value("model"),
         "--ratings", plan_value("snapshot"), "--model-version", plan_value("model_version"),
         "--top-n", plan_value("top_n"), "--shards", plan_value("shards"), "--table", plan_value("table"),
         "--ttl-days", str(settings.ttl_days),
-        # import path: DynamoDB creates this version's table from the shards' files first
-        *(["--import-from", plan_value("import_prefix")] if settings.publish == "import" else []),
     ], settings, outlets=outlets(RECOMMENDATIONS), **HEAVY)
 
     # Old scheduled runs stop here (a manual run passes); deploy_enabled then stops backfills
@@ -199,8 +197,7 @@ def recommender_pipeline():
 
             ecs = EcsHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).conn
             return rollout.deploy_ecs(ecs, settings, image, p["model_version"], table=p["table"])
-        shard0 = pipeline.read_json(settings, pipeline.key_of(p["first_shard"]))
-        first_user = (shard0 or {}).get("first_user")
+        first_user = pipeline.first_user(settings, p)
         if settings.deploy == "docker":
             return rollout.deploy_container(settings, image, p["model_version"], first_user, p["table"])
         return rollout.deploy_local(settings, p["model_version"], first_user, p["table"])
@@ -241,9 +238,8 @@ def recommender_pipeline():
     live = record_live(p, deployed)
     # Every night, whatever the gate said: the live and previous versions must not expire.
     retain = compute_task("retain", [
-        "python", "-m", "tasks.score", "--table", settings.table, "--ttl-days", str(settings.ttl_days),
-        *(["--table-per-version"] if settings.publish == "import" else []),
-        "--retain", plan_value("retain"),
+        "python", "-m", "tasks.publish", "retain", "--table", settings.table, "--ttl-days", str(settings.ttl_days),
+        plan_value("retain"),
     ], settings, trigger_rule="all_done")
     done = summary(p, verdict)
     # summary is the leaf Airflow judges the run by: a failure anywhere (or in retain) fails

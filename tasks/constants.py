@@ -1,4 +1,31 @@
-"""Names shared by the data, score and serve code: one place to change them."""
+"""The ratings schema and the user id rule, shared by the data, score and serve code."""
+
+# Where things live (S3 keys, file names, the table's schema, defaults): tasks.layout, the
+# contract the Airflow side reads too. Re-exported here for the stages' imports.
+from tasks.layout import (  # noqa: F401
+    ARTIFACT_MANIFEST,
+    ATTR_EXPIRES_AT,
+    ATTR_GENERATED_AT,
+    ATTR_ITEMS,
+    ATTR_TOP_N,
+    ATTR_USER,
+    ATTR_USERS,
+    ATTR_VERSION,
+    DEFAULT_TABLE,
+    DEFAULT_TOP_N,
+    DEFAULT_TTL_DAYS,
+    FALLBACK_USER,
+    ITEMS_FILE,
+    LIVE_POINTER,
+    MANIFEST_FILE,
+    MARKER_USER,
+    META_FILE,
+    METRICS_FILE,
+    RATINGS_FILE,
+    REPORT_FILE,
+    SEEN_FILE,
+    WEIGHTS_FILE,
+)
 
 # Canonical ratings schema (tasks.data writes these columns to every snapshot).
 USER_ID = "user_id"
@@ -11,34 +38,6 @@ RATING_COLUMNS = (USER_ID, ITEM_ID, RATING, TIMESTAMP)
 TITLE = "title"
 GENRES = "genres"
 
-# Snapshot layout: datasets/ds=YYYY-MM-DD/<file>.
-RATINGS_FILE = "ratings.parquet"
-ITEMS_FILE = "items.parquet"
-MANIFEST_FILE = "_manifest.json"
-
-# Model layout: models/<model_version>/<file>.
-WEIGHTS_FILE = "model.pt"
-META_FILE = "meta.json"
-METRICS_FILE = "metrics.json"
-SEEN_FILE = "seen.npz"
-REPORT_FILE = "report.html"
-# Written last, listing every file with its size and SHA-256: a version without it
-# (or whose files do not match it) is incomplete and never loaded.
-ARTIFACT_MANIFEST = "_complete.json"
-LIVE_POINTER = "models/_live.json"
-
-# DynamoDB attributes (partition key user_id, sort key model_version).
-ATTR_USER = "user_id"
-ATTR_VERSION = "model_version"
-ATTR_ITEMS = "items"
-ATTR_GENERATED_AT = "generated_at"
-ATTR_EXPIRES_AT = "expires_at"
-ATTR_USERS = "users"
-ATTR_TOP_N = "top_n"
-# Reserved partition keys: they cannot collide with real users because user
-# ids are validated to not start with "__".
-MARKER_USER = "__complete__"
-FALLBACK_USER = "__popular__"
 
 # The one rule for a user id, checked by the snapshot (tasks.data) and by the serving API's path
 # parameter (and published in its OpenAPI schema): an id the snapshot accepts is one the API can
@@ -55,5 +54,3 @@ USER_ID_PATTERN = (rf"^(?:[^{ID_FORBIDDEN_CHARS}_.]{_C}{{0,63}}|_(?:[^{ID_FORBID
 USER_ID_RULE = ("1-64 characters, no whitespace, control characters or '/', "
                 "not starting with '__' (reserved), not '.' or '..'")
 
-DEFAULT_TABLE = "recommendations"
-DEFAULT_TOP_N = 10

@@ -16,8 +16,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-EXIT_NO_RETRY = 3
-ERROR_PREFIX = "RECSYS-ERROR: "
+from tasks.layout import ERROR_PREFIX, EXIT_NO_RETRY  # noqa: F401 - how a stage ends (layout)
 
 log = logging.getLogger("tasks")
 

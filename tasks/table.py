@@ -10,17 +10,15 @@ a DynamoDB list of maps took 12.5 s to publish and 1,115 bytes per row (2 write
 units), the compact string 3.6 s and 514 bytes (1 write unit); reads halve too.
 ``decode_items`` still reads the list-of-maps form written by earlier versions. Two reserved partition keys per version:
 ``__complete__`` (the completion marker) and ``__popular__`` (the fallback list).
-Shared by ``tasks.score`` (writes) and ``tasks.serve`` (reads).
+Shared by ``tasks.score`` (writes), ``tasks.publish`` (verification, marker, TTL) and
+``tasks.serve`` (reads). Names and key schema: :mod:`tasks.layout`.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +35,7 @@ from tasks.constants import (
     FALLBACK_USER,
     MARKER_USER,
 )
+from tasks.layout import marker_key
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 25  # BatchWriteItem's limit
@@ -129,109 +128,6 @@ def write_items(table: str, items: Iterable[dict], *, workers: int = 8, client=N
     return len(items)
 
 
-# -- the import-from-S3 path (a new table per version) ---------------------
-
-KEY_SCHEMA = [{"AttributeName": ATTR_USER, "KeyType": "HASH"}, {"AttributeName": ATTR_VERSION, "KeyType": "RANGE"}]
-ATTRIBUTE_DEFINITIONS = [{"AttributeName": ATTR_USER, "AttributeType": "S"},
-                         {"AttributeName": ATTR_VERSION, "AttributeType": "S"}]
-IMPORT_SUFFIX = ".json.gz"
-
-
-class ImportFileWriter:
-    """One import file, as ImportTable reads it: gzip'd DynamoDB JSON, one ``{"Item": ...}``
-    per line. Rows are compressed as they come, so a shard holds only the compressed bytes."""
-
-    def __init__(self) -> None:
-        self._buf = io.BytesIO()
-        self._gz = gzip.GzipFile(fileobj=self._buf, mode="wb", compresslevel=6, mtime=0)
-
-    def write(self, items: Iterable[dict]) -> None:
-        self._gz.write("".join(json.dumps({"Item": it}, separators=(",", ":"), ensure_ascii=False) + "\n"
-                               for it in items).encode("utf-8"))
-
-    def getvalue(self) -> bytes:
-        self._gz.close()
-        return self._buf.getvalue()
-
-
-class ImportFailedError(RuntimeError):
-    """DynamoDB's import from S3 ended in FAILED or CANCELLED, or did not finish in time."""
-
-
-def table_exists(name: str, *, client=None) -> bool:
-    client = client or storage.client("dynamodb")
-    try:
-        client.describe_table(TableName=name)
-        return True
-    except client.exceptions.ResourceNotFoundException:
-        return False
-
-
-def import_table(table_name: str, source_uri: str, *, client=None, poll_seconds: float = 10.0,
-                 timeout_seconds: float = 6 * 3600, sleep=time.sleep, clock=time.monotonic) -> dict:
-    """Create ``table_name`` from the import files below ``source_uri`` and wait for it.
-
-    ``ImportTable`` always creates a new table, so the path is: one table per
-    version, import, then verify and mark it like any other (``tasks.score.finalize``).
-    If the table already exists (a re-run after a completed import), nothing is
-    imported again: the verification that follows decides whether it is whole.
-    Returns the import's description, or ``{"ImportStatus": "SKIPPED", ...}``.
-    """
-    client = client or storage.client("dynamodb")
-    bucket, prefix = storage.split_s3(source_uri)
-    if table_exists(table_name, client=client):
-        log.info("table %s exists: not importing again", table_name)
-        return {"ImportStatus": "SKIPPED", "TableName": table_name}
-    desc = client.import_table(
-        S3BucketSource={"S3Bucket": bucket, "S3KeyPrefix": prefix.rstrip("/") + "/"},
-        InputFormat="DYNAMODB_JSON", InputCompressionType="GZIP",
-        TableCreationParameters={"TableName": table_name, "KeySchema": KEY_SCHEMA,
-                                 "AttributeDefinitions": ATTRIBUTE_DEFINITIONS,
-                                 "BillingMode": "PAY_PER_REQUEST"},
-    )["ImportTableDescription"]
-    arn, deadline = desc["ImportArn"], clock() + timeout_seconds
-    log.info("import %s: %s <- %s", arn, table_name, source_uri)
-    while desc["ImportStatus"] in ("IN_PROGRESS", "CANCELLING"):
-        if clock() > deadline:
-            raise ImportFailedError(f"import {arn} into {table_name} still {desc['ImportStatus']} after "
-                                    f"{timeout_seconds:.0f}s; the version stays invisible")
-        sleep(poll_seconds)
-        desc = client.describe_import(ImportArn=arn)["ImportTableDescription"]
-    if desc["ImportStatus"] != "COMPLETED" or desc.get("ErrorCount"):
-        raise ImportFailedError(
-            f"import {arn} into {table_name} ended {desc['ImportStatus']} "
-            f"({desc.get('FailureCode') or ''} {desc.get('FailureMessage') or ''}, "
-            f"{desc.get('ErrorCount', 0)} item error(s)); the version stays invisible")
-    client.update_time_to_live(TableName=table_name, TimeToLiveSpecification={
-        "Enabled": True, "AttributeName": ATTR_EXPIRES_AT})
-    log.info("import %s: %s items in %s", desc["ImportStatus"], desc.get("ImportedItemCount"), table_name)
-    return desc
-
-
-def drop_version_tables(base: str, keep: set[str], created_before: float, *, client=None) -> list[str]:
-    """Delete the import path's per-version tables (``{base}-<version>``: ``vYYYYMMDDTHHMMSS<type>-<hash>``
-    as runs name them, or the older ``vYYYYMMDD``) created before
-    ``created_before`` (epoch seconds), except the versions in ``keep``; returns their names.
-
-    The counterpart of TTL on the single table: a version nobody keeps disappears
-    after the same number of days. Other tables, even with the same prefix, are never touched.
-    """
-    client = client or storage.client("dynamodb")
-    pattern = re.compile(re.escape(base) + r"-(v\d{8}(?:T\d{6}[a-z]-[0-9a-f]{6})?)")
-    dropped = []
-    for page in client.get_paginator("list_tables").paginate():
-        for name in page["TableNames"]:
-            match = pattern.fullmatch(name)
-            if not match or match.group(1) in keep:
-                continue
-            created = client.describe_table(TableName=name)["Table"]["CreationDateTime"]
-            if created.timestamp() < created_before:
-                client.delete_table(TableName=name)
-                dropped.append(name)
-                log.info("dropped %s (created %s, not kept)", name, created.isoformat())
-    return dropped
-
-
 def existing_users(table: str, version: str, user_ids: Sequence[str], *, workers: int = 8,
                    client=None) -> set[str]:
     """Which of ``user_ids`` have a row for ``version`` (BatchGetItem, keys only)."""
@@ -272,7 +168,7 @@ def put_marker(table: str, version: str, users: int, top_n: int, generated_at: s
 
 def get_marker(table: str, version: str, *, client=None) -> dict | None:
     client = client or storage.client("dynamodb")
-    item = client.get_item(TableName=table, Key={ATTR_USER: {"S": MARKER_USER}, ATTR_VERSION: {"S": version}},
+    item = client.get_item(TableName=table, Key=marker_key(version),
                            ConsistentRead=True).get("Item")
     if not item:
         return None

@@ -119,9 +119,28 @@ def test_plan_keys_data_by_date_and_model_by_version():
     assert p["model_version"] == "v20261123T020000s-bbbbbb" and p["model"] == "s3://b/models/v20261123T020000s-bbbbbb"
     assert p["snapshot"] == "s3://b/datasets/ds=2026-11-23" and p["quarantine"] == "s3://b/quarantine/ds=2026-11-23"
     assert p["champion"] == live["model_uri"] and p["live_version"] == live["model_version"]
-    assert p["first_shard"] == "s3://b/models/v20261123T020000s-bbbbbb/shards/0000-of-0003.json"
+    assert p["shard_manifests"][0] == "s3://b/models/v20261123T020000s-bbbbbb/shards/0000-of-0003.json"
+    assert p["metrics"] == p["model"] + "/metrics.json" and p["table"] == "t"
+    assert p["summary"] == "s3://b/runs/ds=2026-11-23/v20261123T020000s-bbbbbb/summary.json"
     argvs = pipeline.score_argvs(p, 30)
     assert [a[a.index("--shard") + 1] for a in argvs] == ["0/3", "1/3", "2/3"]
+    assert all(a[a.index("--table") + 1] == "t" for a in argvs)
+
+
+def test_the_airflow_side_and_the_stages_read_one_layout():
+    """recsys.layout is tasks.layout (one file): what plan expects is what the stages write."""
+    import os
+
+    from recsys import layout as airflow_side
+    from tasks import layout, score
+
+    assert os.path.samefile(airflow_side.__file__, layout.__file__)
+    s = Settings(bucket="b")
+    p = pipeline.plan("2026-11-23", "v9", {"shards": 4}, s, None)
+    assert p["shard_manifests"] == [score.manifest_uri(p["model"], i, 4) for i in range(4)]
+    from tasks.live import pointer_uri
+
+    assert pointer_uri(p["model"]) == s.s3(airflow_side.LIVE_POINTER)
 
 
 def test_plan_refuses_the_live_version_and_the_rollback_target():
@@ -206,26 +225,6 @@ def test_stages_declare_their_assets(dag):
     names = {t: [a.name for a in dag.get_task(t).outlets] for t in ("snapshot", "train", "publish", "record_live")}
     assert names == {"snapshot": ["recsys_snapshot"], "train": ["recsys_model"],
                      "publish": ["recsys_recommendations"], "record_live": ["recsys_serving"]}
-
-
-def test_import_publish_mode_puts_each_version_in_its_own_table(monkeypatch):
-    s = Settings(bucket="b", table="t", publish="import")
-    p = pipeline.plan("2026-11-23", "v20261123", {"shards": 2}, s, None)
-    assert p["table"] == "t-v20261123" and p["import_prefix"] == "s3://b/models/v20261123/import"
-    for argv in pipeline.score_argvs(p, 30):
-        assert "--table" not in argv and argv[argv.index("--import-out") + 1] == p["import_prefix"]
-    batch = pipeline.plan("2026-11-23", "v20261123", {}, Settings(bucket="b", table="t"), None)
-    assert batch["table"] == "t" and batch["import_prefix"] == ""
-    assert "--table" in pipeline.score_argvs(batch, 30)[0]
-    assert pipeline.live_pointer(p, {}, None, "now")["table"] == "t-v20261123"  # rollback knows the table
-    with pytest.raises(ValueError, match="RECSYS_PUBLISH"):
-        Settings(publish="bulk")
-
-    monkeypatch.setenv("RECSYS_PUBLISH", "import")
-    dag = DagBag(dag_folder="dags").dags[DAG_ID]
-    publish = dag.get_task("publish").bash_command
-    assert "--finalize" in publish and "--import-from" in publish and "import_prefix" in publish
-    assert "--table-per-version" in dag.get_task("retain").bash_command
 
 
 METRICS = {"candidate": {"rmse": 0.90, "ndcg@10": 0.30},

@@ -256,7 +256,7 @@ def test_jobs_image_runs_each_stage_against_moto_with_its_compiled_kernels(engin
         assert "data loaded" in log, log[-3000:]
         assert "data saved" not in log, "a kernel was compiled at run time:\n" + "\n".join(
             line for line in log.splitlines() if "data saved" in line)[:3000]
-    stage("tasks.score", "--finalize", "--model", model, "--ratings", snap, "--model-version", "vdocker",
+    stage("tasks.publish", "finalize", "--model", model, "--ratings", snap, "--model-version", "vdocker",
           "--top-n", "5", "--shards", "1", "--table", aws["table"])
     from tasks import table
 

@@ -131,8 +131,8 @@ def score_args(version: str, chunk: int = 25) -> tuple[str, ...]:
 
 
 def finalize_args(version: str) -> tuple[str, ...]:
-    return ("tasks.score", "--model", MODEL, "--ratings", SNAP, "--model-version", version, "--top-n", "5",
-            "--table", TABLE, "--finalize", "--shards", "1")
+    return ("tasks.publish", "finalize", "--model", MODEL, "--ratings", SNAP, "--model-version", version,
+            "--top-n", "5", "--table", TABLE, "--shards", "1")
 
 
 def rows(version: str) -> dict[str, str]:

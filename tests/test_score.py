@@ -7,7 +7,8 @@ import pytest
 
 from tasks import storage, table
 from tasks.data import generate
-from tasks.score import finalize, parse_shard, retain, score_shard, shard_users
+from tasks.publish import finalize, retain
+from tasks.score import parse_shard, score_shard, shard_users
 from tasks.train import TrainConfig, train
 
 
@@ -160,7 +161,6 @@ def test_chunk_size_bounds_memory_without_changing_results(trained, tmp_path):
 
 
 def test_retain_extends_only_versions_close_to_expiry(trained, boto):
-    from tasks.score import retain
 
     args = (trained["model"], trained["snapshot"], "v20261123", 5)
     score_shard(*args, table_name=trained["table"], ttl_days=1)
@@ -206,57 +206,6 @@ def test_marker_is_never_overwritten_by_an_older_publish(aws, boto):
     assert table.get_marker(aws["table"], "v1")["users"] == 11
 
 
-def test_import_files_hold_exactly_the_rows_batch_publishing_writes(trained):
-    """Shards write gzip'd DynamoDB JSON, one ``{"Item": ...}`` per line, ready for ImportTable."""
-    import gzip
-    import json
-
-    args = (trained["model"], trained["snapshot"], "v20261123", 5)
-    prefix = f"{trained['model']}/import"
-    for i in range(2):
-        score_shard(*args, shard=(i, 2), import_out=prefix)
-    assert table.get_marker(trained["table"], "v20261123") is None  # the batch table was not touched
-    lines = [json.loads(line) for i in range(2) for line in gzip.decompress(
-        storage.read_bytes(f"{prefix}/part-{i:04d}-of-0002{table.IMPORT_SUFFIX}")).splitlines()]
-    users = trained["ratings"].user_id.unique()
-    assert sorted(x["Item"]["user_id"]["S"] for x in lines) == sorted(users)  # each user once
-    for i in range(2):
-        score_shard(*args, shard=(i, 2), table_name=trained["table"])
-    by_user = {r["user_id"]["S"]: r for r in scan_all(__import__("boto3").client("dynamodb"), trained["table"])}
-    for x in lines:
-        row = by_user[x["Item"]["user_id"]["S"]]
-        assert table.decode_items(x["Item"]["items"]) == table.decode_items(row["items"])
-        assert x["Item"]["model_version"] == row["model_version"]
-
-
-def test_a_completed_import_is_verified_marked_and_its_files_deleted(trained, monkeypatch):
-    """moto's ImportTable cannot succeed with our rows (below), so the import itself is stood in
-    for by writing the import files' rows: finalize's part after a completed import runs for real
-    (verification, fallback, marker, then the spent files are deleted; a re-run still completes)."""
-    import gzip
-    import json
-
-    args = (trained["model"], trained["snapshot"], "v20261123", 5)
-    prefix = f"{trained['model']}/import"
-    for i in range(2):
-        score_shard(*args, shard=(i, 2), import_out=prefix)
-
-    def imported(name, source):
-        rows = [json.loads(line)["Item"] for f in storage.list_files(source)
-                for line in gzip.decompress(storage.read_bytes(f)).splitlines()]
-        table.write_items(name, rows)
-        return {"ImportStatus": "COMPLETED"}
-
-    monkeypatch.setattr(table, "import_table", imported)
-    assert len(storage.list_files(prefix)) == 2
-    result = finalize(*args, shards=2, table_name=trained["table"], import_from=prefix)
-    assert result["users"] == trained["ratings"].user_id.nunique()
-    assert table.get_marker(trained["table"], "v20261123")["users"] == result["users"]
-    assert storage.list_files(prefix) == []  # spent
-    assert storage.list_files(trained["model"])  # nothing else below the model went
-    assert finalize(*args, shards=2, table_name=trained["table"], import_from=prefix)["complete"]
-
-
 def test_delete_prefix_deletes_exactly_what_is_below(tmp_path, aws):
     for base in (str(tmp_path), f"s3://{aws['bucket']}"):
         for name in ("p/a", "p/sub/b", "p2/c", "q"):
@@ -264,103 +213,6 @@ def test_delete_prefix_deletes_exactly_what_is_below(tmp_path, aws):
         assert storage.delete_prefix(f"{base}/p") == 2
         assert [f[len(base) + 1:] for f in storage.list_files(base)] == ["p2/c", "q"]
         assert storage.delete_prefix(f"{base}/nothing") == 0
-
-
-def test_import_api_calls_and_a_failed_import_on_the_moto_server_publishes_nothing(trained, boto):
-    """moto runs ImportTable, but its JSON reader also parses JSON *inside* string attributes
-    (our compact ``items``), so there every item fails: a real failed import, which must stop
-    the version. A successful import is checked by the exact API calls below instead."""
-    args = (trained["model"], trained["snapshot"], "v20261123", 5)
-    prefix = f"{trained['model']}/import"
-    score_shard(*args, shard=(0, 1), import_out=prefix)
-    with pytest.raises(table.ImportFailedError, match="ended FAILED.*item error"):
-        finalize(*args, shards=1, table_name="recs-test-v20261123", import_from=prefix)
-    new_rows = scan_all(boto("dynamodb"), "recs-test-v20261123")
-    assert not [r for r in new_rows if r["user_id"]["S"] == "__complete__"]  # no marker: invisible
-
-    calls = []
-
-    class Client:
-        class exceptions:
-            ResourceNotFoundException = KeyError
-
-        def describe_table(self, TableName):
-            raise KeyError(TableName)
-
-        def import_table(self, **kwargs):
-            calls.append(("import_table", kwargs))
-            return {"ImportTableDescription": {"ImportArn": "arn:x", "ImportStatus": "IN_PROGRESS"}}
-
-        def describe_import(self, ImportArn):
-            calls.append(("describe_import", ImportArn))
-            return {"ImportTableDescription": {"ImportArn": ImportArn, "ImportStatus": "COMPLETED",
-                                               "ImportedItemCount": 62, "ErrorCount": 0}}
-
-        def update_time_to_live(self, **kwargs):
-            calls.append(("update_time_to_live", kwargs))
-
-    desc = table.import_table("t-v1", "s3://b/models/v1/import", client=Client(), sleep=lambda s: None)
-    assert desc["ImportStatus"] == "COMPLETED"
-    assert calls[0] == ("import_table", {
-        "S3BucketSource": {"S3Bucket": "b", "S3KeyPrefix": "models/v1/import/"},
-        "InputFormat": "DYNAMODB_JSON", "InputCompressionType": "GZIP",
-        "TableCreationParameters": {"TableName": "t-v1", "KeySchema": table.KEY_SCHEMA,
-                                    "AttributeDefinitions": table.ATTRIBUTE_DEFINITIONS,
-                                    "BillingMode": "PAY_PER_REQUEST"}})
-    assert calls[1] == ("describe_import", "arn:x")
-    assert calls[2] == ("update_time_to_live", {"TableName": "t-v1", "TimeToLiveSpecification": {
-        "Enabled": True, "AttributeName": "expires_at"}})
-
-
-def test_import_that_does_not_complete_fails_loudly_and_publishes_nothing():
-    class Client:
-        class exceptions:
-            ResourceNotFoundException = KeyError
-
-        def __init__(self, statuses):
-            self.statuses = list(statuses)
-
-        def describe_table(self, TableName):
-            raise KeyError(TableName)
-
-        def import_table(self, **kwargs):
-            return {"ImportTableDescription": {"ImportArn": "arn:x", "ImportStatus": self.statuses.pop(0)}}
-
-        def describe_import(self, ImportArn):
-            return {"ImportTableDescription": {"ImportArn": ImportArn, "ImportStatus": self.statuses.pop(0),
-                                               "FailureCode": "ItemValidationError", "ErrorCount": 3}}
-
-    with pytest.raises(table.ImportFailedError, match="ended FAILED.*ItemValidationError.*3 item error"):
-        table.import_table("t", "s3://b/p", client=Client(["IN_PROGRESS", "FAILED"]), sleep=lambda s: None)
-    clock = iter([0.0, 5.0, 99.0])
-    with pytest.raises(table.ImportFailedError, match="still IN_PROGRESS"):
-        table.import_table("t", "s3://b/p", client=Client(["IN_PROGRESS"] * 3), sleep=lambda s: None,
-                           timeout_seconds=10, clock=lambda: next(clock))
-
-
-def test_retain_per_version_tables_keeps_live_and_previous_and_drops_old_ones(trained, boto):
-    """Import path: each version has its own table; retention extends kept ones, drops the rest."""
-    import time
-
-    from recsys import infra
-
-    ddb = boto("dynamodb")
-    args = (trained["model"], trained["snapshot"], "v20261123", 5)
-    live = "recs-test-v20261123"
-    old_run = "recs-test-v20260902T020000s-0a1b2c"  # a version as runs name them
-    for name in (live, "recs-test-v20261001", "recs-test-v20260901", old_run, "recs-test-archive"):
-        infra.ensure_table(ddb, name)
-    score_shard(*args, table_name=live, ttl_days=1)
-    finalize(*args, shards=1, table_name=live, ttl_days=1)
-    later = time.time() + 40 * 86400  # every table above is now older than the 30-day TTL
-    out = retain(trained["table"], {"v20261123": trained["model"], "v20261001": trained["model"]}, 30,
-                 now=later, per_version=True)
-    assert out["v20261123"].endswith("rows extended by 30 days")
-    # not kept, old; "-archive" is not a version table
-    assert sorted(out["dropped"]) == ["recs-test-v20260901", old_run]
-    names = set(ddb.list_tables()["TableNames"])
-    assert {live, "recs-test-v20261001", "recs-test-archive"} <= names and "recs-test-v20260901" not in names
-    assert table.get_marker(live, "v20261123")["expires_at"] >= int(later)
 
 
 @pytest.mark.parametrize("kind", ["int", "str"])

@@ -218,7 +218,7 @@ def push_jobs_image(ecr, settings: Settings, local_image: str | None = None) -> 
 def new_task_definition(current: dict, container: str, image: str, model_version: str,
                         table: str | None = None) -> dict:
     """Arguments of register_task_definition: ``current`` with a new image and MODEL_VERSION
-    (and RECSYS_TABLE when given: the import path keeps each version in its own table)."""
+    (and RECSYS_TABLE when given: the table the version's rows are in)."""
     args = {k: current[k] for k in TASKDEF_FIELDS if current.get(k)}
     containers = []
     found = False

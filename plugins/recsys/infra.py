@@ -25,6 +25,7 @@ from pathlib import Path
 import boto3
 from botocore.exceptions import ClientError
 
+from recsys import layout
 from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,8 @@ def ensure_table(ddb, name: str) -> str:
     try:
         ddb.create_table(
             TableName=name,
-            KeySchema=[{"AttributeName": "user_id", "KeyType": "HASH"},
-                       {"AttributeName": "model_version", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "user_id", "AttributeType": "S"},
-                                  {"AttributeName": "model_version", "AttributeType": "S"}],
+            KeySchema=layout.KEY_SCHEMA,
+            AttributeDefinitions=layout.ATTRIBUTE_DEFINITIONS,
             BillingMode="PAY_PER_REQUEST",
         )
         log.info("created table %s", name)
@@ -59,7 +58,7 @@ def ensure_table(ddb, name: str) -> str:
     ttl = ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
     if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
         ddb.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True,
-                                                                          "AttributeName": "expires_at"})
+                                                                          "AttributeName": layout.ATTR_EXPIRES_AT})
     return ddb.describe_table(TableName=name)["Table"]["TableArn"]
 
 

@@ -13,10 +13,11 @@ import json
 import logging
 from typing import Any
 
+from recsys import layout
+from recsys.layout import LIVE_POINTER
 from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
-LIVE_POINTER = "models/_live.json"
 
 
 RUN_TYPE_LETTER = {"scheduled": "s", "manual": "m", "backfill": "b", "asset_triggered": "a",
@@ -63,19 +64,22 @@ def plan(ds: str, version: str, params: dict, settings: Settings, live: dict | N
             "the run that wrote it would rewrite artifacts and rows being served. Its artifacts are immutable; "
             "trigger a new run instead (every run writes its own version), or roll back first.")
     champion = live["model_uri"] if live and live.get("model_uri") else ""
+    model = layout.model_key(version)
     return {
-        "ds": ds, "model_version": version, "bucket": settings.bucket, "table": settings.version_table(version),
-        "import_prefix": settings.s3(f"models/{version}/import") if settings.publish == "import" else "",
-        "raw": settings.s3("raw/ratings"), "items": settings.s3("raw/items"),
-        "snapshot": settings.s3(f"datasets/ds={ds}"), "quarantine": settings.s3(f"quarantine/ds={ds}"),
-        "model": settings.s3(f"models/{version}"), "champion": champion,
+        "ds": ds, "model_version": version, "bucket": settings.bucket, "table": settings.table,
+        "raw": settings.s3(layout.RAW_RATINGS), "items": settings.s3(layout.RAW_ITEMS),
+        "snapshot": settings.s3(layout.snapshot_key(ds)), "quarantine": settings.s3(layout.quarantine_key(ds)),
+        "model": settings.s3(model), "metrics": settings.s3(model, layout.METRICS_FILE),
+        "report": settings.s3(model, layout.REPORT_FILE), "champion": champion,
         "live_version": (live or {}).get("model_version", ""),
         # versions whose rows must not expire: the live one and the one before it (rollback)
         "retain": " ".join(f"{v['model_version']}={v['model_uri']}" for v in (live, (live or {}).get("previous"))
                            if v and v.get("model_version")),
-        "top_n": int(params.get("top_n", 10)), "shards": shards,
-        # where the first shard's manifest will be (the local deploy smoke-tests its first user)
-        "first_shard": settings.s3(f"models/{version}/shards/0000-of-{shards:04d}.json"),
+        "top_n": int(params.get("top_n", layout.DEFAULT_TOP_N)), "shards": shards,
+        # what the score shards will write (the deploy smoke-tests the first one's first user;
+        # the summary counts their users)
+        "shard_manifests": [settings.s3(layout.shard_manifest_key(version, i, shards)) for i in range(shards)],
+        "summary": settings.s3(layout.summary_key(ds, version)),
     }
 
 
@@ -106,11 +110,10 @@ def live_pointer(p: dict, deployed: dict, previous: dict | None, now: str) -> di
 
 
 def score_argvs(p: dict, ttl_days: int) -> list[list[str]]:
-    """One command per shard: rows go to the table, or (import path) to files under ``import_prefix``."""
-    dest = ["--import-out", p["import_prefix"]] if p.get("import_prefix") else ["--table", p["table"]]
+    """One command per shard, each writing its users' rows to the table."""
     return [["python", "-m", "tasks.score", "--model", p["model"], "--ratings", p["snapshot"],
              "--model-version", p["model_version"], "--top-n", str(p["top_n"]), "--shard", f"{i}/{p['shards']}",
-             *dest, "--ttl-days", str(ttl_days)] for i in range(p["shards"])]
+             "--table", p["table"], "--ttl-days", str(ttl_days)] for i in range(p["shards"])]
 
 
 def gate(metrics: dict, tolerance: float, force: bool = False, ease_margin: float = 0.05) -> tuple[bool, list[str]]:
@@ -162,34 +165,48 @@ def s3_hook(settings: Settings):
     return S3Hook(aws_conn_id=settings.aws_conn_id, region_name=settings.region)
 
 
-def read_json(settings: Settings, key: str) -> dict | None:
+def _where(settings: Settings, key_or_uri: str) -> tuple[str, str]:
+    """(bucket, key) of ``s3://bucket/key`` or of a key in the pipeline's bucket."""
+    if key_or_uri.startswith("s3://"):
+        bucket, _, key = key_or_uri[len("s3://"):].partition("/")
+        return bucket, key
+    return settings.bucket, key_or_uri
+
+
+def read_json(settings: Settings, key_or_uri: str) -> dict | None:
+    """The JSON object at an ``s3://`` URI (or a key in the pipeline's bucket); None if absent."""
+    bucket, key = _where(settings, key_or_uri)
     hook = s3_hook(settings)
-    if not hook.check_for_key(key, bucket_name=settings.bucket):
+    if not hook.check_for_key(key, bucket_name=bucket):
         return None
-    return json.loads(hook.read_key(key, bucket_name=settings.bucket))
+    return json.loads(hook.read_key(key, bucket_name=bucket))
 
 
-def write_json(settings: Settings, key: str, obj: dict) -> None:
+def write_json(settings: Settings, key_or_uri: str, obj: dict) -> None:
+    bucket, key = _where(settings, key_or_uri)
     s3_hook(settings).load_string(json.dumps(obj, indent=2, sort_keys=True, default=str), key,
-                                  bucket_name=settings.bucket, replace=True)
+                                  bucket_name=bucket, replace=True)
 
 
-def key_of(uri: str) -> str:
-    return uri.split("://", 1)[1].split("/", 1)[1]
+def first_user(settings: Settings, p: dict) -> str | None:
+    """The first user of the first score shard with one (the deploy's smoke test asks for it)."""
+    for uri in p["shard_manifests"]:
+        user = (read_json(settings, uri) or {}).get("first_user")
+        if user:
+            return user
+    return None
 
 
 def summarize(settings: Settings, p: dict, verdict: dict) -> dict:
-    """Write ``runs/ds=…/<model_version>/summary.json`` and log it as one line."""
-    model_key = key_of(p["model"])
-    users = sum((read_json(settings, f"{model_key}/shards/{i:04d}-of-{p['shards']:04d}.json") or {}).get("users", 0)
-                for i in range(p["shards"]))
+    """Write the run's summary record (``p["summary"]``) and log it as one line."""
+    users = sum((read_json(settings, uri) or {}).get("users", 0) for uri in p["shard_manifests"])
     live = read_json(settings, LIVE_POINTER) or {}
     out = {"ds": p["ds"], "model_version": p["model_version"], "run_id": p.get("run_id"),
            "run_type": p.get("run_type"), "users_written": users,
            "holdout": verdict["candidate"], "champion": verdict.get("champion"),
            "live_version": live.get("model_version"), "deployed": live.get("model_version") == p["model_version"],
-           "report": f"{p['model']}/report.html"}
-    write_json(settings, f"runs/ds={p['ds']}/{p['model_version']}/summary.json", out)
+           "report": p["report"]}
+    write_json(settings, p["summary"], out)
     log.info("RUN SUMMARY %s", json.dumps(out, default=str))
     log.info("model report: %s", out["report"])
     return out

@@ -23,14 +23,11 @@ import time
 
 import pendulum
 
-from recsys import pipeline
+from recsys import layout, pipeline
+from recsys.layout import ARTIFACT_MANIFEST
 from recsys.settings import Settings
 
 log = logging.getLogger("recsys.rollback")
-
-# Same names as tasks/constants.py (plugins/ ships without tasks/ on managed Airflow).
-ARTIFACT_MANIFEST = "_complete.json"
-MARKER_USER = "__complete__"
 
 
 class RollbackRefused(RuntimeError):
@@ -41,15 +38,14 @@ def marker(settings: Settings, table: str, version: str) -> dict | None:
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
     client = AwsBaseHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region, client_type="dynamodb").conn
-    item = client.get_item(TableName=table, Key={"user_id": {"S": MARKER_USER}, "model_version": {"S": version}},
-                           ConsistentRead=True).get("Item")
+    item = client.get_item(TableName=table, Key=layout.marker_key(version), ConsistentRead=True).get("Item")
     return item
 
 
 def check_complete(settings: Settings, version: str, table: str, min_hours: float = 24.0,
                    now: float | None = None) -> dict:
     """The target's facts, or :class:`RollbackRefused` saying what is missing."""
-    model_key = f"models/{version}"
+    model_key = layout.model_key(version)
     if not pipeline.s3_hook(settings).check_for_key(f"{model_key}/{ARTIFACT_MANIFEST}", bucket_name=settings.bucket):
         raise RollbackRefused(f"version {version} is incomplete: s3://{settings.bucket}/{model_key}/{ARTIFACT_MANIFEST} "
                               "is missing (its train never finished)")
@@ -68,7 +64,7 @@ def check_complete(settings: Settings, version: str, table: str, min_hours: floa
 
 def smoke_user(settings: Settings, version: str) -> str | None:
     hook = pipeline.s3_hook(settings)
-    keys = sorted(hook.list_keys(bucket_name=settings.bucket, prefix=f"models/{version}/shards/") or [])
+    keys = sorted(hook.list_keys(bucket_name=settings.bucket, prefix=f"{layout.model_key(version)}/{layout.SHARDS_DIR}/") or [])
     for key in keys:
         if key.endswith(".json"):
             first = json.loads(hook.read_key(key, bucket_name=settings.bucket)).get("first_user")
@@ -96,8 +92,7 @@ def rollback(settings: Settings, to: str | None = None, min_hours: float = 24.0,
         raise RollbackRefused(f"live version {live['model_version']} has no previous version; name one with --to")
     if target == live["model_version"]:
         raise RollbackRefused(f"{target} is already live")
-    table = (previous.get("table") if target == previous.get("model_version") else None) \
-        or settings.version_table(target)
+    table = (previous.get("table") if target == previous.get("model_version") else None) or settings.table
     facts = check_complete(settings, target, table, min_hours)
     log.info("rolling back from %s to %s (%d users, rows expire %s)", live["model_version"], target, facts["users"],
              pendulum.from_timestamp(facts["expires_at"]).isoformat() if facts["expires_at"] else "never")

@@ -12,6 +12,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recsys import layout
+
 MWAA_PREFIX = "AIRFLOW__ENV__"
 
 
@@ -30,7 +32,7 @@ def _list(name: str) -> list[str]:
 @dataclass(frozen=True)
 class Settings:
     bucket: str = field(default_factory=lambda: _env("RECSYS_BUCKET", "recsys"))
-    table: str = field(default_factory=lambda: _env("RECSYS_TABLE", "recommendations"))
+    table: str = field(default_factory=lambda: _env("RECSYS_TABLE", layout.DEFAULT_TABLE))
     compute: str = field(default_factory=lambda: _env("RECSYS_COMPUTE", "local"))
     deploy: str = field(default_factory=lambda: _env("RECSYS_DEPLOY", "local"))
     aws_conn_id: str = field(default_factory=lambda: _env("RECSYS_AWS_CONN_ID", "aws_default"))
@@ -76,7 +78,7 @@ class Settings:
     python: str = field(default_factory=lambda: _env("RECSYS_PYTHON", sys.executable))
     deferrable: bool = field(default_factory=lambda: _env("RECSYS_DEFERRABLE", "false").lower() == "true")
     retry_delay_seconds: int = field(default_factory=lambda: int(_env("RECSYS_RETRY_DELAY_SECONDS", "120")))
-    ttl_days: int = field(default_factory=lambda: int(_env("RECSYS_TTL_DAYS", "30")))
+    ttl_days: int = field(default_factory=lambda: int(_env("RECSYS_TTL_DAYS", str(layout.DEFAULT_TTL_DAYS))))
     notify_success: bool = field(default_factory=lambda: _env("RECSYS_NOTIFY_SUCCESS", "").lower()
                                  in ("1", "true", "yes"))
     # Heavy stages (snapshot, train, publish) of all runs together, one at a time by default:
@@ -84,7 +86,6 @@ class Settings:
     stage_concurrency: int = field(default_factory=lambda: int(_env("RECSYS_STAGE_CONCURRENCY", "1")))
     # score tasks of all runs together (each one is a container using every core it has)
     score_concurrency: int = field(default_factory=lambda: int(_env("RECSYS_SCORE_CONCURRENCY", "2")))
-    publish: str = field(default_factory=lambda: _env("RECSYS_PUBLISH", "batch"))
 
     def __post_init__(self):
         if self.compute not in ("local", "docker", "ecs"):
@@ -94,16 +95,10 @@ class Settings:
         if self.compute == "ecs" and not self.ecs_subnets:
             raise ValueError("RECSYS_COMPUTE=ecs needs RECSYS_ECS_SUBNETS: comma-separated subnet ids for the "
                              "stages' Fargate tasks (`python -m recsys.infra up` prints the ones it used)")
-        if self.publish not in ("batch", "import"):
-            raise ValueError(f"RECSYS_PUBLISH must be batch or import, got {self.publish!r}")
 
     @property
     def state_path(self) -> Path:
         return Path(self.state_dir or Path(self.project_root) / ".state")
-
-    def version_table(self, model_version: str) -> str:
-        """The table a version's rows live in: the one table, or (import path) one per version."""
-        return self.table if self.publish == "batch" else f"{self.table}-{model_version}"
 
     def s3(self, *parts: str) -> str:
         return "/".join([f"s3://{self.bucket}", *(p.strip("/") for p in parts)])

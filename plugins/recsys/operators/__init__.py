@@ -9,11 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# The container side's convention (tasks/errors.py): exit code 3 means "a retry cannot
-# fix this" (bad input, a refused write), and the stage's own message is its last
-# line, prefixed. Kept here too because plugins/ ships without tasks/ (MWAA).
-EXIT_NO_RETRY = 3
-ERROR_PREFIX = "RECSYS-ERROR: "
+from recsys.layout import ERROR_PREFIX, EXIT_NO_RETRY  # noqa: F401 - the stages' convention
+
 TAIL_LINES = 20
 
 

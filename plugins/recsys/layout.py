@@ -1,0 +1,1 @@
+../../tasks/layout.py
