@@ -43,6 +43,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 from recsys.compat import ASSET_OUTLETS, outlets
 from recsys.compute import compute_mapped, compute_task
 from recsys.notifiers import failure_notifier
+from recsys.operators.image import ServingImageOperator
 from recsys.settings import Settings
 
 settings = Settings()
@@ -166,41 +167,36 @@ def recommender_pipeline():
         logging.getLogger(__name__).info("deploy: %s (%s)", "yes" if ok else "no", why)
         return ok
 
-    @task(multiple_outputs=False)
-    def build_image() -> str:
-        """The serving image in ECR, built and pushed unless its tag is there already.
+    # The serving image in ECR, built and pushed unless its tag is there already. ECS and
+    # container deploys fail here when it is missing and cannot be built (a managed worker has
+    # no engine and no sources): never a green run that did not deploy. The local app runs
+    # from source, so there a missing engine is only logged (and None returned).
+    image = ServingImageOperator(task_id="build_image", repository=settings.ecr_repository,
+                                 require=settings.deploy in ("ecs", "docker"),
+                                 aws_conn_id=settings.aws_conn_id, region_name=settings.region)
 
-        ECS and container deploys fail here when the image is missing and cannot be built (a
-        managed worker has no engine and no sources): never a green run that did not deploy.
-        The local app runs from source, so there a missing engine only skips the build."""
-        from airflow.providers.amazon.aws.hooks.ecr import EcrHook
+    if settings.deploy == "ecs":
+        from recsys.operators.ecs_roll import EcsRollServiceOperator
 
-        from recsys import deploy
-        from recsys.compat import AirflowSkipException, fail
+        # register a revision, update the service, wait (in the triggerer when deferrable), roll back
+        deployed = EcsRollServiceOperator(
+            task_id="deploy", cluster=settings.ecs_cluster,
+            service=settings.ecs_service, container_name=settings.ecs_container,
+            image='{{ ti.xcom_pull(task_ids="build_image") }}', model_version=plan_value("model_version"),
+            table=plan_value("table"), smoke_url=settings.smoke_url or None, deferrable=settings.deferrable,
+            aws_conn_id=settings.aws_conn_id, region_name=settings.region)
+    else:
+        @task(task_id="deploy", multiple_outputs=False)
+        def deploy_here(p: dict, ti=None) -> dict:
+            """Roll the service onto the new version: a container, or the app on this machine."""
+            from recsys import deploy as rollout
+            from recsys import pipeline
 
-        ecr = EcrHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).conn
-        try:
-            return deploy.ensure_image(ecr, settings)
-        except deploy.ImageUnavailable as err:
-            if settings.deploy in ("ecs", "docker"):
-                raise fail(str(err)) from None
-            raise AirflowSkipException(f"serving image not built: {err}") from None
-
-    @task(multiple_outputs=False)
-    def deploy(p: dict, image: str | None = None) -> dict:
-        """Roll the service onto the new version (ECS, a container, or the app on this machine)."""
-        from recsys import deploy as rollout
-        from recsys import pipeline
-
-        if settings.deploy == "ecs":
-            from airflow.providers.amazon.aws.hooks.ecs import EcsHook
-
-            ecs = EcsHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).conn
-            return rollout.deploy_ecs(ecs, settings, image, p["model_version"], table=p["table"])
-        first_user = pipeline.first_user(settings, p)
-        if settings.deploy == "docker":
-            return rollout.deploy_container(settings, image, p["model_version"], first_user, p["table"])
-        return rollout.deploy_local(settings, p["model_version"], first_user, p["table"])
+            first_user = pipeline.first_user(settings, p)
+            if settings.deploy == "docker":
+                image = ti.xcom_pull(task_ids="build_image")
+                return rollout.deploy_container(settings, image, p["model_version"], first_user, p["table"])
+            return rollout.deploy_local(settings, p["model_version"], first_user, p["table"])
 
     @task(multiple_outputs=False, outlets=outlets(SERVING))
     def record_live(p: dict, deployed: dict, outlet_events=None) -> dict:
@@ -228,14 +224,13 @@ def recommender_pipeline():
     commands = shard_commands(p)
     scores = compute_mapped("score", commands, settings, max_active_tis_per_dag=settings.score_concurrency)
     enabled = deploy_enabled()
-    image = build_image()
     p >> snapshot >> train >> verdict >> commands >> scores >> publish >> latest_only >> enabled >> image
-    if settings.deploy in ("ecs", "docker"):
-        deployed = deploy(p, image)  # ECS and the container need the image: a skipped build skips the roll
-    else:
-        deployed = deploy(p)  # the local app runs from source; the image build is independent
-        enabled >> deployed
-    live = record_live(p, deployed)
+    if settings.deploy != "ecs":
+        deployed = deploy_here(p)
+    # the same graph for every RECSYS_DEPLOY: deploy after the build (after the gates), on plan's values
+    p >> deployed
+    image >> deployed
+    live = record_live(p, deployed.output if hasattr(deployed, "task_id") else deployed)
     # Every night, whatever the gate said: the live and previous versions must not expire.
     retain = compute_task("retain", [
         "python", "-m", "tasks.publish", "retain", "--table", settings.table, "--ttl-days", str(settings.ttl_days),

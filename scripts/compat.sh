@@ -38,4 +38,4 @@ export RECSYS_PYTHON="$ROOT/.venv/bin/python"
 export PATH="$VENV/bin:$PATH"
 # -p no:cacheprovider: the main suite owns .pytest_cache. A hang ends as a failure with
 # pytest's traceback of where it stood (SIGINT), not as CI's own kill with nothing said.
-exec timeout --signal=INT --kill-after=60 "${COMPAT_TIMEOUT:-2400}" "$VENV/bin/python" -m pytest -p no:cacheprovider -q tests/test_dag.py tests/test_bundle.py tests/test_iam.py tests/test_e2e.py "$@"
+exec timeout --signal=INT --kill-after=60 "${COMPAT_TIMEOUT:-2400}" "$VENV/bin/python" -m pytest -p no:cacheprovider -q tests/test_dag.py tests/test_bundle.py tests/test_iam.py tests/test_ecs_roll.py tests/test_e2e.py "$@"

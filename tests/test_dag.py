@@ -50,10 +50,9 @@ def test_policy(dag):
 def test_structure(dag):
     edges = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
     chain = ["plan", "snapshot", "train", "gate", "shard_commands", "score", "publish", "latest_only",
-             "deploy_enabled", "deploy", "record_live", "retain", "summary"]
+             "deploy_enabled", "build_image", "deploy", "record_live", "retain", "summary"]
     for up, down in zip(chain, chain[1:], strict=False):
         assert down in edges[up], f"{up} -> {down}"
-    assert "build_image" in edges["deploy_enabled"]
     assert dag.get_task("latest_only").__class__.__name__ == "LatestOnlyOperator"
     assert dag.get_task("summary").trigger_rule == "none_failed"
     assert dag.get_task("snapshot").bash_command.startswith("exec ")  # local backend by default
@@ -199,6 +198,24 @@ def skipped_by(dag, gate: str) -> set[str]:
                 skipped.add(task.task_id)
                 changed = True
     return skipped
+
+
+@pytest.mark.parametrize("env", [{"RECSYS_DEPLOY": "docker"}, {"RECSYS_DEPLOY": "ecs"},
+                                 {"RECSYS_COMPUTE": "docker"},
+                                 {"RECSYS_COMPUTE": "ecs", "RECSYS_ECS_SUBNETS": "subnet-1"}],
+                         ids=["deploy=docker", "deploy=ecs", "compute=docker", "compute=ecs"])
+def test_the_graph_is_the_same_whatever_the_backends(dag, env, monkeypatch):
+    """Backends change which operator runs a task, never the tasks, their edges or trigger rules."""
+    if env.get("RECSYS_COMPUTE") == "docker":
+        pytest.importorskip("airflow.providers.docker")  # MWAA ships no docker provider (make test-compat)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    other = DagBag(dag_folder="dags").dags[DAG_ID]
+
+    def shape(d):
+        return {t.task_id: (sorted(t.downstream_task_ids), t.trigger_rule) for t in d.tasks}
+
+    assert shape(other) == shape(dag)
 
 
 def test_deploy_gates_skip_only_the_deploy_path(dag):
@@ -371,21 +388,31 @@ def test_parsing_imports_no_aws_sdk_and_no_data_libraries(compute, tmp_path):
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
-@pytest.mark.parametrize("target, outcome", [("ecs", "fail"), ("local", "skip")])
-def test_build_image_fails_an_ecs_deploy_it_cannot_serve_and_skips_a_local_one(dag, monkeypatch, target, outcome):
-    """Never a green run that did not deploy: with RECSYS_DEPLOY=ecs a missing image fails the run."""
+@pytest.mark.parametrize("deploy_mode", ["ecs", "docker", "local"])
+def test_build_image_fails_a_deploy_it_cannot_serve_and_lets_the_local_app_go_without(deploy_mode, monkeypatch):
+    """Never a green run that did not deploy: with RECSYS_DEPLOY=ecs or docker a missing image
+    fails the run; the local app runs from source, so there it is logged and the deploy goes on."""
     from airflow.providers.amazon.aws.hooks.ecr import EcrHook
 
     from recsys import deploy
-    from recsys.compat import AirflowFailException, AirflowSkipException
+    from recsys.compat import AirflowFailException
 
-    fn = dag.get_task("build_image").python_callable
-    monkeypatch.setitem(fn.__globals__, "settings", Settings(deploy=target))
-    monkeypatch.setattr(EcrHook, "conn", None)
+    monkeypatch.setenv("RECSYS_DEPLOY", deploy_mode)
+    monkeypatch.setenv("RECSYS_ECR_REPOSITORY", "not-this-one")
+    task = DagBag(dag_folder="dags").dags[DAG_ID].get_task("build_image")
+    assert task.__class__.__name__ == "ServingImageOperator" and "repository" in task.template_fields
+    monkeypatch.setattr(EcrHook, "conn", "ecr-client")
+    seen = {}
 
     def unavailable(ecr, settings):
+        seen.update(ecr=ecr, repository=settings.ecr_repository)
         raise deploy.ImageUnavailable("serving image r:t is not in ECR ... make push-image")
 
     monkeypatch.setattr(deploy, "ensure_image", unavailable)
-    with pytest.raises(AirflowFailException if outcome == "fail" else AirflowSkipException, match="make push-image"):
-        fn()
+    task.repository = "rendered-repo"  # what rendering the template gives
+    if deploy_mode == "local":
+        assert task.execute({}) is None
+    else:
+        with pytest.raises(AirflowFailException, match="make push-image"):
+            task.execute({})
+    assert seen == {"ecr": "ecr-client", "repository": "rendered-repo"}

@@ -9,6 +9,11 @@ except ImportError:  # pragma: no cover - exercised on the oldest supported Airf
 
 from airflow import __version__ as AIRFLOW_VERSION
 
+try:  # the Task SDK's (3.x); the old path still works but warns
+    from airflow.sdk import BaseOperator
+except ImportError:  # pragma: no cover
+    from airflow.models import BaseOperator
+
 
 def _major_minor(version: str) -> tuple[int, int]:
     major, minor, *_ = (int("".join(c for c in part if c.isdigit()) or 0) for part in version.split("."))
@@ -45,5 +50,5 @@ def fail(message: str) -> BaseException:
     return remember_failure(AirflowFailException(message))
 
 
-__all__ = ["ASSET_OUTLETS", "LAST_FAILURE", "AirflowFailException", "AirflowSkipException", "fail", "outlets",
+__all__ = ["ASSET_OUTLETS", "BaseOperator", "LAST_FAILURE", "AirflowFailException", "AirflowSkipException", "fail", "outlets",
            "remember_failure"]

@@ -239,26 +239,40 @@ def new_task_definition(current: dict, container: str, image: str, model_version
     return args
 
 
+def register_revision(ecs, cluster: str, service: str, container: str, image: str, model_version: str,
+                      table: str | None = None) -> tuple[str, str]:
+    """Register a revision of the service's task definition with the new image and
+    MODEL_VERSION and point the service at it. Returns (new revision, the one it replaced)."""
+    described = ecs.describe_services(cluster=cluster, services=[service])["services"][0]
+    previous = described["taskDefinition"]
+    current = ecs.describe_task_definition(taskDefinition=previous)["taskDefinition"]
+    registered = ecs.register_task_definition(**new_task_definition(current, container, image, model_version, table))
+    new_arn = registered["taskDefinition"]["taskDefinitionArn"]
+    log.info("registered %s (image %s, MODEL_VERSION=%s); rolling %s", new_arn, image, model_version, service)
+    ecs.update_service(cluster=cluster, service=service, taskDefinition=new_arn)
+    return new_arn, previous
+
+
+def restore_revision(ecs, cluster: str, service: str, previous: str, failed: str) -> None:
+    """Point the service back at ``previous`` (the rollback of :func:`register_revision`)."""
+    log.error("deployment of %s failed; rolling %s back to %s", failed, service, previous)
+    ecs.update_service(cluster=cluster, service=service, taskDefinition=previous)
+
+
 def deploy_ecs(ecs, settings: Settings, image: str, model_version: str, *, table: str | None = None,
                wait_delay: int = 15, wait_attempts: int = 40) -> dict:
-    """Register a revision, roll the service, wait for steady state; roll back on failure."""
-    service = ecs.describe_services(cluster=settings.ecs_cluster, services=[settings.ecs_service])["services"][0]
-    previous = service["taskDefinition"]
-    current = ecs.describe_task_definition(taskDefinition=previous)["taskDefinition"]
-    registered = ecs.register_task_definition(**new_task_definition(current, settings.ecs_container, image,
-                                                                    model_version, table))
-    new_arn = registered["taskDefinition"]["taskDefinitionArn"]
-    log.info("registered %s (image %s, MODEL_VERSION=%s); rolling %s", new_arn, image, model_version,
-             settings.ecs_service)
-    ecs.update_service(cluster=settings.ecs_cluster, service=settings.ecs_service, taskDefinition=new_arn)
+    """Register a revision, roll the service, wait for steady state; roll back on failure.
+    (Blocking: ``python -m recsys.rollback``. The DAG uses the deferrable
+    :class:`recsys.operators.deploy.EcsRollServiceOperator`.)"""
+    new_arn, previous = register_revision(ecs, settings.ecs_cluster, settings.ecs_service, settings.ecs_container,
+                                          image, model_version, table)
     try:
         ecs.get_waiter("services_stable").wait(cluster=settings.ecs_cluster, services=[settings.ecs_service],
                                                WaiterConfig={"Delay": wait_delay, "MaxAttempts": wait_attempts})
         if settings.smoke_url:
             smoke_test(settings.smoke_url, model_version)
     except Exception:
-        log.exception("deployment of %s failed; rolling back to %s", new_arn, previous)
-        ecs.update_service(cluster=settings.ecs_cluster, service=settings.ecs_service, taskDefinition=previous)
+        restore_revision(ecs, settings.ecs_cluster, settings.ecs_service, previous, new_arn)
         raise
     return {"task_definition": new_arn, "previous": previous, "image": image}
 
