@@ -162,7 +162,8 @@ def bench_scoring(preset: str, top_n: int, k: int, rank_k: int, chunk: int | Non
           f"{torch.get_num_threads()} threads]")
     print(f"  bare matmul           {t_matmul:8.3f} s   (fastest of {len(configs)} ways: {best_chunk}; "
           f"best of {repeat} runs, as below)")
-    print(f"  all users top-{top_n}     {t_score:8.3f} s   ratio to matmul {t_score / t_matmul:5.2f}x  (target <= 1.5x; "
+    print(f"  all users top-{top_n}     {t_score:8.3f} s   ratio to matmul {t_score / t_matmul:5.2f}x  "
+          "(target <= 1.5x; "
           f"the fused accelerator; recommend_index, as python -m tasks.score; chunk {chunk} users)")
     print(f"  same, reference impl. {t_ref:8.3f} s   ratio to matmul {t_ref / t_matmul:5.2f}x  "
           f"({t_ref / t_score:.1f}x the fused time; RECSYS_SCORER=reference, the portable path)")

@@ -67,7 +67,8 @@ def main() -> None:
                          ("python -m tasks.data snapshot", snap)]:
             print(f"{name:<48}{mb:>14.0f}{mb / size:>9.2f}")
         print(f"snapshot / baseline read_csv: {snap / typed:.2f}x; snapshot above imports: "
-              f"{(snap - base) / size:.2f}x the file (target <= 3x the file: {'met' if snap <= 3 * size else 'NOT met'})")
+              f"{(snap - base) / size:.2f}x the file "
+              f"(target <= 3x the file: {'met' if snap <= 3 * size else 'NOT met'})")
 
 
 if __name__ == "__main__":

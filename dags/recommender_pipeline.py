@@ -86,7 +86,8 @@ def plan_value(key: str) -> str:
     },
     params={
         "top_n": Param(10, type="integer", minimum=1, maximum=100, description="Items stored per user"),
-        "factors": Param(8, type="integer", minimum=1, maximum=512, description="Latent factors (k) of the rating head"),
+        "factors": Param(8, type="integer", minimum=1, maximum=512,
+                         description="Latent factors (k) of the rating head"),
         "sweeps": Param(150, type="integer", minimum=2, maximum=5000,
                         description="Gibbs sweeps of the rating head (the first 20 are burn-in)"),
         "shards": Param(2, type="integer", minimum=1, maximum=1000, description="User shards scored in parallel"),

@@ -48,7 +48,8 @@ MANAGED_DEFAULTS = {"RECSYS_COMPUTE": "ecs", "RECSYS_DEPLOY": "ecs"}
 
 def package_files() -> list[Path]:
     return sorted(p for p in PACKAGE.rglob("*")
-                  if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc" and p.name != deploy.BUNDLE_FILE)
+                  if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+                  and p.name != deploy.BUNDLE_FILE)
 
 
 def git_commit() -> str:

@@ -94,7 +94,8 @@ def summary(ds: str) -> None:
         with urllib.request.urlopen(f"{serve['url']}/recommendations/{user}?n=5", timeout=5) as resp:
             body = json.loads(resp.read())
         titles = "; ".join(f"{it['title']} ({it['score']:.2f})" for it in body["items"])
-        print(f"   GET {serve['url']}/recommendations/{user}?n=5 -> [{body['source']}, {body['model_version']}] {titles}")
+        print(f"   GET {serve['url']}/recommendations/{user}?n=5 -> "
+              f"[{body['source']}, {body['model_version']}] {titles}")
 
 
 def main() -> None:

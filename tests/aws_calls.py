@@ -228,4 +228,5 @@ def roles_seen(calls) -> set[str]:
     return {role_of(c.caller) for c in calls} - {None}
 
 
-__all__ = ["ACCOUNT", "REGION", "Call", "Recorder", "allowed", "denied", "requests", "role_of", "roles_seen", "violations"]
+__all__ = ["ACCOUNT", "REGION", "Call", "Recorder", "allowed", "denied", "requests", "role_of", "roles_seen",
+           "violations"]

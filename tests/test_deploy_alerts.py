@@ -76,7 +76,8 @@ def test_new_task_definition_points_serving_at_the_version_table_when_given():
                                                            {"name": "RECSYS_TABLE", "value": "recs"},
                                                            {"name": "OTHER", "value": "kept"}]}]}
     env = {e["name"]: e["value"] for e in
-           deploy.new_task_definition(current, "recsys", "img", "v2", "recs-v2")["containerDefinitions"][0]["environment"]}
+           deploy.new_task_definition(current, "recsys", "img", "v2", "recs-v2")["containerDefinitions"][0][
+               "environment"]}
     assert env == {"MODEL_VERSION": "v2", "RECSYS_TABLE": "recs-v2", "OTHER": "kept"}
     env = {e["name"]: e["value"] for e in
            deploy.new_task_definition(current, "recsys", "img", "v2")["containerDefinitions"][0]["environment"]}
@@ -259,7 +260,8 @@ def test_ensure_image_reuses_an_existing_tag_and_explains_a_missing_engine(ecs_e
         deploy.ensure_image(ecr, settings)
     tag = deploy.image_tag(settings.project_root)
     ecr.put_image(repositoryName=settings.ecr_repository, imageTag=tag,
-                  imageManifest=json.dumps({"schemaVersion": 2, "layers": [], "config": {"digest": "sha256:" + "0" * 64}}),
+                  imageManifest=json.dumps({"schemaVersion": 2, "layers": [],
+                                            "config": {"digest": "sha256:" + "0" * 64}}),
                   imageManifestMediaType="application/vnd.docker.distribution.manifest.v2+json")
     assert deploy.ensure_image(ecr, settings) == f"{out['repository']}:{tag}"
 

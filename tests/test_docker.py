@@ -373,7 +373,8 @@ def test_jobs_image_push_lands_in_ecr_as_the_ecs_job_task_definition_names_it(en
     ecr = boto("ecr")
     refs = deploy.push_jobs_image(ecr, settings, jobs_image)
     tag = deploy.image_tag(settings.project_root, deploy.JOBS_IMAGE_INPUTS)
-    assert refs == [f"{registry}/{settings.ecr_jobs_repository}:{tag}", f"{registry}/{settings.ecr_jobs_repository}:latest"]
+    repo = f"{registry}/{settings.ecr_jobs_repository}"
+    assert refs == [f"{repo}:{tag}", f"{repo}:latest"]
     assert tag != deploy.image_tag(settings.project_root)  # not the serving image's tag
     for _ in range(200):  # the registry notifies asynchronously
         found = {t for d in ecr.describe_images(repositoryName=settings.ecr_jobs_repository)["imageDetails"]

@@ -82,7 +82,8 @@ def test_pipeline_end_to_end_each_run_its_own_version_and_the_live_one_immutable
     summary = s3_json(s3, stack["bucket"], f"runs/ds={DAY1}/{v1}/summary.json")
     assert summary["users_written"] == 943 and summary["live_version"] == v1 and summary["deployed"] is True
     assert summary["holdout"]["rmse"] < 1.0
-    artifacts = {k["Key"]: k["ETag"] for k in s3.list_objects_v2(Bucket=stack["bucket"], Prefix=f"models/{v1}/")["Contents"]}
+    listed = s3.list_objects_v2(Bucket=stack["bucket"], Prefix=f"models/{v1}/")["Contents"]
+    artifacts = {k["Key"]: k["ETag"] for k in listed}
     assert f"models/{v1}/_complete.json" in artifacts
     # the serving app the deploy task started answers over HTTP
     state = json.loads((Path(stack["env"]["RECSYS_STATE_DIR"]) / "serve.json").read_text())

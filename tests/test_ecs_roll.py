@@ -73,7 +73,8 @@ def test_a_stable_roll_registers_exactly_one_revision_and_serves_it(ecs_env, mon
     assert new["containerDefinitions"][0]["image"] == f"{out['repository']}:abc" == result["image"]
     env = {e["name"]: e["value"] for e in new["containerDefinitions"][0]["environment"]}
     assert env["MODEL_VERSION"] == "v2" and env["RECSYS_TABLE"] == "recs-test"
-    assert waits == [{"cluster": "recsys", "services": ["recsys-serve"], "WaiterConfig": {"Delay": 1, "MaxAttempts": 2}}]
+    assert waits == [{"cluster": "recsys", "services": ["recsys-serve"],
+                      "WaiterConfig": {"Delay": 1, "MaxAttempts": 2}}]
 
 
 def test_a_roll_that_never_stabilises_is_rolled_back(ecs_env):

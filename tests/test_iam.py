@@ -42,7 +42,8 @@ def test_infra_makes_the_jobs_task_definition_the_dag_runs_and_gives_each_task_a
     assert f"{logs['awslogs-stream-prefix']}/{container['name']}" == op.awslogs_stream_prefix
     assert logs["awslogs-group"] == op.awslogs_group and op.network_configuration["awsvpcConfiguration"]["subnets"]
     assert container["image"] == f"{ecs_stack['jobs_repository']}:latest"
-    assert jobs["taskRoleArn"] == ecs_stack["roles"]["jobs"] and jobs["executionRoleArn"] == ecs_stack["roles"]["execution"]
+    assert jobs["taskRoleArn"] == ecs_stack["roles"]["jobs"]
+    assert jobs["executionRoleArn"] == ecs_stack["roles"]["execution"]
     serve = ecs.describe_task_definition(taskDefinition=settings.ecs_serve_family)["taskDefinition"]
     assert serve["taskRoleArn"] == ecs_stack["roles"]["serve"]
     inline = iam.get_role_policy(RoleName=ecs_stack["roles"]["serve"].rsplit("/", 1)[-1], PolicyName="recsys")
@@ -101,7 +102,6 @@ class FakeTI:
 
 def test_every_call_of_the_ecs_paths_is_allowed_by_the_worker_role(ecs_stack, boto, aws_calls, monkeypatch):
     from airflow.providers.amazon.aws.hooks.ecr import EcrHook
-    from airflow.providers.amazon.aws.hooks.ecs import EcsHook
 
     settings = Settings(compute="ecs", deploy="ecs")
     ecs_admin = boto("ecs")
@@ -128,9 +128,16 @@ def test_every_call_of_the_ecs_paths_is_allowed_by_the_worker_role(ecs_stack, bo
         {"schemaVersion": 2, "layers": [], "config": {"digest": "sha256:" + "0" * 64}}),
         imageManifestMediaType="application/vnd.docker.distribution.manifest.v2+json")
     image = deploy.ensure_image(ecr, settings)
-    ecs = EcsHook(aws_conn_id="aws_default", region_name="us-east-1").conn
-    monkeypatch.setattr(ecs, "get_waiter", lambda name: type("Stable", (), {"wait": lambda self, **kw: None})())
-    rolled = deploy.deploy_ecs(ecs, settings, image, "v20261202T000000m-abcdef")
+    # the DAG's deploy task in ECS mode: EcsRollServiceOperator (its waiter stubbed: moto never stabilises)
+    from recsys.operators.ecs_roll import EcsRollServiceOperator
+
+    roll = EcsRollServiceOperator(task_id="deploy", cluster=settings.ecs_cluster, service=settings.ecs_service,
+                                  container_name=settings.ecs_container, image=image,
+                                  model_version="v20261202T000000m-abcdef", table=settings.table,
+                                  aws_conn_id="aws_default", region_name="us-east-1")
+    monkeypatch.setattr(roll.hook.conn, "get_waiter",
+                        lambda name: type("Stable", (), {"wait": lambda self, **kw: None})())
+    rolled = roll.execute({})
     revision = ecs_admin.describe_task_definition(taskDefinition=rolled["task_definition"])["taskDefinition"]
     assert revision["containerDefinitions"][0]["image"] == image
     assert revision["taskRoleArn"] == ecs_stack["roles"]["serve"]  # the new revision keeps the task role

@@ -125,7 +125,8 @@ def test_unprocessed_items_are_retried_with_capped_backoff():
 
 def test_items_still_unprocessed_after_retries_fail_loudly_with_their_keys():
     client = FlakyClient(fail_times=100)
-    with pytest.raises(table.UnwrittenItemsError, match=r"20 item\(s\) not written to t after retries: 1/v1, 2/v1.* and 10 more"):
+    with pytest.raises(table.UnwrittenItemsError,
+                       match=r"20 item\(s\) not written to t after retries: 1/v1, 2/v1.* and 10 more"):
         table.write_batch("t", [item(n) for n in range(21)], client=client, sleep=lambda s: None,
                           max_attempts=1)
 
@@ -169,7 +170,8 @@ def test_retain_extends_only_versions_close_to_expiry(trained, boto):
     user = trained["ratings"].user_id.iloc[0]
 
     def expiry(u):
-        return int(ddb.get_item(TableName=trained["table"], Key={"user_id": {"S": u}, "model_version": {"S": "v20261123"}})
+        key = {"user_id": {"S": u}, "model_version": {"S": "v20261123"}}
+        return int(ddb.get_item(TableName=trained["table"], Key=key)
                    ["Item"]["expires_at"]["N"])
 
     before = expiry(user)

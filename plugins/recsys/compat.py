@@ -50,5 +50,6 @@ def fail(message: str) -> BaseException:
     return remember_failure(AirflowFailException(message))
 
 
-__all__ = ["ASSET_OUTLETS", "BaseOperator", "LAST_FAILURE", "AirflowFailException", "AirflowSkipException", "fail", "outlets",
+__all__ = ["ASSET_OUTLETS", "BaseOperator", "LAST_FAILURE", "AirflowFailException", "AirflowSkipException", "fail",
+           "outlets",
            "remember_failure"]

@@ -111,7 +111,8 @@ def docker_engine_available(timeout: float = 10.0, cli: str = "docker") -> tuple
     except subprocess.TimeoutExpired:
         return False, "docker info timed out"
     if res.returncode != 0:
-        return False, f"no Docker engine reachable ({res.stderr.strip().splitlines()[-1] if res.stderr.strip() else 'docker info failed'})"
+        why = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "docker info failed"
+        return False, f"no Docker engine reachable ({why})"
     return True, f"Docker engine {res.stdout.strip()}"
 
 

@@ -55,9 +55,8 @@ def plan(ds: str, version: str, params: dict, settings: Settings, live: dict | N
     shards = int(params.get("shards", 1))
     if shards < 1:
         raise ValueError(f"param shards must be >= 1, got {shards}")
-    protected = {v.get("model_version"): role for v, role in ((live or {}, "live"),
-                                                               ((live or {}).get("previous") or {}, "the rollback target"))
-                 if v.get("model_version")}
+    roles = ((live or {}, "live"), ((live or {}).get("previous") or {}, "the rollback target"))
+    protected = {v.get("model_version"): role for v, role in roles if v.get("model_version")}
     if version in protected:
         raise LiveVersionRefused(
             f"model version {version} is {protected[version]} ({settings.s3(LIVE_POINTER)}): a cleared re-run of "
@@ -123,9 +122,10 @@ def gate(metrics: dict, tolerance: float, force: bool = False, ease_margin: floa
     run: the global mean, user+item biases and scikit-surprise's SVD on RMSE
     (``predict``), the most-popular list on NDCG@10 (``recommend``). Its
     NDCG@10 must not be below exact EASE^R's by more than ``ease_margin``
-    (relative; the ranking head scores a rank-128 projection of it), and it must not be worse than the live model (champion), evaluated on the
-    same holdout, by more than ``tolerance`` in RMSE or NDCG@10. A baseline
-    that was not computed (SVD or EASE^R above its size cap) is not checked.
+    (relative; the ranking head scores a rank-128 projection of it), and it must
+    not be worse than the live model (champion), evaluated on the same holdout,
+    by more than ``tolerance`` in RMSE or NDCG@10. A baseline that was not computed
+    (SVD or EASE^R above its size cap) is not checked.
     """
     cand = metrics.get("candidate") or {}
     reasons = []

@@ -47,7 +47,8 @@ def check_complete(settings: Settings, version: str, table: str, min_hours: floa
     """The target's facts, or :class:`RollbackRefused` saying what is missing."""
     model_key = layout.model_key(version)
     if not pipeline.s3_hook(settings).check_for_key(f"{model_key}/{ARTIFACT_MANIFEST}", bucket_name=settings.bucket):
-        raise RollbackRefused(f"version {version} is incomplete: s3://{settings.bucket}/{model_key}/{ARTIFACT_MANIFEST} "
+        raise RollbackRefused(f"version {version} is incomplete: "
+                              f"s3://{settings.bucket}/{model_key}/{ARTIFACT_MANIFEST} "
                               "is missing (its train never finished)")
     item = marker(settings, table, version)
     if not item:
@@ -64,7 +65,8 @@ def check_complete(settings: Settings, version: str, table: str, min_hours: floa
 
 def smoke_user(settings: Settings, version: str) -> str | None:
     hook = pipeline.s3_hook(settings)
-    keys = sorted(hook.list_keys(bucket_name=settings.bucket, prefix=f"{layout.model_key(version)}/{layout.SHARDS_DIR}/") or [])
+    prefix = f"{layout.model_key(version)}/{layout.SHARDS_DIR}/"
+    keys = sorted(hook.list_keys(bucket_name=settings.bucket, prefix=prefix) or [])
     for key in keys:
         if key.endswith(".json"):
             first = json.loads(hook.read_key(key, bucket_name=settings.bucket)).get("first_user")
@@ -85,7 +87,8 @@ def current_image(ecs, settings: Settings) -> str:
 def rollback(settings: Settings, to: str | None = None, min_hours: float = 24.0, dry_run: bool = False) -> dict:
     live = pipeline.read_json(settings, pipeline.LIVE_POINTER)
     if not live or not live.get("model_version"):
-        raise RollbackRefused(f"nothing is live ({settings.s3(pipeline.LIVE_POINTER)} is missing): nothing to roll back")
+        raise RollbackRefused(f"nothing is live ({settings.s3(pipeline.LIVE_POINTER)} is missing): "
+                              "nothing to roll back")
     previous = live.get("previous") or {}
     target = to or previous.get("model_version")
     if not target:

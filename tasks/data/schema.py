@@ -333,7 +333,8 @@ def read_items(uri: str) -> pd.DataFrame:
             df = pd.read_csv(io.StringIO(_decode(uri, data, "utf-8")), dtype=str, keep_default_na=False)
         else:
             raise DataValidationError(
-                [Problem(uri, "unknown item file type: expected .csv, .parquet, u.item or movies.dat (optionally .gz)")])
+                [Problem(uri, "unknown item file type: expected .csv, .parquet, u.item or movies.dat "
+                              "(optionally .gz)")])
     except pd.errors.ParserError as err:  # ragged rows: pandas names the line
         raise DataValidationError([Problem(uri, f"malformed text table: {err}")]) from None
     except pd.errors.EmptyDataError:

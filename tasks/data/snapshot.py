@@ -125,8 +125,8 @@ def write_ratings(uri: str, columns: dict[str, np.ndarray], ids: dict[str, pd.In
             part = {}
             for c, v in columns.items():
                 piece = v[start:start + row_group]
-                part[c] = (pa.DictionaryArray.from_arrays(pa.array(piece, pa.int32()), dictionaries[c]).dictionary_decode()
-                           if c in ids else pa.array(piece))
+                part[c] = (pa.DictionaryArray.from_arrays(pa.array(piece, pa.int32()), dictionaries[c])
+                           .dictionary_decode() if c in ids else pa.array(piece))
             writer.write_table(pa.table(part, schema=schema))
     try:
         buf.seek(0)

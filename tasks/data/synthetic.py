@@ -149,7 +149,8 @@ def generate(
 
     b_user = rng.normal(0.0, 0.35, n_users)
     # Popular items are rated a little higher, as in MovieLens.
-    b_item = rng.normal(0.0, 0.45, n_items) + 0.25 * (np.log(popularity) - np.log(popularity).mean()) / np.log(popularity).std()
+    log_pop = np.log(popularity)
+    b_item = rng.normal(0.0, 0.45, n_items) + 0.25 * (log_pop - log_pop.mean()) / log_pop.std()
     z = b_user[users] + b_item[items] + np.einsum("nk,nk->n", p[users], q[items]) + rng.normal(0.0, noise, len(users))
     edges = np.quantile(z, np.cumsum(MOVIELENS_HISTOGRAM)[:-1])
     rating = (np.searchsorted(edges, z) + 1).astype(np.float32)

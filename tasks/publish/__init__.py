@@ -45,7 +45,8 @@ def finalize(model_uri: str, ratings_uri: str, model_version: str, top_n: int, s
         got = {k: m.get(k) for k in ("model_version", "ratings_uri", "top_n", "min_ratings")}
         want = {"model_version": model_version, "ratings_uri": ratings_uri, "top_n": top_n, "min_ratings": min_ratings}
         if got != want:
-            stale.append(f"{i} ({', '.join(f'{k}={got[k]!r}, expected {want[k]!r}' for k in want if got[k] != want[k])})")
+            diff = ", ".join(f"{k}={got[k]!r}, expected {want[k]!r}" for k in want if got[k] != want[k])
+            stale.append(f"{i} ({diff})")
     if missing or stale:
         raise RuntimeError("; ".join(
             ([f"shards {missing} of {shards} have no manifest under {model_uri}/shards"] if missing else [])

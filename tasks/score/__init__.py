@@ -108,8 +108,8 @@ def score_shard(model_uri: str, ratings_uri: str, model_version: str, top_n: int
                                 for r, it in enumerate(its))
         if table_name:
             table.write_items(table_name, (
-                table.rec_item(u, model_version, table.encode_items(its, ss[:len(its)], [titles.get(i, i) for i in its]),
-                               generated, exp)
+                table.rec_item(u, model_version,
+                               table.encode_items(its, ss[:len(its)], [titles.get(i, i) for i in its]), generated, exp)
                 for u, its, ss in zip(chunk, lists, scores, strict=True)))
     if out:
         storage.write_parquet(storage.join(out, f"part-{shard[0]:04d}-of-{shard[1]:04d}.parquet"),

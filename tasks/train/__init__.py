@@ -47,7 +47,8 @@ class TrainConfig:
     ease_rank: int = 128  # rank of the ranking head's EASE^R part; 0 = PureSVD alone
     ease_max_items: int = 10_000  # above this catalogue size: no EASE^R part and no EASE^R baseline
     popularity_damping: float = 0.0  # ranking head: item columns scaled by n_i ** -beta
-    val_fraction: float = 0.0  # random share of training ratings the rating head leaves out to report a validation curve
+    # random share of training ratings the rating head leaves out to report a validation curve
+    val_fraction: float = 0.0
     holdout_fraction: float = 0.1  # last share of each user's ratings, for the gate
     holdout_min_ratings: int = 5  # users with fewer ratings keep all of them in train
     top_k: int = 10  # cut-off of the ranking metrics

@@ -40,7 +40,7 @@ from numba import njit, prange
 log = logging.getLogger(__name__)
 
 # Below this many ratings the kernels run on one thread: a sweep is a few milliseconds, and a
-# second thread saves ~20% of the wall time for ~1.4x the CPU time (measured at MovieLens-100k).
+# second thread buys little wall time for much more CPU time there.
 PARALLEL_MIN_RATINGS = 500_000
 
 

@@ -36,7 +36,8 @@ def _curve(history: list[dict], width: int = 520, height: int = 220) -> str:
                      f'font-size="12">{html.escape(name)}</text>')
     return (f'<svg width="{width}" height="{height}" role="img" aria-label="training curve">'
             f'<rect width="100%" height="100%" fill="white" stroke="#ccc"/>{"".join(lines)}'
-            f'<text x="{pad}" y="{height - 8}" font-size="11">Gibbs sweep {history[0].get("sweep", 1)}..{history[-1].get("sweep", len(history))}; RMSE {lo:.3f}..{hi:.3f}</text></svg>')
+            f'<text x="{pad}" y="{height - 8}" font-size="11">Gibbs sweep {history[0].get("sweep", 1)}..'
+            f'{history[-1].get("sweep", len(history))}; RMSE {lo:.3f}..{hi:.3f}</text></svg>')
 
 
 def render(model_version: str | None, metrics: dict) -> str:
@@ -59,7 +60,8 @@ def render(model_version: str | None, metrics: dict) -> str:
         body.append(f"<tr><th>{html.escape(name)}</th>{''.join(cells)}</tr>")
     hold = metrics.get("holdout", {})
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>model {html.escape(str(model_version))}</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}}</style>
+<style>body{{font-family:sans-serif;margin:2em}}
+td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}}</style>
 </head><body><h1>Model {html.escape(str(model_version))}</h1>
 <p>Holdout: {hold.get('ratings', 0)} ratings of {hold.get('users', 0)} users (each user's latest ratings).
 Fit time {metrics.get('fit_seconds', 0):.1f} s. Green: the candidate is better than that row.

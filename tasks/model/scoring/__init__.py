@@ -16,7 +16,7 @@ factor 0 first, and select with the same rule, so they agree bit for bit:
   plain numba selection and a stable sort. Portable (any CPU numba and torch run on).
 - ``fused`` (:mod:`.fused`): scoring, selection and ordering in registers, without
   writing the scores (hand-written LLVM vector IR; tested on x86-64), for
-  ``n <= 128``: 3-4x faster than the reference at MovieLens shapes.
+  ``n <= 128``: several times faster than the reference (``make bench-score`` prints both).
 
 ``RECSYS_SCORER`` = ``auto`` (default: ``fused`` on x86-64, else ``reference``),
 ``fused`` or ``reference``. Rows needing more than the fused kernel's 128 use the

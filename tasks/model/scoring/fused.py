@@ -10,9 +10,9 @@ bound by writing its output, and a top-k pass then reads it all back. This
 kernel computes the scores of 4 users x 32 items in registers (one 8-wide
 vector FMA per user, factor and 8 items; the item vectors are loaded once for
 the 4 users), compares them with each user's threshold, and only the few items
-above it leave the registers. Computing the scores this way takes about 0.4-0.9x
-the time of torch's ``mm`` for the same shapes (``make bench-score`` compares
-the whole top-k, this kernel and the reference, against the bare multiply).
+above it leave the registers, so it can beat torch's ``mm`` of the same shapes,
+which has to write every score (``make bench-score`` compares the whole top-k,
+this kernel alone and the reference against the bare multiply; README has figures).
 
 The block is written as LLVM vector IR (:func:`_block_select`): numba does not
 vectorise a loop nest of this shape. ``llvm.fmuladd`` fuses the multiply-add
@@ -107,7 +107,8 @@ def _scores(context, builder, users, items_t, j, consume):
                                                  v8.as_pointer()), align=4)
                     for v in range(_VECTORS)]
             for u in range(GROUP):
-                x = _splat8(builder, builder.load(builder.gep(users.data, [builder.add(builder.mul(const(u), n_factors), f)])))
+                at = builder.add(builder.mul(const(u), n_factors), f)
+                x = _splat8(builder, builder.load(builder.gep(users.data, [at])))
                 for v in range(_VECTORS):
                     builder.store(builder.call(fmuladd, [x, item[v], builder.load(acc[u][v])]), acc[u][v])
         consume(8 * s, [[builder.load(a) for a in row] for row in acc])
@@ -173,8 +174,8 @@ def _block_select(typingctx, users, items_t, thr, j, n_items, seen, lut, cand, i
         # the block's valid items: all 32, or the first n_items - j (the last block's padding out), or none
         valid = builder.sub(n_items, j)
         valid = builder.select(builder.icmp_signed("<", valid, ir.Constant(i64, 0)), ir.Constant(i64, 0), valid)
-        tail = builder.select(builder.icmp_signed(">=", valid, ir.Constant(i64, 32)), ir.Constant(i32, -1),
-                              builder.trunc(builder.sub(builder.shl(ir.Constant(i64, 1), valid), ir.Constant(i64, 1)), i32))
+        low_bits = builder.trunc(builder.sub(builder.shl(ir.Constant(i64, 1), valid), ir.Constant(i64, 1)), i32)
+        tail = builder.select(builder.icmp_signed(">=", valid, ir.Constant(i64, 32)), ir.Constant(i32, -1), low_bits)
         word = builder.ashr(j, ir.Constant(i64, 5))
         thresholds, keep, counts = [], [], []
         for u in range(GROUP):
@@ -189,11 +190,12 @@ def _block_select(typingctx, users, items_t, thr, j, n_items, seen, lut, cand, i
                 row = builder.mul(ir.Constant(i64, u), room)
                 for v, score in enumerate(scores[u]):
                     col = col0 + 8 * v
-                    above = builder.zext(builder.bitcast(builder.fcmp_ordered(">", score, thresholds[u]), ir.IntType(8)), i32)
+                    over = builder.fcmp_ordered(">", score, thresholds[u])
+                    above = builder.zext(builder.bitcast(over, ir.IntType(8)), i32)
                     bits = builder.and_(above, builder.lshr(keep[u], ir.Constant(i32, col)))
                     bits = builder.and_(bits, ir.Constant(i32, 0xFF))
-                    lanes = builder.load(builder.bitcast(builder.gep(lt.data, [builder.mul(builder.zext(bits, i64), ir.Constant(i64, 8))]),
-                                                         _VI8.as_pointer()), align=4)
+                    lut_row = builder.gep(lt.data, [builder.mul(builder.zext(bits, i64), ir.Constant(i64, 8))])
+                    lanes = builder.load(builder.bitcast(lut_row, _VI8.as_pointer()), align=4)
                     at = builder.add(row, counts[u])
                     builder.store(_left_pack(builder, score, lanes),
                                   builder.bitcast(builder.gep(cd.data, [at]), _V8.as_pointer()), align=4)
