@@ -49,8 +49,9 @@ test-compat: setup  ## the DAG layers + `airflow dags test` e2e on Airflow 3.0.6
 test-real: setup system  ## the real-Airflow tier alone
 	$(TEST_ENV) $(BIN)/python -m pytest -m real_airflow $(PYTEST_ARGS)
 
-lint: setup  ## ruff, bandit (medium and high severity) on the shipped code, hadolint on the Dockerfiles
+lint: setup  ## ruff, mypy and bandit (medium and high severity) on the shipped code, hadolint on the Dockerfiles
 	$(BIN)/ruff check dags plugins tasks tests scripts bench
+	$(BIN)/mypy plugins/recsys tasks
 	$(BIN)/bandit -q -r dags plugins tasks --severity-level medium
 	$(BIN)/hadolint --failure-threshold warning tasks/train/Dockerfile tasks/serve/Dockerfile Dockerfile.airflow
 	test -f .dockerignore

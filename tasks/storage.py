@@ -173,7 +173,7 @@ def list_files(prefix: str) -> list[str]:
         bucket, key = split_s3(prefix)
         key = key.rstrip("/") + "/" if key else ""
         paginator = client("s3").get_paginator("list_objects_v2")
-        out = []
+        out: list[str] = []
         for page in paginator.paginate(Bucket=bucket, Prefix=key):
             out.extend(f"s3://{bucket}/{obj['Key']}" for obj in page.get("Contents", []))
         return sorted(out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 try:  # airflow.sdk.exceptions has it from 3.2 on; 3.0.6 and 3.1.x only in airflow.exceptions
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 except ImportError:  # pragma: no cover - exercised on the oldest supported Airflow
-    from airflow.exceptions import AirflowFailException, AirflowSkipException
+    from airflow.exceptions import AirflowFailException, AirflowSkipException  # type: ignore[no-redef]
 
 from airflow import __version__ as AIRFLOW_VERSION
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from recsys.settings import Settings
 
@@ -46,7 +47,7 @@ def mapped_values(argvs: Sequence[Sequence[str]], settings: Settings | None = No
     return [field_value(a, settings) for a in argvs]
 
 
-def _common(settings: Settings, stage: str) -> tuple[type, dict]:
+def _common(settings: Settings, stage: str) -> tuple[Any, dict]:
     """Operator class and its fixed arguments for the configured backend."""
     # Imported here: only the configured backend's provider is needed (and parsed).
     if settings.compute == "local":

@@ -32,6 +32,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from recsys.settings import Settings
 
@@ -293,7 +294,7 @@ def http_json(url: str, timeout: float = 5.0) -> tuple[int, dict]:
 def smoke_test(base_url: str, model_version: str, user_id: str | None = None, timeout: float = 60.0) -> dict:
     """Wait for /readyz to report ``model_version``, then fetch one user's recommendations."""
     deadline = time.monotonic() + timeout
-    status, body = 0, {}
+    status, body = 0, dict[str, Any]()
     while time.monotonic() < deadline:
         try:
             status, body = http_json(f"{base_url}/readyz")

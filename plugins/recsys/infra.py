@@ -21,6 +21,7 @@ import logging
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
@@ -269,7 +270,7 @@ def up(settings: Settings | None = None, session: boto3.Session | None = None, e
     settings = settings or Settings()
     session = session or boto3.Session(region_name=settings.region)
     subnets = subnets_for(settings, session.client("ec2"), default_subnets) if ecs else []  # fail before creating
-    out = {
+    out: dict[str, Any] = {
         "bucket": ensure_bucket(session.client("s3"), settings.bucket, settings.region),
         "table": ensure_table(session.client("dynamodb"), settings.table),
         "alert_topic": ensure_topic(session.client("sns"), settings.alert_topic),

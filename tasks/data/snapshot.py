@@ -162,7 +162,7 @@ def build_snapshot(
     for uri in files:
         kept: dict[str, list[np.ndarray]] = {c: [] for c in parts}
         try:
-            first_line = None
+            first_line: int | None = None
             for df, first in iter_ratings(uri):
                 first_line = first if first_line is None else first_line
                 valid = validate_ratings(uri, df, first, rating_min=rating_min, rating_max=rating_max,
@@ -180,7 +180,7 @@ def build_snapshot(
         rows = sum(len(a) for a in kept[RATING])
         for c in parts:
             parts[c].extend(kept.pop(c))
-        spans.append((uri, total, first_line))
+        spans.append((uri, total, first_line or 0))  # 0: no rows, so never a duplicate's line
         total += rows
         log.info("%s: %d valid rows", uri, rows)
     item_files = [u for u in storage.list_files(items) if not _skipped(u)] if items else []
@@ -234,7 +234,7 @@ def build_snapshot(
     storage.release_freed_memory()
     n_rows = len(columns[RATING])
     prev = previous_manifest(out, ds) if max_drop is not None else None
-    if prev and n_rows < prev["rows"] * (1 - max_drop):
+    if prev and max_drop is not None and n_rows < prev["rows"] * (1 - max_drop):
         # No single file is malformed: the reason alone goes to quarantine.
         error = DataValidationError([Problem(
             raw, f"{n_rows} ratings, down {1 - n_rows / prev['rows']:.0%} from {prev['rows']} in the "

@@ -132,6 +132,7 @@ class Recommender:
             # ranking head's vectors, or the rating head's with a 1 matching the item bias.
             # An unknown user's vector: the average user's (ranking head: close to
             # popularity), or just the item bias (rating head)
+            self._rank_p: torch.Tensor | None
             if model.rank_k:
                 self._rank_p = model.rank_user.weight.detach().float()
                 self._rank_qt = model.rank_item.weight.detach().float().T.contiguous()
@@ -368,4 +369,4 @@ def set_threads() -> None:
     torch.set_num_threads(n)
     import numba  # the top-k kernel's thread pool (capped by NUMBA_NUM_THREADS)
 
-    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    numba.set_num_threads(max(1, min(n, getattr(numba.config, "NUMBA_NUM_THREADS", n))))

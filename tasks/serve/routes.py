@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
 
@@ -42,7 +42,8 @@ def get_recommendations(user_id: UserId, settings: SettingsDep, table: TableDep,
     """Top-n precomputed items for a user; unknown users get the version's popular list."""
     if table.marker() is None:
         raise HTTPException(503, f"model version {settings.model_version} is not complete")
-    items, source = table.recommendations(user_id), "personal"
+    items = table.recommendations(user_id)
+    source: Literal["personal", "fallback"] = "personal"
     if items is None:
         items, source = table.fallback(), "fallback"
     if items is None:

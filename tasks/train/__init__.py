@@ -20,6 +20,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -155,7 +156,7 @@ def fit(u: np.ndarray, i: np.ndarray, r: np.ndarray, val: tuple, n_users: int, n
         model.item.weight.copy_(torch.from_numpy(params["q"]))
         model.user_bias.weight.copy_(torch.from_numpy(params["bu"])[:, None])
         model.item_bias.weight.copy_(torch.from_numpy(params["bi"])[:, None])
-        if rank_p is not None:
+        if rank_p is not None and rank_q is not None:
             model.rank_user.weight.copy_(rank_p)
             model.rank_item.weight.copy_(rank_q)
     return model.eval(), history, info, rating_info
@@ -224,7 +225,7 @@ def baselines(train_u, train_i, train_r, hold_u, hold_i, hold_r, seen, rel, user
     n_users, n_items = len(user_ids), len(item_ids)
     lo, hi = rating_range
     mu = float(train_r.mean())
-    out = {"global_mean": {"rmse": M.rmse(np.full(len(hold_r), mu), hold_r),
+    out: dict[str, Any] = {"global_mean": {"rmse": M.rmse(np.full(len(hold_r), mu), hold_r),
                            "mae": M.mae(np.full(len(hold_r), mu), hold_r)}}
     mu, bu, bi = bias_baseline(train_u, train_i, train_r, n_users, n_items)
     pred = np.clip(mu + bu[hold_u] + bi[hold_i], lo, hi)
@@ -290,7 +291,7 @@ def train(ratings_uri: str, out: str, cfg: TrainConfig, champion: str | None = N
     rel = csr(uu[ho], ii[ho], n_users)
     rec = Recommender(model, user_ids, item_ids, seen_indptr=seen_train[0], seen_indices=seen_train[1],
                       rating_range=rating_range, meta={"id_kinds": kinds})
-    metrics = {"candidate": evaluate(rec, uu[ho], ii[ho], rr[ho], rel, cfg) if len(ho) else {}}
+    metrics: dict[str, Any] = {"candidate": evaluate(rec, uu[ho], ii[ho], rr[ho], rel, cfg) if len(ho) else {}}
     if len(ho):
         metrics["baselines"] = baselines(uu[fitted], ii[fitted], rr[fitted], uu[ho], ii[ho], rr[ho], seen_train,
                                          rel, user_ids, item_ids, rating_range, cfg,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -171,11 +172,11 @@ def tune(fit: Callable[..., np.ndarray], grid, u: np.ndarray, i: np.ndarray, n_u
     """The grid point with the best validation NDCG@k, on a split of the training pairs
     (scored for at most :data:`VALIDATION_USERS` users), and each point's score."""
     v = Validation(u, i, n_users, n_items, seed)
-    scores = {}
+    scores: dict = {}
     for point in grid:
         args = point if isinstance(point, tuple) else (point,)
         scores[point] = v.ndcg(top_n(v.x_users, fit(v.x, *args), k), k)
-    best = max(scores, key=scores.get)
+    best = max(scores, key=lambda p: scores[p])
     return best, scores
 
 
@@ -189,21 +190,25 @@ def tune_ease(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, k: int =
     v = validation or Validation(u, i, n_users, n_items, seed)
     evals, vecs = np.linalg.eigh(gram(v.x))
     xv = np.asarray(v.x_users @ vecs)  # (users, I)
-    scores = {}
+    scores: dict[float, float] = {}
     for lam in lambdas:
         inv = 1.0 / (evals + lam)
         diag = (vecs ** 2) @ inv  # diag(P)
-        recs = top_n_of(lambda s, e, inv=inv, diag=diag: -((xv[s:e] * inv) @ vecs.T) / diag, v.x_users, k)
+        def scores_of(s: int, e: int, inv=inv, diag=diag) -> np.ndarray:
+            return -((xv[s:e] * inv) @ vecs.T) / diag
+
+        recs = top_n_of(scores_of, v.x_users, k)
         scores[lam] = v.ndcg(recs, k)
-    return max(scores, key=scores.get), scores
+    return max(scores, key=lambda p: scores[p]), scores
 
 
 def fit_tuned(name: str, u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, k: int = 10,
               seed: int = 0) -> tuple[np.ndarray, dict]:
     """One baseline, tuned on validation, refitted on all of ``(u, i)``: its W and a note
     (chosen parameters, validation scores, seconds)."""
-    fit, grid = {"ease": (ease, EASE_LAMBDAS), "item_knn": (item_knn, KNN_GRID),
-                 "rp3beta": (rp3beta, RP3_GRID)}[name]
+    choices: dict[str, tuple[Any, Any]] = {"ease": (ease, EASE_LAMBDAS), "item_knn": (item_knn, KNN_GRID),
+                                           "rp3beta": (rp3beta, RP3_GRID)}
+    fit, grid = choices[name]
     t0 = time.perf_counter()
     best, scores = (tune_ease(u, i, n_users, n_items, k, seed) if name == "ease"
                     else tune(fit, grid, u, i, n_users, n_items, k, seed))

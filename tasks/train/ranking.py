@@ -157,9 +157,9 @@ def fit_ranking_head(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, *
     vp, vq, _ = fit_puresvd(u[~valid.mask], i[~valid.mask], n_users, n_items, factors=factors,
                             popularity_damping=popularity_damping, seed=seed)
     svd_val = (vp.numpy(), vq.numpy())
-    weights = {w: ndcg(*_blend(ease_val, svd_val, w)) for w in BLEND_WEIGHTS}
+    weights: dict[float | str, float] = {w: ndcg(*_blend(ease_val, svd_val, w)) for w in BLEND_WEIGHTS}
     weights["puresvd"] = ndcg(*svd_val)
-    best = max(weights, key=weights.get)
+    best = max(weights, key=lambda w: weights[w])
     info["ease"] = {"lambda": lam, "rank": ease_rank, "val_ndcg_by_lambda": {str(k): round(v, 4)
                                                                               for k, v in lam_scores.items()},
                     "val_ndcg_by_weight": {str(k): round(v, 4) for k, v in weights.items()}, "weight": best}
@@ -167,7 +167,7 @@ def fit_ranking_head(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, *
         info["seconds"] = time.perf_counter() - t0
         return svd_p, svd_q, info
     p, q = _blend(ease_factors(IM.binary(u, i, n_users, n_items), lam, ease_rank, seed=seed),
-                  (svd_p.numpy(), svd_q.numpy()), best)
+                  (svd_p.numpy(), svd_q.numpy()), float(best))
     info.update(factors=p.shape[1], seconds=time.perf_counter() - t0)
     log.info("ranking head: EASE^R (lambda %g, rank %d) + %g x PureSVD k=%d, validation NDCG@%d %.4f, in %.2fs",
              lam, ease_rank, best, factors, top_k, weights[best], info["seconds"])

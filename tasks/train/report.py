@@ -28,7 +28,7 @@ def _curve(history: list[dict], width: int = 520, height: int = 220) -> str:
         y = height - pad - (height - 2 * pad) * (v - lo) / span
         return f"{x:.1f},{y:.1f}"
 
-    lines = []
+    lines: list[str] = []
     for (name, vs), color in zip(series.items(), ("#1f77b4", "#d62728"), strict=True):
         pts = " ".join(xy(n, v) for n, v in enumerate(vs) if v == v)
         lines.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>'

@@ -59,9 +59,10 @@ def _target_has(feature: str) -> bool:
     from llvmlite import binding
     from numba.core import config
 
-    if config.CPU_FEATURES is not None:
-        return f"+{feature}" in config.CPU_FEATURES.split(",")
-    if config.CPU_NAME is not None and config.CPU_NAME != "host":
+    features, name = getattr(config, "CPU_FEATURES", None), getattr(config, "CPU_NAME", None)
+    if features is not None:
+        return f"+{feature}" in features.split(",")
+    if name is not None and name != "host":
         return False  # a named, e.g. generic, target: the portable path
     return (binding.get_process_triple().startswith(("x86_64", "i686"))
             and bool(binding.get_host_cpu_features().get(feature)))
