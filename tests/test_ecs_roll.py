@@ -125,4 +125,6 @@ def test_the_trigger_waits_on_the_real_api_and_reports_a_service_that_never_stab
             return event.payload
 
     event = asyncio.run(first_event())
-    assert event["status"] == "error" and event["value"] == {"x": 1} and "did not become stable" in event["message"]
+    # an error event (then execute_complete rolls back) on every provider version; the wording is theirs
+    assert event["status"] == "error" and event["value"] == {"x": 1}
+    assert "did not become stable" in event["message"] or "max attempts" in event["message"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.providers.amazon.aws.hooks.ecs import EcsHook
 from airflow.providers.amazon.aws.triggers.base import AwsBaseWaiterTrigger
+from airflow.triggers.base import TriggerEvent
 
 
 class EcsServicesStableTrigger(AwsBaseWaiterTrigger):
@@ -52,3 +54,13 @@ class EcsServicesStableTrigger(AwsBaseWaiterTrigger):
         # defined (not only aws_hook_class) for amazon providers before 9.30, where hook() is abstract
         return EcsHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify,
                        config=self.botocore_config)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        # Amazon providers before 9.30 let the waiter's failure escape run() (the task then
+        # fails in the triggerer and execute_complete, which rolls back, never runs): every
+        # failure becomes an error event here, on every provider version.
+        try:
+            async for event in super().run():
+                yield event
+        except Exception as err:
+            yield TriggerEvent({"status": "error", "message": str(err), self.return_key: self.return_value})
