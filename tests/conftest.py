@@ -6,6 +6,7 @@ Code under test reaches it exactly as it would reach AWS: through the standard
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -89,6 +90,16 @@ def moto_endpoint():
     server.stop()
 
 
+@functools.cache
+def _infra_session():
+    """One boto3 session for the fixtures' set-up: a new session re-reads every service model
+    from botocore's JSON (~1 s per test for S3, DynamoDB and SNS); the code under test still
+    builds its own clients."""
+    import boto3
+
+    return boto3.Session(region_name="us-east-1")
+
+
 @pytest.fixture
 def aws(moto_endpoint, monkeypatch):
     """A clean account with the pipeline's bucket, table and topic (no ECS)."""
@@ -101,7 +112,7 @@ def aws(moto_endpoint, monkeypatch):
     from recsys import infra
     from recsys.settings import Settings
 
-    out = infra.up(Settings(), ecs=False)
+    out = infra.up(Settings(), session=_infra_session(), ecs=False)
     yield {**out, "endpoint": moto_endpoint, "bucket": "recsys-test", "table": "recs-test"}
     storage.client.cache_clear()
 

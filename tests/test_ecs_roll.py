@@ -113,10 +113,8 @@ def test_deferrable_roll_frees_the_worker_and_resumes_from_the_trigger(ecs_env):
 
 
 def test_the_trigger_waits_on_the_real_api_and_reports_a_service_that_never_stabilises(ecs_env):
-    """The trigger's own loop (the provider's async waiter) against moto: it needs aiobotocore,
-    which MWAA's pins carry (make test-compat runs this) and the main venv cannot (no aiobotocore
-    release supports its botocore 1.44)."""
-    pytest.importorskip("aiobotocore")
+    """The trigger's own loop (the provider's async waiter, aiobotocore) against moto, in both
+    venvs: a missing aiobotocore fails here, as it would fail the triggerer."""
     trigger = EcsServicesStableTrigger(cluster="recsys", service="recsys-serve", return_value={"x": 1},
                                        waiter_delay=1, waiter_max_attempts=2, region_name="us-east-1")
 

@@ -109,13 +109,7 @@ def test_every_call_of_the_ecs_paths_is_allowed_by_the_worker_role(ecs_stack, bo
     # 1. a stage on Fargate through the provider's operator (reattach lookup, RunTask, DescribeTasks, logs)
     op = compute.compute_task("train", ["python", "-m", "tasks.train", "--help"], settings)
     op.awslogs_fetch_interval = timedelta(seconds=0.2)
-
-    class Stopped:
-        def wait(self, **kwargs):  # moto never runs the container: end the task from outside
-            for task in kwargs["tasks"]:
-                ecs_admin.stop_task(cluster=kwargs["cluster"], task=task)
-
-    monkeypatch.setattr(type(op.hook), "get_waiter", lambda self, name, **kwargs: Stopped())
+    op.waiter_delay = 0  # the provider's real tasks_stopped waiter, polled without sleeping (moto stops the task)
     with pytest.raises(Exception, match="pending|not in success|failed"):  # moto's container never ran
         op.execute({"ti": FakeTI(), "task_instance": FakeTI()})
     operations = {c.operation for c in aws_calls if c.caller == "airflow"}
