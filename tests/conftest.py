@@ -18,6 +18,9 @@ from werkzeug.serving import make_server
 
 from tests.aws_calls import Recorder
 
+# the Docker tier's session fixtures (engine, images, registry), shared by every module that uses them
+pytest_plugins = ["tests.docker_fixtures"]
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
-from tests.test_docker import build_flags, docker, engine, jobs_image, wheel_server  # noqa: F401 - fixtures
+from tests.docker_fixtures import build_flags, docker
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -52,7 +52,7 @@ def base_image(env, official: str, standin: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def compose(engine, jobs_image, tmp_path_factory):  # noqa: F811 - fixtures imported above
+def compose(engine, jobs_image, tmp_path_factory):
     """The stack under a project name, network, container name and ports of its own."""
     if docker(engine, "compose", "version", check=False).returncode:
         why = "no `docker compose` (Compose v2): scripts/ensure_docker.sh installs it"
@@ -99,7 +99,7 @@ def compose(engine, jobs_image, tmp_path_factory):  # noqa: F811 - fixtures impo
         docker(engine, "rmi", env["AIRFLOW_IMAGE_NAME"], check=False)
 
 
-def test_compose_comes_up_healthy_and_a_rest_triggered_run_builds_pushes_and_deploys(compose, engine):  # noqa: F811
+def test_compose_comes_up_healthy_and_a_rest_triggered_run_builds_pushes_and_deploys(compose, engine):
     run, env = compose
     started = time.monotonic()
     run("up", "--wait", "--no-build", "--wait-timeout", "600", timeout=900)

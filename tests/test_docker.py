@@ -1,22 +1,17 @@
 """The images on a real Docker engine: built, run against the moto server, pushed to a real
 registry on loopback (ECR's API on moto) and rolled onto the ECS service.
 
-The engine comes from ``make test`` (scripts/ensure_docker.sh, which installs and starts one
-where it can) as RECSYS_TEST_DOCKER_HOST; every other test runs with DOCKER_HOST pointing at
-nothing. Without an engine these tests skip with the reason, except under RECSYS_REQUIRE_DOCKER=1
-(CI), where that is a failure.
+The engine and the images are session fixtures (tests/docker_fixtures.py). Without an engine
+these tests skip with the reason, except under RECSYS_REQUIRE_DOCKER=1 (CI), where that is a
+failure.
 """
 
 from __future__ import annotations
 
-import functools
-import glob
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -24,93 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import docker_build_env  # noqa: E402
+from tests.docker_fixtures import DOCKER_KEYS, ROOT, docker, size_mb
 
 pytestmark = pytest.mark.docker
-# what the engine fixture adds to the environment (the rest is taken from os.environ when used)
-DOCKER_KEYS = ("DOCKER_HOST", "DOCKER_CONFIG", "RECSYS_DOCKER_CLI", "RECSYS_DOCKER_BUILD_FLAGS", "DOCKER_BUILDKIT")
-
-
-@pytest.fixture(scope="session")
-def engine(tmp_path_factory):
-    """The environment docker commands run with: the engine, a private client config (logins do
-    not touch ~/.docker), and the BuildKit client of scripts/docker_build_env.py."""
-    host = os.environ.get("RECSYS_TEST_DOCKER_HOST")
-    if not host:
-        why = os.environ.get("RECSYS_TEST_DOCKER_WHY", "no Docker engine (RECSYS_TEST_DOCKER_HOST unset)")
-        if os.environ.get("RECSYS_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"RECSYS_REQUIRE_DOCKER=1 but {why}")
-        pytest.skip(why)
-    build = docker_build_env.environment()
-    if not build:
-        pytest.fail("no docker client here can build with BuildKit (needs buildx, or a 20.10 client)")
-    env = {**os.environ, "DOCKER_HOST": host, "DOCKER_CONFIG": str(tmp_path_factory.mktemp("docker-config")),
-           **build}
-    return env
-
-
-def docker(env, *args, check=True, timeout=1800, **kw) -> subprocess.CompletedProcess:
-    res = subprocess.run([env["RECSYS_DOCKER_CLI"], *args], env=env, capture_output=True, text=True,
-                         timeout=timeout, check=False, **kw)
-    if check and res.returncode:
-        raise AssertionError(f"docker {' '.join(args[:3])} failed ({res.returncode}):\n{res.stdout[-3000:]}\n"
-                             f"{res.stderr[-3000:]}")
-    return res
-
-
-def size_mb(env, image: str) -> float:
-    return int(docker(env, "image", "inspect", "--format", "{{.Size}}", image).stdout) / 1e6
-
-
-@pytest.fixture(scope="session")
-def wheel_server():
-    """Loopback file server for pip's local find-links folder (the CPU torch wheel here), reached
-    from the build with --network host; None where pip has no local folder."""
-    links = os.environ.get("PIP_FIND_LINKS") or subprocess.run(
-        [sys.executable, "-m", "pip", "config", "get", "global.find-links"], capture_output=True, text=True,
-        check=False).stdout
-    folder = next((f for f in links.split() if os.path.isdir(f)), None)
-    if folder is None:
-        yield None
-        return
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    handler = functools.partial(Quiet, directory=folder)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/", folder
-    server.shutdown()
-
-
-@pytest.fixture(scope="session")
-def serve_image(engine):
-    tag = "recsys-serve:test"
-    docker(engine, "build", *build_flags(engine), "-f", "tasks/serve/Dockerfile", "-t", tag, ".", cwd=ROOT)
-    return tag
-
-
-def build_flags(env) -> list[str]:
-    import shlex
-
-    return shlex.split(env.get("RECSYS_DOCKER_BUILD_FLAGS", ""))
-
-
-@pytest.fixture(scope="session")
-def jobs_image(engine, wheel_server):
-    tag = "recsys-jobs:test"
-    extra = []
-    if wheel_server:
-        url, folder = wheel_server
-        extra = ["--network", "host", "--build-arg", f"PIP_BUILD_FLAGS=--find-links {url}"]
-        if glob.glob(os.path.join(folder, "torch-*+cpu-*.whl")):
-            extra += ["--build-arg", "TORCH_INDEX_URL="]  # the CPU wheel is local; its index is not reachable
-    docker(engine, "build", *build_flags(engine), *extra, "-f", "tasks/train/Dockerfile", "-t", tag, ".", cwd=ROOT)
-    return tag
 
 
 def test_build_context_is_small(engine):
@@ -166,36 +77,22 @@ def test_serving_image_is_small_non_root_and_serves_from_dynamodb(engine, serve_
         docker(engine, "rm", "-f", cid, check=False)
 
 
-@pytest.fixture
-def registry(engine, aws, tmp_path):
-    """scripts/registry.py on free ports: Debian's docker-registry, its pushes recorded in moto's ECR."""
-    port = free_port()
-    env = {**os.environ, "RECSYS_REGISTRY_PORT": str(port), "RECSYS_REGISTRY_SYNC_PORT": str(free_port()),
-           "RECSYS_REGISTRY_STATE": str(tmp_path / "registry")}
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "registry.py"), "start"], env=env, check=True, timeout=60)
-    yield f"127.0.0.1:{port}"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "registry.py"), "stop"], env=env, check=False, timeout=60)
-
-
-def test_push_goes_to_the_loopback_registry_ecr_records_it_and_ecs_rolls_onto_it(engine, registry, aws, boto,
+def test_push_goes_to_the_loopback_registry_ecr_records_it_and_ecs_rolls_onto_it(engine, registry_stack, boto,
                                                                                 monkeypatch):
     """The DAG's build_image path (deploy.ensure_image) with RECSYS_REGISTRY: build, login with
     ECR's token, push; ECR's describe_images then finds the tag (not rebuilt the second time),
     the image pulls back from the registry, and the ECS roll registers exactly that reference."""
-    from recsys import deploy, infra
+    from recsys import deploy
     from recsys.settings import Settings
 
-    for key in DOCKER_KEYS:
-        if key in engine:
-            monkeypatch.setenv(key, engine[key])
-    monkeypatch.setenv("RECSYS_REGISTRY", registry)
+    registry = registry_stack
     settings = Settings()
-    out = infra.up(settings, ecs=True, default_subnets=True)
     ecr, ecs = boto("ecr"), boto("ecs")
     image = deploy.ensure_image(ecr, settings)
     tag = deploy.serving_image_tag(settings)
     assert image == f"{registry}/{settings.ecr_repository}:{tag}"
-    assert out["repository"].split("/", 1)[0].endswith("amazonaws.com")  # what a push without the override targets
+    uri = ecr.describe_repositories(repositoryNames=[settings.ecr_repository])["repositories"][0]["repositoryUri"]
+    assert uri.split("/", 1)[0].endswith("amazonaws.com")  # what a push without the override targets
     for _ in range(100):  # the registry notifies asynchronously
         if deploy.image_exists(ecr, settings.ecr_repository, tag):
             break
@@ -305,7 +202,7 @@ def test_dags_test_with_docker_compute_builds_pushes_and_deploys(engine, jobs_im
 
 
 def test_container_deploy_runs_the_pushed_image_and_puts_the_previous_one_back_on_failure(
-        engine, registry, aws, boto, monkeypatch):
+        engine, registry_stack, aws, boto):
     """RECSYS_DEPLOY=docker (deploy.deploy_container): the serving container runs exactly the
     pushed reference, pulled back from the registry; a second version replaces it and keeps the
     first as <name>-previous; a version that never becomes ready is removed and the running one
@@ -314,13 +211,6 @@ def test_container_deploy_runs_the_pushed_image_and_puts_the_previous_one_back_o
     from recsys.settings import Settings
     from tasks import table
 
-    for key in DOCKER_KEYS:
-        if key in engine:
-            monkeypatch.setenv(key, engine[key])
-    monkeypatch.setenv("RECSYS_REGISTRY", registry)
-    from recsys import infra
-
-    infra.up(Settings(), ecs=True, default_subnets=True)
     name = f"recsys-serve-test-{os.getpid()}"
     settings = Settings(serve_container=name, docker_network="host", serve_port=free_port(),
                         docker_url=engine["DOCKER_HOST"])
@@ -355,21 +245,17 @@ def test_container_deploy_runs_the_pushed_image_and_puts_the_previous_one_back_o
         docker(engine, "rm", "-f", name, f"{name}-previous", check=False)
 
 
-def test_jobs_image_push_lands_in_ecr_as_the_ecs_job_task_definition_names_it(engine, jobs_image, registry, aws,
-                                                                               boto, monkeypatch):
+def test_jobs_image_push_lands_in_ecr_as_the_ecs_job_task_definition_names_it(engine, jobs_image, registry_stack,
+                                                                               boto):
     """`python -m recsys.deploy push-jobs-image --image LOCAL`: the jobs image goes to the registry
     under its content tag and ``latest``; ECR's API records both; the ECS job task definition
     ``recsys.infra`` registered runs that repository's ``latest``; the image pulls back and runs
     as uid 10001."""
-    from recsys import deploy, infra
+    from recsys import deploy
     from recsys.settings import Settings
 
-    for key in DOCKER_KEYS:
-        if key in engine:
-            monkeypatch.setenv(key, engine[key])
-    monkeypatch.setenv("RECSYS_REGISTRY", registry)
+    registry = registry_stack
     settings = Settings()
-    infra.up(settings, ecs=True, default_subnets=True)
     ecr = boto("ecr")
     refs = deploy.push_jobs_image(ecr, settings, jobs_image)
     tag = deploy.image_tag(settings.project_root, deploy.JOBS_IMAGE_INPUTS)

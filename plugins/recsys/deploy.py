@@ -170,6 +170,12 @@ def push_target(settings: Settings, repository_uri: str, tag: str) -> str:
     return f"{settings.registry.rstrip('/')}/{repository_uri.split('/', 1)[1]}:{tag}"
 
 
+def _build(settings: Settings, dockerfile: str, image: str) -> None:
+    """docker build of the project's ``dockerfile`` as ``image``, with ``RECSYS_DOCKER_BUILD_FLAGS``."""
+    flags = shlex.split(settings.docker_build_flags)
+    _docker(settings, ["build", *flags, "-f", dockerfile, "-t", image, "."], "build", cwd=settings.project_root)
+
+
 def login(ecr, settings: Settings) -> None:
     """docker login to the registry with ECR's authorization token."""
     auth = ecr.get_authorization_token()["authorizationData"][0]
@@ -183,8 +189,7 @@ def build_and_push(ecr, settings: Settings, repository_uri: str, tag: str,
     """docker build + login (ECR's authorization token) + push; the caller has checked that the
     tag is new. Returns the pushed reference."""
     image = push_target(settings, repository_uri, tag)
-    flags = shlex.split(settings.docker_build_flags)
-    _docker(settings, ["build", *flags, "-f", dockerfile, "-t", image, "."], "build", cwd=settings.project_root)
+    _build(settings, dockerfile, image)
     login(ecr, settings)
     _docker(settings, ["push", image], "push")
     log.info("pushed %s", image)
@@ -202,9 +207,7 @@ def push_jobs_image(ecr, settings: Settings, local_image: str | None = None) -> 
         ok, why = docker_engine_available(cli=settings.docker_cli)
         if not ok:
             raise NoDockerEngine(f"cannot build the jobs image here: {why}")
-        flags = shlex.split(settings.docker_build_flags)
-        _docker(settings, ["build", *flags, "-f", JOBS_DOCKERFILE, "-t", refs[0], "."], "build",
-                cwd=settings.project_root)
+        _build(settings, JOBS_DOCKERFILE, refs[0])
     else:
         _docker(settings, ["tag", local_image, refs[0]], "tag")
     _docker(settings, ["tag", refs[0], refs[1]], "tag")
@@ -403,6 +406,13 @@ def deploy_local(settings: Settings, model_version: str, smoke_user: str | None,
 
 # -- a container on a Docker engine (RECSYS_DEPLOY=docker) --------------------
 
+def _engine(settings: Settings):
+    """The docker provider's API client for ``RECSYS_DOCKER_URL``."""
+    from airflow.providers.docker.hooks.docker import DockerHook
+
+    return DockerHook(docker_conn_id=None, base_url=settings.docker_url).api_client
+
+
 def _split_image(image: str) -> tuple[str, str]:
     repository, _, tag = image.rpartition(":")
     if not repository or "/" in tag:
@@ -427,10 +437,7 @@ def deploy_container(settings: Settings, image: str, model_version: str, smoke_u
     report ``model_version`` on ``/readyz`` (at ``RECSYS_SMOKE_URL``, default the published
     address), it is removed and the previous container started again.
     """
-    if client is None:
-        from airflow.providers.docker.hooks.docker import DockerHook
-
-        client = DockerHook(docker_conn_id=None, base_url=settings.docker_url).api_client
+    client = _engine(settings) if client is None else client
     import docker.errors
 
     name = settings.serve_container
@@ -449,6 +456,7 @@ def deploy_container(settings: Settings, image: str, model_version: str, smoke_u
             return None
 
     previous = inspect(name)
+    before = previous and (previous["Config"].get("Labels") or {}).get("recsys.model_version")
     if previous is not None:
         if inspect(backup) is not None:
             client.remove_container(backup, force=True)
@@ -482,7 +490,6 @@ def deploy_container(settings: Settings, image: str, model_version: str, smoke_u
         if previous is not None:
             client.rename(backup, name)
             client.start(name)
-            before = previous["Config"].get("Labels", {}).get("recsys.model_version")
             log.warning("restarted the previous container (%s, %s)", previous["Config"]["Image"], before)
             if before:
                 try:  # the error raised is the new version's; this only says whether the old one is back
@@ -492,17 +499,13 @@ def deploy_container(settings: Settings, image: str, model_version: str, smoke_u
                     log.exception("the previous container did not become ready at %s", url)
         raise
     log.info("serving %s from %s at %s (container %s)", model_version, image, url, created["Id"][:12])
-    before = previous and previous["Config"].get("Labels", {}).get("recsys.model_version")
     return {"container": created["Id"], "image": image, "model_version": model_version, "table": table,
             "url": url, "previous": before}
 
 
 def current_container_image(settings: Settings, *, client=None) -> str:
     """The image the serving container runs now (what a rollback keeps)."""
-    if client is None:
-        from airflow.providers.docker.hooks.docker import DockerHook
-
-        client = DockerHook(docker_conn_id=None, base_url=settings.docker_url).api_client
+    client = _engine(settings) if client is None else client
     return client.inspect_container(settings.serve_container)["Config"]["Image"]
 
 
