@@ -255,3 +255,28 @@ def test_item_ids_round_trip_as_trained_through_recommend_dynamodb_and_the_api(a
     client = TestClient(create_app(Settings(recsys_table=aws["table"], model_version="vids")))
     body = client.get(f"/recommendations/{users[0]}").json()
     assert [i["item_id"] for i in body["items"]] == [str(i) for i in got[0]]
+
+
+def test_an_older_dag_bundles_finalize_and_retain_command_lines_still_publish(trained, capsys):
+    """`tasks.score --finalize` / `--retain` (DAG bundles from before tasks.publish, driving a newer
+    jobs image on MWAA until the bundle is uploaded) publish as `tasks.publish` does; the removed
+    import path's flags fail without retries, naming the fix."""
+    from tasks.errors import run_cli
+    from tasks.score.__main__ import main
+
+    args = ["--model", trained["model"], "--ratings", trained["snapshot"], "--model-version", "v20261123",
+            "--top-n", "5"]
+    assert main([*args, "--table", trained["table"]]) == 0
+    assert table.get_marker(trained["table"], "v20261123") is None
+    capsys.readouterr()
+    # the command lines as the DAG of December 3 built them
+    assert main(["--finalize", *args, "--shards", "1", "--table", trained["table"], "--ttl-days", "30"]) == 0
+    finalized = capsys.readouterr().out
+    assert '"complete": true' in finalized
+    assert table.get_marker(trained["table"], "v20261123")["users"] == trained["ratings"].user_id.nunique()
+    assert main(["--table", trained["table"], "--ttl-days", "30", "--retain",
+                 f"v20261123={trained['model']} v19990101={trained['model']}"]) == 0
+    kept = capsys.readouterr().out
+    assert "v20261123" in kept and "no marker: nothing to keep" in kept
+    assert run_cli(main, ["--finalize", *args, "--shards", "1", "--import-from", "s3://b/p"]) == 3
+    assert "RECSYS_PUBLISH=import" in capsys.readouterr().err

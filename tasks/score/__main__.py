@@ -1,22 +1,54 @@
 """``python -m tasks.score``: the scoring container entrypoint.
 
 Score one shard:  ``--model URI --ratings URI --model-version V --top-n N [--shard I/N] [--table T | --out URI]``
-(then ``python -m tasks.publish finalize`` marks the version complete)
+(then ``python -m tasks.publish finalize`` marks the version complete). ``--finalize`` and
+``--retain``, from DAG bundles older than ``tasks.publish``, are handed to ``tasks.publish``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
 from tasks import storage
 from tasks.constants import DEFAULT_TABLE, DEFAULT_TOP_N, DEFAULT_TTL_DAYS
-from tasks.errors import run_cli
+from tasks.errors import PermanentError, run_cli
+
+log = logging.getLogger("tasks.score")
+
+
+def legacy_publish_argv(argv: list[str]) -> list[str] | None:
+    """``python -m tasks.score --finalize …`` or ``--retain …`` as ``python -m tasks.publish``
+    arguments, or None for a scoring command line.
+
+    DAG bundles from before ``tasks.publish`` run these; on MWAA or Composer the jobs image
+    (ECR's ``latest``) and the DAG bundle are updated separately, so an older DAG can drive a
+    newer image for a while and must still publish."""
+    if "--finalize" in argv:
+        return ["finalize", *(a for a in argv if a != "--finalize")]
+    if "--retain" in argv:
+        at = argv.index("--retain")
+        return ["retain", *argv[:at], *argv[at + 1:]]
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    legacy = legacy_publish_argv(argv)
+    if legacy is not None:
+        removed = [a for a in ("--import-from", "--table-per-version") if a in argv]
+        if removed:
+            raise PermanentError(f"python -m tasks.score: {' '.join(removed)} belonged to RECSYS_PUBLISH=import, "
+                                 "which was removed: upload the current DAG bundle (it publishes by BatchWriteItem)")
+        from tasks.publish.__main__ import main as publish_main
+
+        storage.setup_logging()
+        log.warning("`python -m tasks.score %s` is the command line of a DAG bundle older than this jobs image: "
+                    "running `python -m tasks.publish %s` (upload the current DAG bundle)", legacy[0], legacy[0])
+        return publish_main(legacy)
     parser = argparse.ArgumentParser(prog="python -m tasks.score", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="model prefix (s3:// or path)")
