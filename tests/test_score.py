@@ -278,5 +278,6 @@ def test_an_older_dag_bundles_finalize_and_retain_command_lines_still_publish(tr
                  f"v20261123={trained['model']} v19990101={trained['model']}"]) == 0
     kept = capsys.readouterr().out
     assert "v20261123" in kept and "no marker: nothing to keep" in kept
-    assert run_cli(main, ["--finalize", *args, "--shards", "1", "--import-from", "s3://b/p"]) == 3
-    assert "RECSYS_PUBLISH=import" in capsys.readouterr().err
+    for removed in (["--finalize", "--shards", "1", "--import-from", "s3://b/p"], ["--import-out", "s3://b/p"]):
+        assert run_cli(main, [*args, *removed]) == 3
+        assert "RECSYS_PUBLISH=import" in capsys.readouterr().err.splitlines()[-1]

@@ -37,12 +37,12 @@ def legacy_publish_argv(argv: list[str]) -> list[str] | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    removed = [a for a in ("--import-out", "--import-from", "--table-per-version") if a in argv]
+    if removed:
+        raise PermanentError(f"python -m tasks.score: {' '.join(removed)} belonged to RECSYS_PUBLISH=import, "
+                             "which was removed: upload the current DAG bundle (it publishes by BatchWriteItem)")
     legacy = legacy_publish_argv(argv)
     if legacy is not None:
-        removed = [a for a in ("--import-from", "--table-per-version") if a in argv]
-        if removed:
-            raise PermanentError(f"python -m tasks.score: {' '.join(removed)} belonged to RECSYS_PUBLISH=import, "
-                                 "which was removed: upload the current DAG bundle (it publishes by BatchWriteItem)")
         from tasks.publish.__main__ import main as publish_main
 
         storage.setup_logging()
