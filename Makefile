@@ -40,8 +40,8 @@ test-docker: setup  ## the Docker tier alone (starts an engine where it can)
 test-fast: setup  ## unit and moto-server tests only (no e2e, no real Airflow)
 	$(TEST_ENV) $(BIN)/python -m pytest -m "not e2e and not real_airflow" $(PYTEST_ARGS)
 
-test-unit: setup  ## unit and moto-server tests: no e2e, real Airflow, Docker, faults or slow cold-compile runs
-	$(TEST_ENV) $(BIN)/python -m pytest -m "not e2e and not real_airflow and not docker and not faults and not slow" $(PYTEST_ARGS)
+test-unit: setup  ## unit and moto-server tests: no e2e, real Airflow, Docker, faults, bench or slow cold-compile runs
+	$(TEST_ENV) $(BIN)/python -m pytest -m "not e2e and not real_airflow and not docker and not faults and not slow and not bench" $(PYTEST_ARGS)
 
 test-compat: setup  ## the DAG layers + `airflow dags test` e2e on Airflow 3.0.6 with MWAA's pins (own venv, cached)
 	bash scripts/compat.sh $(PYTEST_ARGS)

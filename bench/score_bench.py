@@ -244,9 +244,11 @@ def bench_publish(n_users: int, top_n: int) -> None:
 
 
 def _publish(ddb, table, n_users: int, top_n: int) -> None:
+    from tasks import layout
+
     for name in ("batch", "sequential"):
-        ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", KeySchema=table.KEY_SCHEMA,
-                         AttributeDefinitions=table.ATTRIBUTE_DEFINITIONS)
+        ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", KeySchema=layout.KEY_SCHEMA,
+                         AttributeDefinitions=layout.ATTRIBUTE_DEFINITIONS)
     rng = np.random.default_rng(0)
     rows = [table.rec_item(str(u), "v1", table.encode_items([str(x) for x in rng.integers(0, 4000, top_n)],
                                                              rng.random(top_n) * 5,
@@ -274,7 +276,7 @@ def bench_end_to_end(preset: str, top_n: int) -> None:
     """``python -m tasks.score`` for all users of a trained model, writing to a local moto server."""
     import boto3
 
-    from tasks import table
+    from tasks import layout, table
     from tasks.data.synthetic import generate_preset
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -291,8 +293,8 @@ def bench_end_to_end(preset: str, top_n: int) -> None:
                    "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
             ddb = boto3.client("dynamodb", endpoint_url=aws["AWS_ENDPOINT_URL"], region_name="us-east-1",
                                aws_access_key_id="x", aws_secret_access_key="x")
-            ddb.create_table(TableName="recs", BillingMode="PAY_PER_REQUEST", KeySchema=table.KEY_SCHEMA,
-                             AttributeDefinitions=table.ATTRIBUTE_DEFINITIONS)
+            ddb.create_table(TableName="recs", BillingMode="PAY_PER_REQUEST", KeySchema=layout.KEY_SCHEMA,
+                             AttributeDefinitions=layout.ATTRIBUTE_DEFINITIONS)
             result, wall, rss = run_timed(["tasks.score", "--model", str(model), "--ratings", str(snap),
                                         "--model-version", "v1", "--top-n", str(top_n), "--table", "recs"], aws)
             print(f"[end to end {preset}: python -m tasks.score, trained model "
