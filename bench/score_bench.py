@@ -235,16 +235,14 @@ class MotoProcess:
 def bench_publish(n_users: int, top_n: int) -> None:
     import boto3
 
-    from tasks import table
-
     with MotoProcess() as endpoint:
         ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1",
                            aws_access_key_id="x", aws_secret_access_key="x")
-        _publish(ddb, table, n_users, top_n)
+        _publish(ddb, n_users, top_n)
 
 
-def _publish(ddb, table, n_users: int, top_n: int) -> None:
-    from tasks import layout
+def _publish(ddb, n_users: int, top_n: int) -> None:
+    from tasks import layout, table
 
     for name in ("batch", "sequential"):
         ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", KeySchema=layout.KEY_SCHEMA,
