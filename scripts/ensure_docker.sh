@@ -20,7 +20,9 @@ SOCK="${RECSYS_DOCKER_SOCK:-/run/recsys-docker/docker.sock}"
 PYTHON_IMAGE="${PYTHON_IMAGE:-python:3.11-slim}"
 say() { echo "ensure_docker: $*" >&2; }
 
-answers() { timeout 20 docker ${1:+-H "$1"} info --format '{{.ServerVersion}}' >/dev/null 2>&1; }
+here="$(cd "$(dirname "$0")" && pwd)"
+# bounded.py, not GNU timeout (absent on macOS): a laptop's Docker Desktop must be found too
+answers() { python3 "$here/bounded.py" 20 -- docker ${1:+-H "$1"} info --format '{{.ServerVersion}}' >/dev/null 2>&1; }
 
 host=""
 if [ -n "${DOCKER_HOST:-}" ] && answers "$DOCKER_HOST"; then
@@ -52,7 +54,7 @@ fi
 export DOCKER_HOST="$host"
 
 if ! docker image inspect "$PYTHON_IMAGE" >/dev/null 2>&1; then
-  if timeout 60 docker pull -q "$PYTHON_IMAGE" >/dev/null 2>&1; then
+  if python3 "$here/bounded.py" 60 -- docker pull -q "$PYTHON_IMAGE" >/dev/null 2>&1; then
     say "pulled $PYTHON_IMAGE"
   else
     tarball="${ROOT_DIR}-base-${PYTHON_IMAGE//[:\/]/_}.tar"

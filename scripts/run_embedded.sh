@@ -42,7 +42,7 @@ python -c "import json,sys; d=json.load(open(sys.argv[1])); print('  bucket %s, 
 # With a Docker engine the DAG builds the serving image and pushes it to a real registry on
 # loopback (ECR's API stays on moto: scripts/registry.py); never to the AWS hostname of moto's
 # repository URI. Without an engine the build skips with its reason.
-if timeout 20 docker info >/dev/null 2>&1; then
+if python scripts/bounded.py 20 -- docker info >/dev/null 2>&1; then
   eval "$(python scripts/docker_build_env.py)"
   if python scripts/registry.py running || { python scripts/registry.py start && started_registry=1; }; then
     export RECSYS_REGISTRY="127.0.0.1:${RECSYS_REGISTRY_PORT:-5001}"

@@ -103,7 +103,7 @@ def jobs_image(engine, wheel_server):
         url, folder = wheel_server
         extra = ["--network", "host", "--build-arg", f"PIP_BUILD_FLAGS=--find-links {url}"]
         if glob.glob(os.path.join(folder, "torch-*+cpu-*.whl")):
-            extra += ["--build-arg", "TORCH_INDEX_URL="]  # the CPU wheel is local; its index is not reachable
+            extra += ["--build-arg", f"TORCH_FIND_LINKS={url}"]  # the CPU wheel is local; its index is not reachable
     docker(engine, "build", *build_flags(engine), *extra, "-f", "tasks/train/Dockerfile", "-t", tag, ".", cwd=ROOT)
     return tag
 

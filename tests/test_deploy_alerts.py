@@ -284,7 +284,7 @@ def test_image_tag_comes_from_the_variable_then_the_bundle_then_the_sources(tmp_
     (tmp_path / "tasks").mkdir()
     (tmp_path / "requirements").mkdir()
     (tmp_path / "tasks" / "a.py").write_text("x = 1\n")
-    (tmp_path / "requirements" / "serve.txt").write_text("fastapi\n")
+    (tmp_path / "requirements" / "serve.lock").write_text("fastapi==0.136.3\n")
     settings = Settings(project_root=str(tmp_path))
     assert deploy.serving_image_tag(settings) == deploy.image_tag(str(tmp_path))
     monkeypatch.setattr(deploy, "bundle_info", lambda: {"serving_image_tag": "fromthebundle01"})

@@ -38,10 +38,10 @@ from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
 
-IMAGE_INPUTS = ("tasks", "requirements/serve.txt")
+IMAGE_INPUTS = ("tasks", "requirements/serve.lock")
 SERVE_DOCKERFILE = "tasks/serve/Dockerfile"
 # The jobs image (RECSYS_COMPUTE=ecs runs the stages from it): `python -m recsys.deploy push-jobs-image`
-JOBS_IMAGE_INPUTS = ("tasks", "requirements/jobs.txt")
+JOBS_IMAGE_INPUTS = ("tasks", "requirements/torch.txt", "requirements/jobs.lock")
 JOBS_DOCKERFILE = "tasks/train/Dockerfile"
 # Fields of a described task definition that register_task_definition accepts back.
 TASKDEF_FIELDS = ("family", "taskRoleArn", "executionRoleArn", "networkMode", "volumes", "placementConstraints",

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# make lock: regenerates the locks from pyproject.toml's dependency groups, against PyPI alone,
+# with hashes, for every platform and every Python >= 3.11 (uv's universal resolution: where a
+# package's newest release needs a newer Python, the lock carries both pins behind markers).
+#
+#   requirements.lock         every group: the venv `make setup` builds (stack, tests, lint)
+#   requirements/jobs.lock    group stages: the jobs image (tasks/train/Dockerfile)
+#   requirements/serve.lock   group serving: the serving image (tasks/serve/Dockerfile)
+#
+# The image locks are constrained by requirements.lock, so a package in two places (boto3,
+# botocore, numpy...) has one version everywhere. torch is not resolved here: its CPU build is
+# only on PyTorch's index (requirements/torch.txt), and its own dependencies are listed in the
+# stages group.
+#
+# uv comes from PyPI at the version below, into .venv-lock (not the project's venv). pip's and
+# uv's own configuration files are ignored (--no-config, and uv never reads pip's): only PyPI,
+# or LOCK_INDEX_URL where a PyPI mirror must stand in for it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+UV_VERSION=0.13.9
+PYTHON="${PYTHON:-python3}"
+TOOL=.venv-lock
+if [ ! -x "$TOOL/bin/uv" ] || [ "$("$TOOL/bin/uv" --version | cut -d' ' -f2)" != "$UV_VERSION" ]; then
+  rm -rf "$TOOL"
+  "$PYTHON" -m venv "$TOOL"
+  "$TOOL/bin/python" -m pip install --isolated --quiet "uv==$UV_VERSION"
+fi
+compile() {
+  "$TOOL/bin/uv" pip compile --no-config --quiet --universal --python-version 3.11 --generate-hashes \
+    --default-index "${LOCK_INDEX_URL:-https://pypi.org/simple}" --custom-compile-command "make lock" "$@"
+}
+compile --group airflow --group stages --group serving --group test --group lint -o requirements.lock
+compile --group stages -c requirements.lock -o requirements/jobs.lock
+compile --group serving -c requirements.lock -o requirements/serve.lock
+echo "== requirements.lock, requirements/jobs.lock, requirements/serve.lock written; make setup installs them"
