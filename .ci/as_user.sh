@@ -4,6 +4,9 @@
 # shell only (env -i: root's PIP_* variables and ~/.config/pip do not reach it). As that user:
 #   make run                          the README's first command, from nothing (venv included)
 #   make test-real                    the real-Airflow tier (PostgreSQL from the wheel, no root)
+#   make test-docker                  skips with its reason: no root to start an engine, and
+#                                     root's engine socket is not this user's
+# (AS_USER_STEPS="make run;make test-real" runs others; ';' separates them.)
 # Each step's wall time is printed. The account and its HOME are removed afterwards.
 # TORCH_FIND_LINKS passes through: PyTorch's index cannot be reached from CI's network.
 set -euo pipefail
@@ -34,7 +37,8 @@ as_user() {
     bash -c "cd ~/recsys && $1"
 }
 as_user 'echo "== as $(id -un) (uid $(id -u)), $(python3 --version), HOME=$HOME; sudo: $(command -v sudo || echo none)"'
-for step in "make run" "make test-real"; do
+IFS=';' read -r -a steps <<<"${AS_USER_STEPS:-make run;make test-real;make test-docker PYTEST_ARGS=-rs}"
+for step in "${steps[@]}"; do
   start=$(date +%s)
   as_user "$step"
   echo "== as $USER_NAME: '$step' passed in $(( $(date +%s) - start )) s"
