@@ -26,6 +26,8 @@ output says which one was used.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import sys
 import tempfile
 import time
@@ -220,6 +222,56 @@ def scale(preset: str, workdir: Path) -> dict:
             "rmse": result["candidate"]["rmse"], "ndcg@10": result["candidate"]["ndcg@10"]}
 
 
+def night(preset: str, workdir: Path, top_n: int = 10) -> None:
+    """The night's container stages on synthetic data of ``preset``'s shape, each as the DAG runs it
+    (``python -m ...`` under ``/usr/bin/time -v``): snapshot, train, score (one shard, into DynamoDB
+    on a local moto server), publish; each stage's wall time and peak RSS, and their sum."""
+    import boto3
+    from score_bench import MotoProcess
+
+    from tasks import layout
+    from tasks.data.synthetic import generate_preset
+
+    raw, snap, model = workdir / "raw", workdir / "snapshot", workdir / "model"
+    raw.mkdir()
+    ratings, items = generate_preset(preset, seed=0)
+    ds = dt.datetime.fromtimestamp(int(ratings["timestamp"].max()), dt.timezone.utc).strftime("%Y-%m-%d")
+    ratings.to_parquet(raw / "ratings.parquet")
+    n_users = ratings["user_id"].nunique()
+    del ratings, items
+    print(f"\n4. the night at {preset} shape ({n_users} users), each stage as the DAG runs it "
+          "(targets: train <= 10 min and <= 4 GB)", flush=True)
+    stages: list[tuple[str, float, float]] = []
+
+    def stage(name: str, args: list[str], env: dict | None = None) -> dict:
+        result, wall, rss = run_timed(args, env)
+        stages.append((name, wall, rss))
+        print(f"  {name:<9} {wall:7.1f} s wall, peak RSS {rss:.2f} GB", flush=True)
+        return result
+
+    stage("snapshot", ["tasks.data", "snapshot", "--raw", str(raw), "--ds", ds, "--out", str(snap),
+                       "--quarantine", str(workdir / "quarantine")])
+    trained = stage("train", ["tasks.train", "--ratings", str(snap), "--out", str(model), "--model-version", "v1"])
+    fits = json.loads((model / "metrics.json").read_text())["fits"]
+    print(f"    estimate fit {fits['estimate']['seconds']:.0f} s ({fits['estimate']['rating_head']['sweeps']} "
+          f"sweeps), refit on every rating {fits['shipped']['seconds']:.0f} s "
+          f"({fits['shipped']['rating_head']['sweeps']} sweeps, warm); holdout RMSE "
+          f"{trained['candidate']['rmse']:.4f}, NDCG@10 {trained['candidate']['ndcg@10']:.4f}", flush=True)
+    with MotoProcess() as endpoint:
+        aws = {"AWS_ENDPOINT_URL": endpoint, "AWS_DEFAULT_REGION": "us-east-1",
+               "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
+        boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="x",
+                     aws_secret_access_key="x").create_table(
+            TableName="recs", BillingMode="PAY_PER_REQUEST", KeySchema=layout.KEY_SCHEMA,
+            AttributeDefinitions=layout.ATTRIBUTE_DEFINITIONS)
+        stage("score", ["tasks.score", "--model", str(model), "--ratings", str(snap), "--model-version", "v1",
+                        "--top-n", str(top_n), "--table", "recs"], aws)
+        stage("publish", ["tasks.publish", "finalize", "--model", str(model), "--ratings", str(snap),
+                          "--model-version", "v1", "--top-n", str(top_n), "--table", "recs"], aws)
+    print(f"  whole night {sum(w for _, w, _ in stages):.1f} s (stages back to back, one shard), "
+          f"highest peak RSS {max(r for _, _, r in stages):.2f} GB", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--movielens", help="MovieLens ratings file or folder (default: surprise's cache)")
@@ -228,8 +280,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="synthetic preset for a second top-N comparison (repeatable, e.g. ml-1m)")
     parser.add_argument("--scale", action="append", default=None,
                         help="synthetic preset for the scale run (repeatable; default ml-1m; 'none' to skip)")
+    parser.add_argument("--night", metavar="PRESET",
+                        help="only the night's stages (snapshot, train, score, publish) at this synthetic shape")
     args = parser.parse_args(argv)
     set_threads()
+    if args.night:
+        with tempfile.TemporaryDirectory() as tmp:
+            night(args.night, Path(tmp))
+        return 0
     df, source = load_data(args.movielens)
     print(f"data: {source}; {len(df)} ratings")
 
