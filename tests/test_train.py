@@ -129,6 +129,7 @@ def test_shipped_model_recommends_from_the_users_latest_ratings(tmp_path):
     assert fits["estimate"]["ratings"] + metrics["holdout"]["ratings"] == fits["shipped"]["ratings"] == len(ratings)
     assert fits["shipped"]["rating_head"]["warm_start"] and not fits["estimate"]["rating_head"]["warm_start"]
     assert fits["shipped"]["ranking_head"]["ease"]["lambda"] == metrics["ranking_head"]["ease"]["lambda"]
+    assert "fitted on every rating of the snapshot" in (tmp_path / "shipped" / "report.html").read_text()
     meta = json.loads((tmp_path / "shipped" / "meta.json").read_text())
     assert meta["fitted_on"] == "every rating" and meta["max_timestamp"] == int(ratings.timestamp.max())
 
