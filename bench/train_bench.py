@@ -1,7 +1,8 @@
 """Model-quality and training-speed benchmark; every comparison is against a baseline
-fitted in this run on the same split.
+fitted in this run on the same split, and the model is measured as the CLI ships it.
 
     python bench/train_bench.py [--movielens PATH] [--folds 5] [--scale ml-1m] [--scale ml-25m]
+    python bench/train_bench.py --night ml-25m
 
 Data: MovieLens when it is available (``--movielens`` pointing at ``u.data``,
 a ``ratings.csv``/``ratings.dat`` or their folder; else MovieLens 100k in
@@ -10,17 +11,22 @@ MovieLens-100k's shape (``tasks.data.synthetic``, calibrated so that surprise's
 ``SVD()`` and ``BaselineOnly`` land on their published ML-100k RMSE). The
 output says which one was used.
 
-1. k-fold random cross-validation as in surprise's own benchmark: RMSE of
-   ``predict`` and the rating head's fit time per fold (wall and CPU), against
-   surprise ``SVD()`` on the same folds.
+1. k-fold random cross-validation as in surprise's own benchmark: RMSE of ``predict`` of the
+   artifact ``python -m tasks.train --ratings fold.csv --out DIR`` writes (a subprocess, then
+   ``tasks.model.load``), beside the same configuration fitted in-process on the whole training
+   part, against surprise ``SVD()`` on the same folds; the rating head's fit time per fold
+   (wall and CPU) against ``SVD.fit``.
 2. Top-N under a 75/25 random per-user split, full ranking over every unseen
-   item: P@10, R@10, NDCG@10, MAP@10 and coverage of ``recommend`` against
-   the most popular list, surprise ``SVD()`` and the strong simple baselines
-   (Dacrema et al. 2019), each tuned on a validation split of the training
+   item: P@10, R@10, NDCG@10, MAP@10 and coverage of the CLI's artifact's ``recommend`` (and
+   the in-process fit) against the most popular list, surprise ``SVD()`` and the strong simple
+   baselines (Dacrema et al. 2019), each tuned on a validation split of the training
    pairs: EASE^R, iALS (the ``implicit`` package), RP3beta, item-kNN. Repeated
-   on synthetic data of MovieLens-1M's shape (``--rank-scale ml-1m``).
+   on synthetic data of MovieLens-1M's shape (``--rank-scale ml-1m``, in-process).
 3. Scale: ``python -m tasks.train`` on synthetic data of the given preset's
    shape under ``/usr/bin/time -v``: fit time, wall time, peak memory.
+4. ``--night PRESET`` (only this): the night's container stages as the DAG runs them, on
+   synthetic data of the preset's shape: ``tasks.data snapshot``, ``tasks.train``, ``tasks.score``
+   (into DynamoDB on a local moto server), ``tasks.publish finalize``; wall time and peak RSS of each.
 """
 
 from __future__ import annotations
