@@ -53,7 +53,7 @@ class TrainConfig:
     # 0 = ship the estimate's model (fitted without the holdout), as before issue 27
     refit_sweeps: int = 150
     refit_burn_in: int = 10  # the warm chain is already near the posterior: a short burn-in
-    # cap on ratings x sweeps of both rating-head fits together: above it (about 10M ratings with the
+    # cap on ratings x sweeps of both rating-head fits together: above it (about 8M ratings with the
     # defaults) both schedules shrink in proportion, so ML-25M's night fits its budget (docs/model.md)
     max_rating_sweeps: float = 2.5e9
     rank_factors: int = 16  # k of the ranking head's PureSVD part; 0 = rank by predicted rating
