@@ -372,20 +372,22 @@ def train(ratings_uri: str, out: str, cfg: TrainConfig, champion: str | None = N
     # -- refit on every rating: the artifact that is scored and served --------
     if refit_schedule is not None and len(ho):
         t_refit = time.perf_counter()
-        everything = np.arange(n_ratings)
-        shipped = fit(uu, ii, rr, (everything[:0],) * 3, n_users, n_items, cfg, rating_range,
+        none = np.empty(0, dtype=np.int64)
+        shipped = fit(uu, ii, rr, (none, none, rr[:0]), n_users, n_items, cfg, rating_range,
                       schedule=refit_schedule, init=estimate.chain, ranking_choice=estimate.ranking.get("ease"),
                       seed_offset=1)
         refit_seconds = time.perf_counter() - t_refit
     else:  # no refit configured, or no holdout: the estimate's model saw every rating there is to see
         shipped, refit_seconds = estimate, 0.0
+    saw_all = shipped is not estimate or not len(ho)  # no holdout: the estimate saw every rating
     metrics["fits"] = {
         "estimate": {"ratings": int(len(fitted)), "describes": "candidate, baselines, champion, history, "
                      "rating_head, ranking_head: fitted without the holdout, scored on it",
                      "seconds": estimate_seconds, "rating_head": estimate.rating},
         "shipped": {"ratings": int(n_ratings), "describes": "model.pt: fitted on every rating of the snapshot"
                     + (", warm-started from the estimate's chain" if shipped is not estimate
-                       else " (the estimate itself: no refit)"),
+                       else " (the estimate itself: no holdout, nothing to refit)" if saw_all
+                       else " minus the holdout (refit_sweeps 0: the estimate itself)"),
                     "seconds": refit_seconds, "rating_head": shipped.rating, "ranking_head": shipped.ranking},
     }
     metrics["fit_seconds"] = estimate_seconds + refit_seconds
@@ -406,8 +408,8 @@ def train(ratings_uri: str, out: str, cfg: TrainConfig, champion: str | None = N
         "n_ratings": int(n_ratings),
         # the weights saw every rating up to this time: a later run compares this model only on
         # holdout ratings newer than it (champion_metrics)
-        "fitted_on": "every rating" if shipped is not estimate else "all but the holdout",
-        "max_timestamp": max_timestamp if shipped is not estimate else None,
+        "fitted_on": "every rating" if saw_all else "all but the holdout",
+        "max_timestamp": max_timestamp if saw_all else None,
     }
     from tasks.train.report import render
 
