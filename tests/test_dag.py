@@ -261,6 +261,18 @@ def test_gate_stops_a_worse_model_and_says_why():
     assert not ok and "does not beat the global mean" in reasons[0]
 
 
+def test_gate_compares_the_live_model_on_the_rows_it_never_saw():
+    """train scores a live model fitted on every rating only on holdout ratings newer than its
+    data, with the candidate's figures on the same rows: the gate compares those two."""
+    same_rows = {"rmse": 0.95, "ndcg@10": 0.20}
+    ok, reasons = pipeline.gate({**METRICS, "champion": {"rmse": 0.93, "ndcg@10": 0.25, "candidate": same_rows}}, 0.01)
+    assert not ok and "RMSE 0.9500 is worse than the live model's 0.9300" in reasons[0]
+    assert "NDCG@10 0.2000" in reasons[1]
+    assert pipeline.gate({**METRICS, "champion": {"rmse": 0.96, "ndcg@10": 0.19, "candidate": same_rows}},
+                         0.01) == (True, [])
+    assert pipeline.gate({**METRICS, "champion": {"uri": "s3://b/m", "skipped": "no newer rating"}}, 0.01) == (True, [])
+
+
 def test_gate_requires_beating_surprise_svd_and_popularity():
     base = {**METRICS["baselines"], "svd": {"rmse": 0.89, "ndcg@10": 0.05}, "popularity": {"ndcg@10": 0.31}}
     ok, reasons = pipeline.gate({"candidate": METRICS["candidate"], "baselines": base}, 0.01)

@@ -188,6 +188,9 @@ def test_id_lookup_accepts_ints_strings_and_mixed_input():
     leading_zero = IdLookup(np.array(["007", "8"]))  # not canonical ints: compared as strings
     assert leading_zero(np.array([7, 8])).tolist() == [-1, 1]
     assert leading_zero(["007"]).tolist() == [0]
+    # a long object column (a snapshot's string ids): each distinct value looked up once, same answer
+    column = np.array(["33", 10, "x", None, "2"] * 20, dtype=object)
+    assert numeric(column).tolist() == [2, 0, -1, -1, 1] * 20
 
 
 def test_recommend_in_parallel_chunks_matches_one_chunk():

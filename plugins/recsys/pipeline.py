@@ -123,8 +123,10 @@ def gate(metrics: dict, tolerance: float, force: bool = False, ease_margin: floa
     (``predict``), the most-popular list on NDCG@10 (``recommend``). Its
     NDCG@10 must not be below exact EASE^R's by more than ``ease_margin``
     (relative; the ranking head scores a rank-128 projection of it), and it must
-    not be worse than the live model (champion), evaluated on the same holdout,
-    by more than ``tolerance`` in RMSE or NDCG@10. A baseline that was not computed
+    not be worse than the live model (champion), evaluated on the same holdout rows
+    (those it never saw: ``champion.candidate`` holds the candidate's figures there),
+    by more than ``tolerance`` in RMSE or NDCG@10; a champion entry ``skipped`` (no
+    such rows) is not checked. A baseline that was not computed
     (SVD or EASE^R above its size cap) is not checked.
     """
     cand = metrics.get("candidate") or {}
@@ -146,12 +148,15 @@ def gate(metrics: dict, tolerance: float, force: bool = False, ease_margin: floa
             reasons.append(f"NDCG@10 {cand['ndcg@10']:.4f} is below EASE^R's {ease:.4f} by more than "
                            f"{ease_margin:.0%}")
         champ = metrics.get("champion")
-        if champ:
-            if cand["rmse"] > champ["rmse"] * (1 + tolerance):
-                reasons.append(f"RMSE {cand['rmse']:.4f} is worse than the live model's {champ['rmse']:.4f} "
+        if champ and "skipped" not in champ:
+            # the candidate's figures on the rows the live model was scored on (train keeps only the
+            # holdout ratings the live model never saw); older metrics: the whole holdout
+            same = champ.get("candidate", cand)
+            if same["rmse"] > champ["rmse"] * (1 + tolerance):
+                reasons.append(f"RMSE {same['rmse']:.4f} is worse than the live model's {champ['rmse']:.4f} "
                                f"beyond tolerance {tolerance:.1%}")
-            if cand["ndcg@10"] < champ["ndcg@10"] * (1 - tolerance):
-                reasons.append(f"NDCG@10 {cand['ndcg@10']:.4f} is worse than the live model's "
+            if same["ndcg@10"] < champ["ndcg@10"] * (1 - tolerance):
+                reasons.append(f"NDCG@10 {same['ndcg@10']:.4f} is worse than the live model's "
                                f"{champ['ndcg@10']:.4f} beyond tolerance {tolerance:.1%}")
     if reasons and force:
         log.warning("force_promote is set: promoting despite: %s", "; ".join(reasons))

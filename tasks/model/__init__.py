@@ -93,9 +93,16 @@ class IdLookup:
             self._by_int = pd.Index(as_int)
 
     def __call__(self, values) -> np.ndarray:
+        import pandas as pd
+
         values = np.asarray(values)
         if values.dtype.kind in "iu" and self._by_int is not None:
             return self._by_int.get_indexer(values).astype(np.int64)
+        if values.dtype.kind == "O" and len(values) > 4 * len(self._by_str):
+            # a ratings column (a snapshot's ids are strings): look up each distinct id once.
+            # Converting 25M values to new str objects first peaked at several GB
+            codes, uniques = pd.factorize(values)
+            return np.append(self(np.asarray(uniques).astype(str)), -1)[codes]  # code -1 (missing): unknown
         if values.dtype.kind != "U":
             values = values.astype(str)
         return self._by_str.get_indexer(values.astype(object)).astype(np.int64)

@@ -1,6 +1,11 @@
 """Train the biased MF model on a snapshot, evaluate it, write the artifact.
 
-``train()`` reads top to bottom: data, split, fit, evaluate, save. Everything the
+``train()`` reads top to bottom: data, split, fit without the holdout, evaluate,
+refit on every rating, save. The holdout estimate (what the gate, the report and
+the alerts read) describes the configuration fitted without each user's latest
+ratings; the artifact that is scored and served is the same configuration fitted
+on every rating of the snapshot, its Gibbs chain warm-started from the first fit
+(``metrics.json`` → ``fits`` says which fit each number describes). Everything the
 run depends on is in :class:`TrainConfig`, whose defaults are the tuned values
 (``bench/train_bench.py`` measures them); ``meta.json`` records the config
 actually used.
@@ -32,7 +37,7 @@ from tasks.live import refuse_protected
 from tasks.model import MF, Recommender, load, save, set_threads
 from tasks.model import metrics as M
 from tasks.train import item_models as IM
-from tasks.train.bayes import fit_bayes
+from tasks.train.bayes import Chain, fit_bayes
 from tasks.train.ranking import fit_ranking_head
 
 log = logging.getLogger(__name__)
@@ -41,9 +46,16 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainConfig:
     factors: int = 8  # k of the rating head (each draw's, and the averaged model's)
-    sweeps: int = 150  # Gibbs sweeps of the rating head
+    sweeps: int = 150  # Gibbs sweeps of the rating head fitted without the holdout (the estimate)
     burn_in: int = 20  # first sweeps not averaged (at most half of sweeps)
     thin: int = 2  # average every thin-th draw after burn-in
+    # Gibbs sweeps of the shipped refit on every rating, warm-started from the estimate's chain;
+    # 0 = ship the estimate's model (fitted without the holdout), as before issue 27
+    refit_sweeps: int = 150
+    refit_burn_in: int = 10  # the warm chain is already near the posterior: a short burn-in
+    # cap on ratings x sweeps of both rating-head fits together: above it (about 8M ratings with the
+    # defaults) both schedules shrink in proportion, so ML-25M's night fits its budget (docs/model.md)
+    max_rating_sweeps: float = 2.5e9
     rank_factors: int = 16  # k of the ranking head's PureSVD part; 0 = rank by predicted rating
     ease_rank: int = 128  # rank of the ranking head's EASE^R part; 0 = PureSVD alone
     ease_max_items: int = 10_000  # above this catalogue size: no EASE^R part and no EASE^R baseline
@@ -96,26 +108,39 @@ def temporal_split(user_codes: np.ndarray, timestamps: np.ndarray, cfg: TrainCon
     return Split(train=np.sort(rest[~is_val]), val=np.sort(rest[is_val]), holdout=np.sort(holdout))
 
 
-def encode_ids(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Dense codes 0..n-1 and the raw ids (as strings) they stand for, sorted.
+CANONICAL_INT = r"-?(?:0|[1-9][0-9]{0,17})"  # what int64 -> str -> int64 gives back unchanged
 
-    Integer ids are factorised as integers (numeric order): converting 25M
-    values to strings first costs about a minute at MovieLens-25M scale.
+
+def encode_ids(column: pd.Series) -> tuple[np.ndarray, np.ndarray, str]:
+    """Dense codes 0..n-1, the raw ids (as strings) they stand for, and their kind.
+
+    The kind is ``"int"`` when every id is a canonical integer (``50``, ``-3``; not
+    ``"007"`` or ``"5.0"``), whether the column holds integers (Parquet, in-process) or
+    their text (CSV, TSV, a snapshot's string dictionary): ``recommend`` then returns
+    integers. Integer ids are sorted numerically, so a file and its Parquet copy give
+    the same model. Only the distinct values are parsed: converting 25M values to
+    strings costs about a minute at MovieLens-25M scale.
     """
     try:
         codes, uniques = pd.factorize(column, sort=True)
     except TypeError:  # mixed types: compare as strings
         codes, uniques = pd.factorize(column.astype(str), sort=True)
-    ids = np.asarray(uniques).astype(str)
+    values = pd.Series(np.asarray(uniques))
+    if pd.api.types.is_integer_dtype(values.dtype):
+        return codes.astype(np.int64), values.to_numpy().astype(str), "int"
+    text = values.astype(str)
+    if len(text) and text.str.fullmatch(CANONICAL_INT).all():
+        numbers = text.astype(np.int64).to_numpy()
+        order = np.argsort(numbers, kind="stable")
+        if len(np.unique(numbers)) == len(numbers):  # e.g. 1 and "1" in one object column: strings
+            rank = np.empty_like(order)
+            rank[order] = np.arange(len(order))
+            return rank[codes].astype(np.int64), numbers[order].astype(str), "int"
+    ids = text.to_numpy().astype(str)
     if len(np.unique(ids)) != len(ids):  # e.g. 1 and "1" in one object column
         codes, uniques = pd.factorize(column.astype(str), sort=True)
         ids = np.asarray(uniques).astype(str)
-    return codes.astype(np.int64), ids
-
-
-def id_kind(column: pd.Series) -> str:
-    """``"int"`` for an integer id column (``recommend`` then returns integers), else ``"str"``."""
-    return "int" if pd.api.types.is_integer_dtype(column.dtype) else "str"
+    return codes.astype(np.int64), ids, "str"
 
 
 def csr(users: np.ndarray, items: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
@@ -124,23 +149,61 @@ def csr(users: np.ndarray, items: np.ndarray, n_users: int) -> tuple[np.ndarray,
     return indptr, items[order]
 
 
+@dataclass
+class Schedule:
+    """One Gibbs run of the rating head: sweeps, draws not averaged, every thin-th draw kept."""
+
+    sweeps: int
+    burn_in: int
+    thin: int
+
+
+def schedules(cfg: TrainConfig, n_ratings: int) -> tuple[Schedule, Schedule | None]:
+    """The estimate's and the refit's schedules (``None``: no refit), both shrunk in
+    proportion when ``n_ratings * (sweeps + refit_sweeps)`` exceeds ``max_rating_sweeps``:
+    a sweep costs time linear in the ratings, and the night has a fixed budget."""
+    total = cfg.sweeps + cfg.refit_sweeps
+    shrink = min(1.0, cfg.max_rating_sweeps / max(1, n_ratings * total))
+
+    def one(sweeps: int, burn_in: int) -> Schedule:
+        sweeps = max(2, round(sweeps * shrink))
+        burn_in = min(round(burn_in * shrink), sweeps // 2)
+        return Schedule(sweeps, burn_in, max(1, min(cfg.thin, sweeps - burn_in)))
+
+    return one(cfg.sweeps, cfg.burn_in), one(cfg.refit_sweeps, cfg.refit_burn_in) if cfg.refit_sweeps else None
+
+
+@dataclass
+class Fitted:
+    """Both heads fitted on one set of ratings, and how."""
+
+    model: MF
+    history: list[dict]  # the rating head's, every 10 sweeps
+    ranking: dict  # the ranking head's choices, size and seconds
+    rating: dict  # the rating head's schedule, size, wall and CPU seconds
+    chain: Chain  # where the rating head's Gibbs chain ended: a refit starts from it
+
+
 def fit(u: np.ndarray, i: np.ndarray, r: np.ndarray, val: tuple, n_users: int, n_items: int,
-        cfg: TrainConfig, rating_range: tuple[float, float] = (0.5, 5.0)) -> tuple[MF, list[dict], dict, dict]:
-    """Both heads on internal indexes; returns the model, the rating head's
-    history (every 10 sweeps), the ranking head's info and the rating head's
-    (its size, wall and CPU seconds).
+        cfg: TrainConfig, rating_range: tuple[float, float] = (0.5, 5.0), *, schedule: Schedule | None = None,
+        init: Chain | None = None, ranking_choice: dict | None = None, seed_offset: int = 0) -> Fitted:
+    """Both heads on internal indexes.
 
     The rating head reports its RMSE on ``val`` (when not empty) and never fits
     it; the ranking head sees every training pair, ``val`` included (it never
-    looks at rating values).
+    looks at rating values). ``schedule``: the Gibbs run (default: ``cfg``'s
+    estimate schedule, unshrunk); ``init``: a chain to start from; ``ranking_choice``:
+    an earlier ranking head's EASE^R choices to reuse (see :func:`fit_ranking_head`);
+    ``seed_offset``: a refit draws its own random numbers, not the estimate's again.
     """
-    burn_in = min(cfg.burn_in, cfg.sweeps // 2)
+    sched = schedule or schedules(dataclasses.replace(cfg, refit_sweeps=0, max_rating_sweeps=float("inf")), 1)[0]
+    chain: list[Chain] = []
     t0, c0 = time.perf_counter(), time.process_time()
-    params, history = fit_bayes(u, i, r, n_users, n_items, factors=cfg.factors, sweeps=cfg.sweeps,
-                                burn_in=burn_in, thin=max(1, min(cfg.thin, cfg.sweeps - burn_in)), seed=cfg.seed,
-                                val=val if len(val[2]) else None, rating_range=rating_range)
-    rating_info = {"factors": int(params["p"].shape[1]), "seconds": time.perf_counter() - t0,
-                   "cpu_seconds": time.process_time() - c0}
+    params, history = fit_bayes(u, i, r, n_users, n_items, factors=cfg.factors, sweeps=sched.sweeps,
+                                burn_in=sched.burn_in, thin=sched.thin, seed=cfg.seed + seed_offset,
+                                val=val if len(val[2]) else None, rating_range=rating_range, init=init, chain=chain)
+    rating_info = {"factors": int(params["p"].shape[1]), **dataclasses.asdict(sched), "warm_start": init is not None,
+                   "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
     rank_p = rank_q = None
     info: dict = {"factors": 0}
     if cfg.rank_factors:
@@ -148,7 +211,7 @@ def fit(u: np.ndarray, i: np.ndarray, r: np.ndarray, val: tuple, n_users: int, n
         rank_p, rank_q, info = fit_ranking_head(all_u, all_i, n_users, n_items, factors=cfg.rank_factors,
                                                 ease_rank=cfg.ease_rank, ease_max_items=cfg.ease_max_items,
                                                 popularity_damping=cfg.popularity_damping, top_k=cfg.top_k,
-                                                seed=cfg.seed)
+                                                seed=cfg.seed, choice=ranking_choice)
     model = MF(n_users, n_items, k=params["p"].shape[1], rank_k=info["factors"])
     with torch.no_grad():
         model.bias.copy_(torch.from_numpy(params["mu"]))
@@ -159,7 +222,7 @@ def fit(u: np.ndarray, i: np.ndarray, r: np.ndarray, val: tuple, n_users: int, n
         if rank_p is not None and rank_q is not None:
             model.rank_user.weight.copy_(rank_p)
             model.rank_item.weight.copy_(rank_q)
-    return model.eval(), history, info, rating_info
+    return Fitted(model.eval(), history, info, rating_info, chain[0])
 
 
 def evaluate(rec: Recommender, u: np.ndarray, i: np.ndarray, r: np.ndarray,
@@ -265,54 +328,73 @@ def train(ratings_uri: str, out: str, cfg: TrainConfig, champion: str | None = N
     df = read_ratings(ratings_uri)
     if df.empty:
         raise ValueError(f"{ratings_uri}: no ratings to train on")
-    uu, user_ids = encode_ids(df[USER_ID])
-    ii, item_ids = encode_ids(df[ITEM_ID])
-    kinds = {"user": id_kind(df[USER_ID]), "item": id_kind(df[ITEM_ID])}
+    uu, user_ids, user_kind = encode_ids(df[USER_ID])
+    ii, item_ids, item_kind = encode_ids(df[ITEM_ID])
+    kinds = {"user": user_kind, "item": item_kind}
     n_users, n_items = len(user_ids), len(item_ids)
-    split = temporal_split(uu, df[TIMESTAMP].to_numpy(), cfg)
+    ts = df[TIMESTAMP].to_numpy()
+    split = temporal_split(uu, ts, cfg)
     rr = np.array(df[RATING].to_numpy(np.float32))
     n_ratings = len(df)
-    del df  # the raw id and timestamp columns (~600 MB at 25M ratings) are not needed past here
+    max_timestamp = int(ts.max())
+    ts_ho = ts[split.holdout]  # to find the holdout ratings the live model never saw
+    del df, ts  # the raw id and timestamp columns (~600 MB at 25M ratings) are not needed past here
     storage.release_freed_memory()  # and Arrow's pool would keep the Parquet read's buffers
     log.info("%d ratings, %d users, %d items; train %d, val %d, holdout %d", n_ratings, n_users, n_items,
              len(split.train), len(split.val), len(split.holdout))
 
-    # -- fit both heads -----------------------------------------------------
+    # -- fit both heads without the holdout: the estimate ----------------------
     tr, va, ho = split.train, split.val, split.holdout
     rating_range = (float(rr.min()), float(rr.max()))
+    est_schedule, refit_schedule = schedules(cfg, n_ratings)
     t_fit = time.perf_counter()
-    model, history, ranking, rating = fit(uu[tr], ii[tr], rr[tr], (uu[va], ii[va], rr[va]), n_users, n_items, cfg,
-                                  rating_range)
-    fit_seconds = time.perf_counter() - t_fit
+    estimate = fit(uu[tr], ii[tr], rr[tr], (uu[va], ii[va], rr[va]), n_users, n_items, cfg, rating_range,
+                   schedule=est_schedule)
+    estimate_seconds = time.perf_counter() - t_fit
 
-    # -- evaluate on the holdout: candidate, baselines, champion -------------
+    # -- evaluate the estimate on the holdout: candidate, baselines, champion --
     fitted = np.concatenate([tr, va])
     seen_train = csr(uu[fitted], ii[fitted], n_users)
     rel = csr(uu[ho], ii[ho], n_users)
-    rec = Recommender(model, user_ids, item_ids, seen_indptr=seen_train[0], seen_indices=seen_train[1],
+    rec = Recommender(estimate.model, user_ids, item_ids, seen_indptr=seen_train[0], seen_indices=seen_train[1],
                       rating_range=rating_range, meta={"id_kinds": kinds})
     metrics: dict[str, Any] = {"candidate": evaluate(rec, uu[ho], ii[ho], rr[ho], rel, cfg) if len(ho) else {}}
     if len(ho):
         metrics["baselines"] = baselines(uu[fitted], ii[fitted], rr[fitted], uu[ho], ii[ho], rr[ho], seen_train,
                                          rel, user_ids, item_ids, rating_range, cfg,
-                                         ease_lambda=ranking.get("ease", {}).get("lambda"))
+                                         ease_lambda=estimate.ranking.get("ease", {}).get("lambda"))
     if champion and len(ho):
-        champ = load(champion)
-        champ.set_seen_from_ratings(user_ids[uu[fitted]], item_ids[ii[fitted]])
-        hold_users, hold_items = user_ids[uu[ho]], item_ids[ii[ho]]
-        pred = champ.predict(hold_users, hold_items)
-        items, _ = champ.recommend(user_ids, cfg.top_k)
-        # the champion's raw ids onto this snapshot's indexes (the candidate shares them)
-        recs = rec.item_index_of(items.ravel()).reshape(items.shape)
-        metrics["champion"] = {"uri": champion, "rmse": M.rmse(pred, rr[ho]), "mae": M.mae(pred, rr[ho]),
-                               **M.ranking_metrics(recs, rel[0], rel[1], n_items, cfg.top_k)}
+        metrics["champion"] = champion_metrics(champion, rec, uu, ii, rr, fitted, ho, ts_ho, cfg)
     metrics["holdout"] = {"ratings": int(len(ho)), "users": int((np.diff(rel[0]) > 0).sum())}
-    metrics["fit_seconds"] = fit_seconds
-    metrics["total_seconds"] = time.perf_counter() - t_start
-    metrics["history"] = history
-    metrics["ranking_head"] = ranking
-    metrics["rating_head"] = rating
+    del rec, seen_train, rel
     log.info("candidate %s", {k: round(v, 4) for k, v in metrics["candidate"].items()})
+
+    # -- refit on every rating: the artifact that is scored and served --------
+    if refit_schedule is not None and len(ho):
+        t_refit = time.perf_counter()
+        none = np.empty(0, dtype=np.int64)
+        shipped = fit(uu, ii, rr, (none, none, rr[:0]), n_users, n_items, cfg, rating_range,
+                      schedule=refit_schedule, init=estimate.chain, ranking_choice=estimate.ranking.get("ease"),
+                      seed_offset=1)
+        refit_seconds = time.perf_counter() - t_refit
+    else:  # no refit configured, or no holdout: the estimate's model saw every rating there is to see
+        shipped, refit_seconds = estimate, 0.0
+    saw_all = shipped is not estimate or not len(ho)  # no holdout: the estimate saw every rating
+    metrics["fits"] = {
+        "estimate": {"ratings": int(len(fitted)), "describes": "candidate, baselines, champion, history, "
+                     "rating_head, ranking_head: fitted without the holdout, scored on it",
+                     "seconds": estimate_seconds, "rating_head": estimate.rating},
+        "shipped": {"ratings": int(n_ratings), "describes": "model.pt: fitted on every rating of the snapshot"
+                    + (", warm-started from the estimate's chain" if shipped is not estimate
+                       else " (the estimate itself: no holdout, nothing to refit)" if saw_all
+                       else " minus the holdout (refit_sweeps 0: the estimate itself)"),
+                    "seconds": refit_seconds, "rating_head": shipped.rating, "ranking_head": shipped.ranking},
+    }
+    metrics["fit_seconds"] = estimate_seconds + refit_seconds
+    metrics["total_seconds"] = time.perf_counter() - t_start
+    metrics["history"] = estimate.history
+    metrics["ranking_head"] = estimate.ranking
+    metrics["rating_head"] = estimate.rating
 
     # -- save: weights, id maps, every snapshot pair as "seen" ---------------
     seen_all = csr(uu, ii, n_users)
@@ -324,11 +406,49 @@ def train(ratings_uri: str, out: str, cfg: TrainConfig, champion: str | None = N
         "config": dataclasses.asdict(cfg), "numpy": np.__version__, "pandas": pd.__version__,
         "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "n_ratings": int(n_ratings),
+        # the weights saw every rating up to this time: a later run compares this model only on
+        # holdout ratings newer than it (champion_metrics)
+        "fitted_on": "every rating" if saw_all else "all but the holdout",
+        "max_timestamp": max_timestamp if saw_all else None,
     }
     from tasks.train.report import render
 
     refuse_protected(out, model_version, "write")  # the live pointer may have moved while we trained
-    save(out, model, meta, *seen_all, extra={
+    save(out, shipped.model, meta, *seen_all, extra={
         METRICS_FILE: json.dumps(metrics, indent=2, sort_keys=True, default=str).encode(),
         REPORT_FILE: render(model_version, metrics).encode()})
     return metrics
+
+
+def champion_metrics(uri: str, rec: Recommender, uu: np.ndarray, ii: np.ndarray, rr: np.ndarray,
+                     fitted: np.ndarray, ho: np.ndarray, ts_ho: np.ndarray, cfg: TrainConfig) -> dict:
+    """The live model against the candidate estimate, on the same holdout rows.
+
+    A live model fitted on every rating of its snapshot has seen the older part of
+    today's holdout (the latest ratings of users who have not rated since): scored
+    there it would look better than it is. So it is scored only on holdout ratings
+    newer than the newest it was fitted on (``meta.json`` → ``max_timestamp``), and
+    ``candidate`` holds the candidate's figures on exactly those rows: the gate
+    compares the two. An artifact fitted without its holdout (no ``max_timestamp``)
+    is scored on the whole holdout, as before.
+    """
+    champ = load(uri)
+    newest = champ.meta.get("max_timestamp")
+    if newest is not None:
+        rows = ho[ts_ho > newest]
+        if not len(rows):
+            return {"uri": uri, "skipped": f"no holdout rating is newer than the live model's data "
+                                           f"(max_timestamp {newest}): nothing it has not seen to compare on"}
+    else:
+        rows = ho
+    n_users = len(rec.user_ids)
+    rel = csr(uu[rows], ii[rows], n_users)
+    champ.set_seen_from_ratings(rec.user_ids[uu[fitted]], rec.item_ids[ii[fitted]])
+    pred = champ.predict(rec.user_ids[uu[rows]], rec.item_ids[ii[rows]])
+    items, _ = champ.recommend(rec.user_ids, cfg.top_k)
+    # the champion's raw ids onto this snapshot's indexes (the candidate shares them)
+    recs = rec.item_index_of(items.ravel()).reshape(items.shape)
+    return {"uri": uri, "rmse": M.rmse(pred, rr[rows]), "mae": M.mae(pred, rr[rows]),
+            **M.ranking_metrics(recs, rel[0], rel[1], rec.model.n_item, cfg.top_k),
+            "holdout_ratings": int(len(rows)), "newer_than": newest,
+            "candidate": evaluate(rec, uu[rows], ii[rows], rr[rows], rel, cfg)}

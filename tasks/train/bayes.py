@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -175,40 +176,65 @@ def compress(draws_p: list[np.ndarray], draws_q: list[np.ndarray], k: int, overs
     return (basis @ w[:, :k]) * root, vt[:k].T * root
 
 
+@dataclass
+class Chain:
+    """Where a Gibbs chain stands after its last sweep: every row's ``[p, b]`` (users, items),
+    both sides' prior means and precisions, the noise precision. A later fit on more ratings
+    of the same users and items starts from it (``fit_bayes(init=...)``): the chain is already
+    near the new posterior, so a short burn-in suffices."""
+
+    theta: list[np.ndarray]  # [(U, k+1), (I, k+1)], the bias last
+    priors: list[tuple[np.ndarray, np.ndarray]]
+    alpha: float
+
+
 def fit_bayes(u: np.ndarray, i: np.ndarray, r: np.ndarray, n_users: int, n_items: int, *, factors: int,
               sweeps: int, burn_in: int, seed: int, thin: int = 1, keep_rank: int | None = None,
               val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, init_std: float = 0.1,
               rating_range: tuple[float, float] = (0.5, 5.0), report_every: int = 10,
+              init: Chain | None = None, chain: list[Chain] | None = None,
               ) -> tuple[dict[str, np.ndarray], list[dict]]:
     """Posterior-mean parameters (``mu``, ``p``, ``q``, ``bu``, ``bi``; ``p``/``q`` of rank
     ``keep_rank``, default ``factors``) from ``sweeps`` Gibbs sweeps, averaging every
     ``thin``-th draw after ``burn_in``; a history entry every ``report_every`` sweeps
-    (RMSE of the running posterior mean on ``val`` when given)."""
+    (RMSE of the running posterior mean on ``val`` when given).
+
+    ``init``: start from this :class:`Chain` (same users, items and factors) instead of
+    random rows; ``chain``: a list the final :class:`Chain` is appended to."""
     if burn_in >= sweeps:
         raise ValueError(f"burn_in ({burn_in}) must be below sweeps ({sweeps})")
+    if init is not None and (init.theta[0].shape != (n_users, factors + 1)
+                             or init.theta[1].shape != (n_items, factors + 1)):
+        raise ValueError(f"init chain has shapes {init.theta[0].shape}, {init.theta[1].shape}; this fit needs "
+                         f"({n_users}, {factors + 1}), ({n_items}, {factors + 1})")
     threads = numba.get_num_threads()
     if len(r) < PARALLEL_MIN_RATINGS:
         numba.set_num_threads(1)
     try:
         return _fit(u, i, r, n_users, n_items, factors=factors, sweeps=sweeps, burn_in=burn_in, seed=seed,
                     thin=thin, keep_rank=keep_rank, val=val, init_std=init_std, rating_range=rating_range,
-                    report_every=report_every)
+                    report_every=report_every, init=init, chain=chain)
     finally:
         numba.set_num_threads(threads)
 
 
 def _fit(u, i, r, n_users, n_items, *, factors, sweeps, burn_in, seed, thin, keep_rank, val, init_std,
-         rating_range, report_every):
+         rating_range, report_every, init, chain):
     rng = np.random.default_rng(seed)
     d = factors + 1
     mu = float(np.mean(r, dtype=np.float64))
     by_user = _csr(u, i, r, n_users)
     by_item = _csr(i, u, r, n_items)
-    theta = [rng.standard_normal((n_users, d)) * init_std, rng.standard_normal((n_items, d)) * init_std]
-    theta[0][:, factors] = 0.0
-    theta[1][:, factors] = 0.0
-    priors = [(np.zeros(d), np.ones(d)), (np.zeros(d), np.ones(d))]
-    alpha = 1.0
+    if init is None:
+        theta = [rng.standard_normal((n_users, d)) * init_std, rng.standard_normal((n_items, d)) * init_std]
+        theta[0][:, factors] = 0.0
+        theta[1][:, factors] = 0.0
+        priors = [(np.zeros(d), np.ones(d)), (np.zeros(d), np.ones(d))]
+        alpha = 1.0
+    else:  # copies: the caller's chain stays as it was
+        theta = [init.theta[0].copy(), init.theta[1].copy()]
+        priors = list(init.priors)
+        alpha = init.alpha
     draws_p: list[np.ndarray] = []
     draws_q: list[np.ndarray] = []
     sum_bu, sum_bi = np.zeros(n_users), np.zeros(n_items)
@@ -243,6 +269,8 @@ def _fit(u, i, r, n_users, n_items, *, factors, sweeps, burn_in, seed, thin, kee
             log.info("rating head: sweep %d/%d train_rmse %.4f (one draw) val_rmse %s (%.2fs)", sweep, sweeps,
                      entry["train_rmse"], f"{entry['val_rmse']:.4f}" if "val_rmse" in entry else "-",
                      entry["seconds"])
+    if chain is not None:
+        chain.append(Chain(theta=theta, priors=priors, alpha=alpha))
     p, q = compress(draws_p, draws_q, keep_rank or factors)
     s = len(draws_p)
     return {"mu": np.array([mu]), "p": p.astype(np.float32), "q": q.astype(np.float32),

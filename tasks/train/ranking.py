@@ -124,7 +124,7 @@ def _blend(ease_pq, svd_pq, weight: float) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_ranking_head(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, *, factors: int,
                      ease_rank: int, ease_max_items: int, popularity_damping: float = 0.0, top_k: int = 10,
-                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict]:
+                     seed: int = 0, choice: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """The ranking head: a blend of rank-``ease_rank`` EASE^R and PureSVD, or PureSVD alone.
 
     EASE^R (Steck 2019) is the strongest of the simple top-N baselines on
@@ -133,6 +133,10 @@ def fit_ranking_head(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, *
     blend weight are chosen on a validation split of these pairs (NDCG@``top_k``),
     then both parts are refitted on all of them. The head stays one dot product
     per (user, item), ``ease_rank + factors`` wide, so scoring is unchanged.
+
+    ``choice``: an earlier fit's ``info["ease"]`` (its ``lambda`` and ``weight``) to reuse
+    instead of validating again: the refit on every pair keeps the configuration the
+    holdout estimate measured.
     """
     from tasks.train import item_models as IM
 
@@ -143,6 +147,10 @@ def fit_ranking_head(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, *
         info["ease"] = {"skipped": f"{n_items} items > ease_max_items {ease_max_items}" if ease_rank
                         else "ease_rank is 0"}
         return svd_p, svd_q, info
+    if choice is not None and "weight" in choice:
+        info["ease"] = {**choice, "reused": True}
+        return _final(u, i, n_users, n_items, choice["lambda"], choice["weight"], ease_rank, (svd_p, svd_q),
+                      info, t0, seed)
     valid = IM.Validation(u, i, n_users, n_items, seed)
     if not valid.mask.any():  # no user with 5+ pairs: nothing to choose lambda or the blend on
         info["ease"] = {"skipped": "no user has 5+ pairs to validate EASE^R's lambda and the blend on"}
@@ -163,12 +171,22 @@ def fit_ranking_head(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, *
     info["ease"] = {"lambda": lam, "rank": ease_rank, "val_ndcg_by_lambda": {str(k): round(v, 4)
                                                                               for k, v in lam_scores.items()},
                     "val_ndcg_by_weight": {str(k): round(v, 4) for k, v in weights.items()}, "weight": best}
-    if best == "puresvd":
+    log.info("ranking head: validation NDCG@%d %.4f", top_k, weights[best])
+    return _final(u, i, n_users, n_items, lam, best, ease_rank, (svd_p, svd_q), info, t0, seed)
+
+
+def _final(u, i, n_users, n_items, lam: float, weight: float | str, ease_rank: int, svd_pq, info: dict,
+           t0: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The head fitted on all pairs for the chosen ``lambda`` and blend ``weight``."""
+    from tasks.train import item_models as IM
+
+    svd_p, svd_q = svd_pq
+    if weight == "puresvd":
         info["seconds"] = time.perf_counter() - t0
         return svd_p, svd_q, info
     p, q = _blend(ease_factors(IM.binary(u, i, n_users, n_items), lam, ease_rank, seed=seed),
-                  (svd_p.numpy(), svd_q.numpy()), float(best))
+                  (svd_p.numpy(), svd_q.numpy()), float(weight))
     info.update(factors=p.shape[1], seconds=time.perf_counter() - t0)
-    log.info("ranking head: EASE^R (lambda %g, rank %d) + %g x PureSVD k=%d, validation NDCG@%d %.4f, in %.2fs",
-             lam, ease_rank, best, factors, top_k, weights[best], info["seconds"])
+    log.info("ranking head: EASE^R (lambda %g, rank %d) + %g x PureSVD k=%d in %.2fs",
+             lam, ease_rank, float(weight), svd_q.shape[1], info["seconds"])
     return torch.from_numpy(p), torch.from_numpy(q), info

@@ -59,6 +59,12 @@ def render(model_version: str | None, metrics: dict) -> str:
             cells.append(f"<td{style}>{'' if v is None else f'{v:.4f}'}</td>")
         body.append(f"<tr><th>{html.escape(name)}</th>{''.join(cells)}</tr>")
     hold = metrics.get("holdout", {})
+    fits = metrics.get("fits", {})
+    shipped = fits.get("shipped", {})
+    which = (f"These figures describe the configuration fitted without the holdout "
+             f"({fits.get('estimate', {}).get('ratings', 0)} ratings); the artifact that is scored and served "
+             f"is {html.escape(shipped.get('describes', ''))} ({shipped.get('ratings', 0)} ratings, "
+             f"{shipped.get('seconds', 0):.1f} s)." if shipped else "")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>model {html.escape(str(model_version))}</title>
 <style>body{{font-family:sans-serif;margin:2em}}
 td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}}</style>
@@ -66,6 +72,6 @@ td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}}</style>
 <p>Holdout: {hold.get('ratings', 0)} ratings of {hold.get('users', 0)} users (each user's latest ratings).
 Fit time {metrics.get('fit_seconds', 0):.1f} s. Green: the candidate is better than that row.
 The candidate's ranking metrics come from its ranking head ({metrics.get('ranking_head', {}).get('factors', 0)}
-factors; 0 = ranked by predicted rating).</p>
+factors; 0 = ranked by predicted rating). {which}</p>
 <table><tr><th></th>{head}</tr>{''.join(body)}</table>{f"<ul>{notes}</ul>" if notes else ""}
 <h2>Training curve</h2>{_curve(metrics.get("history", []))}</body></html>"""
