@@ -137,11 +137,13 @@ def test_stalled_dynamodb_answers_503_within_the_budget(moto_endpoint, monkeypat
         stalled.close()
         storage.client.cache_clear()
     assert r.status_code == 503 and r.json() == {"detail": "backend unavailable"}
-    assert stalled.accepted == storage.RETRY_PROFILES["serve"]["total_max_attempts"]  # bounded, no stacking
+    # bounded, no stacking; the request's deadline may end it before botocore's second attempt
+    assert 1 <= stalled.accepted <= storage.RETRY_PROFILES["serve"]["total_max_attempts"]
     # the guard is loose (a shared machine); before this profile the same request took 120 s
     assert elapsed < storage.worst_case_seconds("serve") + 5
     records = [rec for rec in caplog.records if rec.name == "tasks.serve"]
-    assert len(records) == 1 and records[0].exc_info is None and "ReadTimeout" in records[0].getMessage()
+    assert len(records) == 1 and records[0].exc_info is None
+    assert any(e in records[0].getMessage() for e in ("ReadTimeout", "DeadlineExceeded")), records[0].getMessage()
 
 
 def test_refused_dynamodb_answers_503(moto_endpoint, monkeypatch):
@@ -289,6 +291,7 @@ def settings(**kw):
     return Settings(recsys_table="recs", model_version="v1", **kw)
 
 
+MARKER = {"users": 1, "top_n": 2, "generated_at": "t", "expires_at": 0}
 ROW = [{"item_id": "7", "score": 4.5, "title": "Seven"}, {"item_id": "9", "score": 4.1, "title": "Nine"}]
 
 
@@ -308,7 +311,7 @@ class StubReader:
 
     def marker(self, version):
         self._call(("marker", version))
-        return {"users": 1, "top_n": 2, "generated_at": "t", "expires_at": 0}
+        return MARKER
 
     def items(self, version, user_id):
         self._call((version, user_id))
@@ -412,7 +415,7 @@ def test_a_stalled_backend_sheds_beyond_the_bound_and_cache_hits_still_answer():
     reader = StubReader(gate)
     app = create_app(settings(recsys_serve_ddb_concurrency=2, recsys_serve_queue_seconds=0), reader)
     table = app.state.table
-    table._marker, table._marker_at = reader.marker("v1"), 1e18  # known complete
+    table._marker, table._marker_at = MARKER, 1e18  # known complete
     table.cache.put(("v1", "cached"), ROW)
     reader.calls.clear()
     shed = {}
@@ -448,7 +451,7 @@ def test_a_request_waits_for_a_slot_within_the_queue_time_and_same_user_reads_ar
     gate = threading.Event()
     reader = StubReader(gate)
     app = create_app(settings(recsys_serve_ddb_concurrency=1, recsys_serve_queue_seconds=60), reader)
-    app.state.table._marker, app.state.table._marker_at = reader.marker("v1"), 1e18
+    app.state.table._marker, app.state.table._marker_at = MARKER, 1e18
     reader.calls.clear()
 
     async def until(tasks):
@@ -576,3 +579,35 @@ def test_the_server_bounds_request_headers(seeded, tmp_path):
         app.terminate()
         app.wait(timeout=30)
         log.close()
+
+
+def test_a_request_answers_503_at_its_deadline_while_the_read_keeps_its_slot():
+    import asyncio
+    import threading
+
+    from tasks.serve import create_app
+
+    gate = threading.Event()
+    reader = StubReader(gate)
+    app = create_app(settings(recsys_serve_deadline_seconds=0.2, recsys_serve_ddb_concurrency=1,
+                              recsys_serve_queue_seconds=0), reader)
+    app.state.table._marker, app.state.table._marker_at = MARKER, 1e18
+    reader.calls.clear()
+    got = {}
+
+    async def until(tasks):
+        got["first"] = await tasks[0]  # the stalled read outlived the request's deadline
+        async with __import__("httpx").AsyncClient(transport=__import__("httpx").ASGITransport(app=app),
+                                                   base_url="http://t") as ac:
+            got["next"] = await ac.get("/recommendations/u2")  # the stuck read still holds the one slot
+            gate.set()
+            for _ in range(6000):
+                if app.state.table.bulkhead.in_flight == 0:
+                    break
+                await asyncio.sleep(0.005)
+            got["after"] = await ac.get("/recommendations/u1")  # the late answer was cached
+
+    _concurrently(app, ["/recommendations/u1"], until)
+    assert got["first"].status_code == 503 and got["first"].json() == {"detail": "backend unavailable"}
+    assert got["next"].status_code == 503 and got["next"].json() == {"detail": "overloaded, retry"}
+    assert got["after"].status_code == 200 and reader.calls == [("v1", "u1")]

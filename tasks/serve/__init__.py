@@ -14,15 +14,14 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from tasks.serve.cache import Overloaded
+from tasks.serve.cache import DeadlineExceeded, Overloaded
 from tasks.serve.config import MAX_HEADER_BYTES, Settings
 from tasks.serve.deps import Reader, RecsTable
-from tasks.serve.routes import health, metrics, recommendations
+from tasks.serve.routes import NO_STORE, health, metrics, recommendations
 from tasks.table import CorruptRowError
 
 log = logging.getLogger(__name__)
 ECHO_CHARS = 40  # how much of a rejected value a 422 quotes back
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 def short(value: Any) -> Any:
@@ -103,6 +102,7 @@ def create_app(settings: Settings | None = None, reader: Reader | None = None) -
         return JSONResponse(status_code=503, content={"detail": "overloaded, retry"},
                             headers={**NO_STORE, "Retry-After": "1"})
 
+    @app.exception_handler(DeadlineExceeded)
     @app.exception_handler(BotoCoreError)
     @app.exception_handler(ClientError)
     async def backend_unavailable(request: Request, exc: Exception) -> JSONResponse:

@@ -74,6 +74,10 @@ class Overloaded(Exception):
     """Every DynamoDB slot stayed busy for the whole wait: the request is shed (503)."""
 
 
+class DeadlineExceeded(Exception):
+    """DynamoDB did not answer within the request's budget (503)."""
+
+
 @dataclass
 class Bulkhead:
     """At most ``limit`` DynamoDB reads in flight; a request that cannot get a slot within

@@ -29,5 +29,11 @@ class Settings(BaseSettings):
     # within budget + wait even when DynamoDB stalls.
     recsys_serve_ddb_concurrency: int = Field(16, ge=1, description="DynamoDB reads in flight at most")
     recsys_serve_queue_seconds: float = Field(0.1, ge=0, description="longest wait for a DynamoDB slot")
+    # A request's whole budget for DynamoDB (slot wait included): past it the answer is a 503 even
+    # if botocore is still retrying. botocore's own budget is not enough: its standard-mode backoff
+    # before the second attempt is rand(0, 1) s on this botocore, so two 0.5 s read timeouts can
+    # take 2 s (measured: 12 of 1,844 503s over 2 s under a stall before this deadline existed).
+    # The read goes on in its thread, holding its slot, so the bound still counts it.
+    recsys_serve_deadline_seconds: float = Field(1.5, gt=0, description="a request's DynamoDB time budget")
     # what HTTP caches may do with a 200: the URL serves another version after the next deploy
     recsys_serve_cache_control: str = Field("public, max-age=60", description="Cache-Control of a 200")

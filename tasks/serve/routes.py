@@ -16,6 +16,7 @@ from tasks.serve.models import ErrorBody, Health, Item, Recommendations
 health = APIRouter(tags=["health"])
 metrics = APIRouter(tags=["metrics"])
 recommendations = APIRouter(prefix="/recommendations", tags=["recommendations"])
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 @health.get("/healthz", response_model=Health)
@@ -27,7 +28,8 @@ async def healthz() -> Health:
 @health.get("/readyz", response_model=Health, responses={503: {"model": ErrorBody}})
 async def readyz(settings: SettingsDep, table: TableDep) -> Health:
     """Readiness: the served version exists and is complete."""
-    marker = await table.marker()
+    async with table.budget():
+        marker = await table.marker()
     if marker is None:
         raise HTTPException(503, f"model version {settings.model_version} is not complete in {settings.recsys_table}")
     return Health(status="ready", model_version=settings.model_version, users=marker["users"])
@@ -74,16 +76,17 @@ async def get_recommendations(user_id: UserId, settings: SettingsDep, table: Tab
 
     Answers carry an ``ETag`` (model version, user, n) and ``Cache-Control``; a request whose
     ``If-None-Match`` holds that tag gets a 304 without a DynamoDB read."""
-    if await table.marker() is None:
-        raise HTTPException(503, f"model version {settings.model_version} is not complete")
-    tag = etag(settings.model_version, user_id, n)
-    headers = {"ETag": tag, "Cache-Control": settings.recsys_serve_cache_control}
-    if matches(if_none_match, tag):
-        return Response(status_code=304, headers=headers)
-    items = await table.recommendations(user_id)
-    source: Literal["personal", "fallback"] = "personal"
-    if items is None:
-        items, source = await table.fallback(), "fallback"
+    async with table.budget():
+        if await table.marker() is None:
+            raise HTTPException(503, f"model version {settings.model_version} is not complete", headers=NO_STORE)
+        tag = etag(settings.model_version, user_id, n)
+        headers = {"ETag": tag, "Cache-Control": settings.recsys_serve_cache_control}
+        if matches(if_none_match, tag):
+            return Response(status_code=304, headers=headers)
+        items = await table.recommendations(user_id)
+        source: Literal["personal", "fallback"] = "personal"
+        if items is None:
+            items, source = await table.fallback(), "fallback"
     if items is None:
         raise HTTPException(404, f"no recommendations for user {user_id} and no fallback list")
     response.headers.update(headers)
