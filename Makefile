@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup lock system run test test-docker test-fast test-unit test-real test-compat lint bench bench-train bench-score bench-parse bench-snapshot bundle push-image push-jobs-image stop clean
+.PHONY: help setup lock system run test test-docker test-fast test-unit test-real test-compat lint bench bench-train bench-score bench-parse bench-snapshot bench-serve bundle push-image push-jobs-image stop clean
 
 help:  ## this list: every target with what it does
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | \
@@ -72,7 +72,7 @@ lint: setup  ## ruff, mypy and bandit (medium and high severity) on the shipped 
 	$(BIN)/hadolint --failure-threshold warning tasks/train/Dockerfile tasks/serve/Dockerfile Dockerfile.airflow
 	test -f .dockerignore
 
-bench: bench-train bench-score bench-parse bench-snapshot  ## benchmarks: ratios against baselines measured in the same run
+bench: bench-train bench-score bench-parse bench-snapshot bench-serve  ## benchmarks: ratios against baselines measured in the same run
 
 bench-train: setup  ## model quality and training speed (TRAIN_BENCH_ARGS="--movielens PATH --scale ml-25m")
 	$(BIN)/python bench/train_bench.py $(TRAIN_BENCH_ARGS)
@@ -82,6 +82,9 @@ bench-score: setup  ## scoring and publishing speed (SCORE_BENCH_ARGS="--preset 
 
 bench-snapshot: setup  ## snapshot peak memory against the input file size (SNAPSHOT_BENCH_ARGS="--mb 200")
 	source scripts/env.sh && $(BIN)/python bench/snapshot_bench.py $(SNAPSHOT_BENCH_ARGS)
+
+bench-serve: setup  ## serving latency and throughput at 1/20/60 clients against a bare FastAPI endpoint, stub, moto, stall (SERVE_BENCH_ARGS="--seconds 10")
+	source scripts/env.sh && AWS_ENDPOINT_URL= $(BIN)/python bench/serve_bench.py $(SERVE_BENCH_ARGS)
 
 bench-parse: setup  ## DAG parse time against a one-task DAG (PARSE_BENCH_ARGS="--compute ecs")
 	source scripts/env.sh && $(BIN)/python bench/parse_bench.py $(PARSE_BENCH_ARGS)

@@ -44,3 +44,10 @@ def test_train_bench_loads():
     """Its smallest run takes about a minute (make bench-train): here only its imports and options."""
     out = run("train_bench.py", "--help")
     assert "--folds" in out and "--scale" in out, out
+
+
+def test_serve_bench_measures_the_app_against_bare_fastapi_and_a_stall():
+    out = run("serve_bench.py", "--clients", "1,2", "--seconds", "0.3", "--users", "20", "--stall-seconds", "1")
+    assert "bare async def" in out and "stub 2 ms, warm" in out and "moto, warm" in out, out
+    assert "through tasks.publish finalize" in out and "x bare" in out, out
+    assert "DynamoDB stalled 1 s" in out and "answered 200 from the cache" in out, out
