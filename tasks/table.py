@@ -26,16 +26,16 @@ from concurrent.futures import ThreadPoolExecutor
 from tasks import storage
 from tasks.constants import (
     ATTR_EXPIRES_AT,
-    DYNAMODB_ITEM_LIMIT,
-    MAX_ROW_BYTES,
     ATTR_GENERATED_AT,
     ATTR_ITEMS,
     ATTR_TOP_N,
     ATTR_USER,
     ATTR_USERS,
     ATTR_VERSION,
+    DYNAMODB_ITEM_LIMIT,
     FALLBACK_USER,
     MARKER_USER,
+    MAX_ROW_BYTES,
 )
 from tasks.errors import PermanentError
 from tasks.layout import marker_key

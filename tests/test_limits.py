@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from tasks import storage, table
-from tasks.constants import DYNAMODB_ITEM_LIMIT, FALLBACK_USER, MAX_ID_LENGTH, MAX_ROW_BYTES, MAX_TITLE_LENGTH, MAX_TOP_N
+from tasks.constants import (
+    DYNAMODB_ITEM_LIMIT,
+    FALLBACK_USER,
+    MAX_ID_LENGTH,
+    MAX_ROW_BYTES,
+    MAX_TITLE_LENGTH,
+    MAX_TOP_N,
+)
 from tasks.errors import PermanentError
 
 # The costliest characters: a control character is 6 bytes once JSON-escaped (\u0001), an emoji 4
@@ -39,7 +46,8 @@ def test_a_row_over_the_bound_is_a_permanent_error_naming_key_and_size():
         worst_row(FALLBACK_USER, n=10, title="x" * 450_000)
     assert isinstance(err.value, PermanentError)
     text = str(err.value)
-    assert "user_id='__popular__'" in text and "bytes, over the pipeline's 358,400" in text and "MAX_TITLE_LENGTH" in text
+    assert "user_id='__popular__'" in text and "bytes, over the pipeline's 358,400" in text
+    assert "MAX_TITLE_LENGTH" in text
 
 
 def test_a_write_dynamodb_refuses_is_a_permanent_error_not_a_retried_traceback(aws):
