@@ -201,17 +201,18 @@ def _arrow_column(uri: str, name: str, arr, first_row: int) -> pd.Series:
     if name in (USER_ID, ITEM_ID):
         if pa.types.is_decimal(t) and t.scale == 0:
             arr, t = arr.cast(pa.int64()), pa.int64()
+        # to_pandas, not to_pylist: no Python object per row (a batch is 500,000 rows)
         if pa.types.is_integer(t):
-            return pd.Series(arr.cast(pa.string()).to_pylist(), dtype=object)
+            return arr.cast(pa.string()).to_pandas()
         if stringy:
-            return pd.Series(arr.to_pylist(), dtype=object)
+            return arr.to_pandas()
         if pa.types.is_floating(t):  # 12.0 -> "12"; 12.5 is rejected by the validator, by row
             return arr.to_pandas()
     elif name == RATING:
         if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
             return arr.cast(pa.float64()).to_pandas()
         if stringy:
-            return pd.Series(arr.to_pylist(), dtype=object)
+            return arr.to_pandas()
     elif name == TIMESTAMP:
         if pa.types.is_timestamp(t):  # an instant: its Unix seconds (UTC), sub-second parts dropped
             ticks = arr.cast(pa.int64())
@@ -220,7 +221,7 @@ def _arrow_column(uri: str, name: str, arr, first_row: int) -> pd.Series:
         if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
             return arr.cast(pa.float64()).to_pandas()
         if stringy:
-            return pd.Series(arr.to_pylist(), dtype=object)
+            return arr.to_pandas()
     else:  # a column check_columns rejects by name
         return pd.Series([None] * len(arr), dtype=object)
     valid = arr.is_valid().to_numpy(zero_copy_only=False)
