@@ -540,3 +540,19 @@ def test_item_catalogue_types_nulls_and_title_limit(tmp_path):
         read_items(str(csv_path))
     (problem,) = err.value.problems
     assert problem.line == 4 and problem.column == "title" and f"longer than {MAX_TITLE_LENGTH}" in problem.problem
+
+
+def test_parquet_on_s3_is_read_by_row_group_through_a_temporary_file(aws, monkeypatch):
+    """The streamed Parquet path against S3 (several batches): the same snapshot as a whole read."""
+    from tasks.data import schema
+
+    base = f"s3://{aws['bucket']}"
+    ratings, _ = generate(30, 40, 600, seed=4)
+    storage.write_parquet(f"{base}/raw/ratings/part.parquet", ratings.astype({"user_id": str, "item_id": str}))
+    monkeypatch.setattr(schema.iter_ratings, "__defaults__", (64,))
+    chunked = build_snapshot(f"{base}/raw/ratings", DS, f"{base}/datasets/ds={DS}", f"{base}/q")
+    monkeypatch.setattr(schema.iter_ratings, "__defaults__", (10**6,))
+    whole = build_snapshot(f"{base}/raw/ratings", DS, f"{base}/datasets/ds=2026-11-24", f"{base}/q2")
+    assert chunked["rows"] == whole["rows"] == len(ratings.drop_duplicates(["user_id", "item_id"]))
+    pd.testing.assert_frame_equal(storage.read_parquet(f"{base}/datasets/ds={DS}/ratings.parquet"),
+                                  storage.read_parquet(f"{base}/datasets/ds=2026-11-24/ratings.parquet"))

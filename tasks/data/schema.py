@@ -418,14 +418,14 @@ def relocate(uri: str, problems: list[Problem]) -> list[Problem]:
     try:
         framing = field_count_problems(uri, layout)
         if todo:
-            first = 2 if layout.header else 1
-            wanted = {p.line - first for p in todo}
-            where = {}
+            first, skip = (2, 1) if layout.header else (1, 0)  # the line of record 0; header records
+            wanted = {int(p.line or 0) - first for p in todo}
+            where: dict[int, int] = {}
             for n, (line, _) in enumerate(_records(uri, layout)):
-                if n - (1 if layout.header else 0) in wanted:
-                    where[n - (1 if layout.header else 0)] = line
+                if n - skip in wanted:
+                    where[n - skip] = line
             for p in todo:
-                p.line, p.physical = where.get(p.line - first, p.line), True
+                p.line, p.physical = where.get(int(p.line or 0) - first, p.line), True
     except DataValidationError:  # unreadable as a whole: the problems already say why
         return problems
     if framing and not any(f.problem == framing[0].problem for f in problems):
