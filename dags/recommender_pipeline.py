@@ -99,11 +99,15 @@ def plan_value(key: str) -> str:
 )
 def recommender_pipeline():
     @task(multiple_outputs=False)
-    def plan(params=None, ds=None, dag_run=None) -> dict:
+    def plan(params=None, ds=None, dag_run=None, dag=None) -> dict:
         """Every URI and value of this run: data keyed by its date, model and rows by its version."""
         from recsys import pipeline
         from recsys.compat import fail
 
+        try:  # a typo in the trigger form's JSON ({"topn": 3}) fails here, not silently
+            pipeline.check_conf(dag_run.conf, dag.params)
+        except pipeline.UnknownParams as err:
+            raise fail(str(err)) from None
         when = dag_run.logical_date or dag_run.run_after
         run_ds = ds or when.strftime("%Y-%m-%d")
         version = pipeline.model_version_for(dag_run.run_id, dag_run.run_type, when)

@@ -54,3 +54,22 @@ USER_ID_PATTERN = (rf"^(?:[^{ID_FORBIDDEN_CHARS}_.]{_C}{{0,63}}|_(?:[^{ID_FORBID
 USER_ID_RULE = ("1-64 characters, no whitespace, control characters or '/', "
                 "not starting with '__' (reserved), not '.' or '..'")
 
+# Item ids follow the same rule (one rule for every id that reaches a DynamoDB row or a URL).
+ID_PATTERN = USER_ID_PATTERN
+
+# Timestamps are Unix seconds (UTC), integers, from 0 (1970-01-01) to the end of the run date;
+# without a run date (tasks.train reading a raw file) up to 9999-12-31T23:59:59 (the last
+# second a datetime can show).
+MIN_TIMESTAMP = 0
+MAX_TIMESTAMP = 253_402_300_799
+
+# DynamoDB's item limit is 400 KB (attribute names + values, UTF-8). The longest row is a user's
+# list (or the popularity row) at MAX_TOP_N items: per item a title of at most MAX_TITLE_LENGTH
+# characters (JSON-escaped: <= 6 bytes each for a control character, 4 for other non-ASCII), an
+# id of <= 64 characters (<= 4 bytes each) and a score, so <= 100 x (1,800 + 256 + 40) B ~ 210 KB:
+# half the limit, whatever the text. tasks.table checks every row against MAX_ROW_BYTES before
+# writing it.
+MAX_TITLE_LENGTH = 300
+MAX_TOP_N = 100
+DYNAMODB_ITEM_LIMIT = 400 * 1024
+MAX_ROW_BYTES = 350 * 1024  # the limit less a margin for attribute names and future attributes

@@ -32,9 +32,12 @@ from tasks.constants import (
     ATTR_USER,
     ATTR_USERS,
     ATTR_VERSION,
+    DYNAMODB_ITEM_LIMIT,
     FALLBACK_USER,
     MARKER_USER,
+    MAX_ROW_BYTES,
 )
+from tasks.errors import PermanentError
 from tasks.layout import marker_key
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,39 @@ class UnwrittenItemsError(RuntimeError):
         shown = ", ".join(f"{u}/{v}" for u, v in keys[:10])
         more = f" and {len(keys) - 10} more" if len(keys) > 10 else ""
         super().__init__(f"{len(keys)} item(s) not written to {table} after retries: {shown}{more}")
+
+
+class RowTooLargeError(PermanentError):
+    """A row over :data:`tasks.constants.MAX_ROW_BYTES`: DynamoDB would refuse it (400 KB), and
+    would again on every retry."""
+
+
+class RefusedWriteError(PermanentError):
+    """DynamoDB refused a write as invalid (``ValidationException``): a retry sends the same."""
+
+
+def item_bytes(item: dict) -> int:
+    """An item's size as DynamoDB counts it: attribute names plus values, UTF-8 bytes (a number
+    counted as its digits: an upper bound of DynamoDB's ~1 byte per 2 digits)."""
+    size = 0
+    for name, value in item.items():
+        size += len(name.encode())
+        ((kind, raw),) = value.items()
+        size += len(raw.encode()) if kind in ("S", "N") else len(json.dumps(raw).encode())
+    return size
+
+
+def check_row_size(item: dict) -> dict:
+    """``item``, or :class:`RowTooLargeError` naming its key, its size and the likely cause."""
+    size = item_bytes(item)
+    if size > MAX_ROW_BYTES:
+        user, version = _key(item)
+        raise RowTooLargeError(
+            f"row {ATTR_USER}={user!r:.80}, {ATTR_VERSION}={version!r} is {size:,} bytes, over the pipeline's "
+            f"{MAX_ROW_BYTES:,} (DynamoDB's item limit is {DYNAMODB_ITEM_LIMIT:,}): an item title or id is too "
+            "long (the snapshot bounds titles to tasks.constants.MAX_TITLE_LENGTH characters; a snapshot "
+            "written before that bound needs re-running), or top_n is above tasks.constants.MAX_TOP_N")
+    return item
 
 
 def encode_items(item_ids: Sequence[str], scores: Sequence[float], titles: Sequence[str]) -> dict:
@@ -72,8 +108,9 @@ def decode_items(attr: dict) -> list[dict]:
 
 
 def rec_item(user_id: str, version: str, items: dict, generated_at: str, expires_at: int) -> dict:
-    return {ATTR_USER: {"S": user_id}, ATTR_VERSION: {"S": version}, ATTR_ITEMS: items,
-            ATTR_GENERATED_AT: {"S": generated_at}, ATTR_EXPIRES_AT: {"N": str(int(expires_at))}}
+    """One recommendation row; :class:`RowTooLargeError` if it could not fit DynamoDB's item limit."""
+    return check_row_size({ATTR_USER: {"S": user_id}, ATTR_VERSION: {"S": version}, ATTR_ITEMS: items,
+                           ATTR_GENERATED_AT: {"S": generated_at}, ATTR_EXPIRES_AT: {"N": str(int(expires_at))}})
 
 
 def _key(item: dict) -> tuple[str, str]:
@@ -99,8 +136,18 @@ def write_batch(table: str, items: list[dict], *, client=None, max_attempts: int
     capped exponential backoff and full jitter; raises :class:`UnwrittenItemsError`."""
     client = client or storage.client("dynamodb")
     pending = [{"PutRequest": {"Item": it}} for it in items]
+    from botocore.exceptions import ClientError
+
     for attempt in range(max_attempts):
-        resp = client.batch_write_item(RequestItems={table: pending})
+        try:
+            resp = client.batch_write_item(RequestItems={table: pending})
+        except ClientError as err:  # throttling and 5xx were retried by botocore; this is final
+            if err.response.get("Error", {}).get("Code") != "ValidationException":
+                raise
+            keys = ", ".join(f"{u!r:.80}/{v}" for u, v in (_key(p["PutRequest"]["Item"]) for p in pending[:3]))
+            raise RefusedWriteError(
+                f"DynamoDB refused a batch write to {table} (rows {keys}{', ...' if len(pending) > 3 else ''}): "
+                f"{err.response['Error'].get('Message', err)}; a retry would send the same rows") from None
         pending = resp.get("UnprocessedItems", {}).get(table, [])
         if not pending:
             return
@@ -220,6 +267,7 @@ def get_recommendations(table: str, version: str, user_id: str, *, client=None) 
     return items
 
 
-__all__ = ["FALLBACK_USER", "MARKER_USER", "CorruptRowError", "UnwrittenItemsError", "decode_items", "encode_items",
+__all__ = ["FALLBACK_USER", "MARKER_USER", "CorruptRowError", "RefusedWriteError", "RowTooLargeError",
+           "UnwrittenItemsError", "check_row_size", "item_bytes", "decode_items", "encode_items",
            "existing_users", "get_marker", "get_recommendations", "put_marker", "rec_item",
            "write_batch", "write_items"]

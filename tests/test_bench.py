@@ -38,6 +38,7 @@ def test_parse_bench_parses_the_dag_against_its_baseline():
 def test_snapshot_bench_compares_the_snapshot_to_read_csv():
     out = run("snapshot_bench.py", "--mb", "1")
     assert "python -m tasks.data snapshot" in out and "snapshot / baseline read_csv" in out, out
+    assert "snapshot / baseline read_parquet" in out, out
 
 
 def test_train_bench_loads():

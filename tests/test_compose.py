@@ -68,7 +68,8 @@ def compose(engine, jobs_image, tmp_path_factory):
            "AIRFLOW_PORT": str(free_port()), "MOTO_PORT": str(free_port()),
            "RECSYS_REGISTRY_PORT": str(free_port()), "RECSYS_SERVE_PORT": str(free_port()),
            "AIRFLOW_USE_JOB_SCHEDULE": "false",  # only the run this test triggers
-           "AIRFLOW_JWT_SECRET": os.urandom(16).hex(), "AIRFLOW_API_SECRET_KEY": os.urandom(16).hex()}
+           "AIRFLOW_JWT_SECRET": os.urandom(16).hex(), "AIRFLOW_API_SECRET_KEY": os.urandom(16).hex(),
+           "_AIRFLOW_WWW_USER_PASSWORD": os.urandom(12).hex()}  # no default password any more
     # the stack's own moto (compose's default), never AWS: `AWS_ENDPOINT_URL=` (empty) would mean AWS
     env.pop("AWS_ENDPOINT_URL", None)
     env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
@@ -110,10 +111,11 @@ def test_compose_comes_up_healthy_and_a_rest_triggered_run_builds_pushes_and_dep
                     "airflow-triggerer", "ecr-sync"):
         assert by_service[service]["Health"] == "healthy", by_service[service]
     assert by_service["registry"]["State"] == "running"
-    for one_shot in ("airflow-init", "seed"):
+    for one_shot in ("secrets-init", "airflow-init", "seed"):
         assert by_service[one_shot]["State"] == "exited" and by_service[one_shot]["ExitCode"] == 0
 
-    rest = RestClient(f"http://127.0.0.1:{env['AIRFLOW_PORT']}", username="airflow", password="airflow")
+    rest = RestClient(f"http://127.0.0.1:{env['AIRFLOW_PORT']}", username="airflow",
+                      password=env["_AIRFLOW_WWW_USER_PASSWORD"])
     for _ in range(120):  # the dag-processor parses the mounted DAG
         try:
             rest.dag()

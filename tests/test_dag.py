@@ -429,3 +429,20 @@ def test_build_image_fails_a_deploy_it_cannot_serve_and_lets_the_local_app_go_wi
         with pytest.raises(AirflowFailException, match="make push-image"):
             task.execute({})
     assert seen == {"ecr": "ecr-client", "repository": "rendered-repo"}
+
+
+def test_unknown_conf_keys_fail_the_run_at_plan_naming_the_params(dag):
+    """{"topn": 3} (a typo in the trigger form's JSON) ran the whole pipeline with top_n 10."""
+    from types import SimpleNamespace
+
+    from recsys.compat import AirflowFailException
+
+    plan = dag.get_task("plan").python_callable
+    run = SimpleNamespace(conf={"topn": 3}, run_id="manual__x", run_type="manual", logical_date=None, run_after=None)
+    with pytest.raises(AirflowFailException) as err:
+        plan(params={**dag.params, "topn": 3}, ds="2026-11-23", dag_run=run, dag=dag)
+    text = str(err.value)
+    assert "unknown key(s) in the run's conf: 'topn' (did you mean 'top_n' for 'topn'?)" in text
+    assert all(name in text for name in dag.params)
+    pipeline.check_conf({"top_n": 3, "deploy": False}, dag.params)  # known keys pass
+    pipeline.check_conf(None, dag.params)  # a scheduled run has no conf

@@ -308,3 +308,251 @@ def test_snapshot_equals_a_pandas_reference_across_files_rerating_and_ties(tmp_p
     assert problem.uri.endswith("part-1.csv") and problem.line == len(twin) + 1
     assert "duplicate (user_id, item_id, timestamp) row" in problem.problem
     assert not (tmp_path / "out2").exists() and (tmp_path / "q2" / "part-1.csv").exists()
+
+
+# --- round 3 (issue 28): types and nulls, markers, physical lines, ties ------------------------
+
+def _parquet(path, columns: dict) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), path)
+
+
+def _snapshot(raw, tmp_path, ds=DS):
+    return build_snapshot(str(raw), ds, str(tmp_path / "out"), str(tmp_path / "q"))
+
+
+def _good_columns(n=3):
+    import pyarrow as pa
+
+    return {"user_id": pa.array([f"u{i}" for i in range(n)]), "item_id": pa.array(list(range(10, 10 + n)), pa.int64()),
+            "rating": pa.array([4.0] * n), "timestamp": pa.array([100 + i for i in range(n)], pa.int64())}
+
+
+def test_a_null_item_id_in_parquet_is_rejected_not_stored_under_another_id(tmp_path):
+    """It was: NaN passed the empty-id check and its code -1 indexed the last distinct id."""
+    import pyarrow as pa
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    cols = _good_columns()
+    cols["item_id"] = pa.array([10, None, 12], pa.int64())
+    _parquet(raw / "r.parquet", cols)
+    with pytest.raises(DataValidationError) as err:
+        _snapshot(raw, tmp_path)
+    (problem,) = err.value.problems
+    assert (problem.line, problem.column, problem.problem) == (2, "item_id", "missing id (null)")
+    assert "r.parquet, row 2, column 'item_id': missing id (null)" in str(err.value)
+    assert not (tmp_path / "out").exists() and (tmp_path / "q" / "r.parquet").exists()
+
+
+@pytest.mark.parametrize("value, words", [
+    (-1e30, "negative timestamp"),  # was stored as -2**63
+    (-1, "negative timestamp"),
+    (1e30, "timestamp after the end of the run date"),
+    (1_763_900_000_000, "looks like Unix milliseconds, expected seconds: divide by 1,000"),
+    (1_763_900_000_000_000, "looks like Unix microseconds"),
+    (100.5, "got a fraction"),
+])
+def test_timestamps_outside_the_documented_range_and_unit_are_named(tmp_path, value, words):
+    import pyarrow as pa
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    cols = _good_columns()
+    cols["timestamp"] = pa.array([100.0, value, 102.0])
+    _parquet(raw / "r.parquet", cols)
+    with pytest.raises(DataValidationError) as err:
+        _snapshot(raw, tmp_path)
+    (problem,) = err.value.problems
+    assert problem.line == 2 and problem.column == "timestamp" and words in problem.problem
+
+
+def _typed(kind):
+    """(column, arrow array of 3 rows) for one Parquet type."""
+    import datetime as dt
+    from decimal import Decimal
+
+    import pyarrow as pa
+
+    return {
+        "list user id": ("user_id", pa.array([[7], [8], [9]], pa.list_(pa.int64()))),
+        "struct item id": ("item_id", pa.array([{"a": 1}, {"a": 2}, {"a": 3}])),
+        "bool rating": ("rating", pa.array([True, False, True])),
+        "binary user id": ("user_id", pa.array([b"a", b"b", b"c"])),
+        "fractional decimal item id": ("item_id", pa.array([Decimal("1.50"), Decimal("2.00"), Decimal("3.00")],
+                                                           pa.decimal128(5, 2))),
+        "date timestamp": ("timestamp", pa.array([dt.date(1998, 1, 1)] * 3)),
+        "control character in an item id": ("item_id", pa.array(["i1", "i\x072", "i3"])),
+        "list rating": ("rating", pa.array([[1.0], [2.0], [3.0]])),
+    }[kind]
+
+
+@pytest.mark.parametrize("kind", ["list user id", "struct item id", "bool rating", "binary user id",
+                                  "fractional decimal item id", "date timestamp", "control character in an item id",
+                                  "list rating"])
+def test_wrongly_typed_parquet_columns_are_quarantined_naming_file_row_column_value(tmp_path, capsys, kind):
+    """Each was accepted (a list id stored as "[7]", a boolean rating as 1.0) or a traceback."""
+    from tasks.data.__main__ import main
+    from tasks.errors import EXIT_NO_RETRY, run_cli
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    column, arr = _typed(kind)
+    _parquet(raw / "bad.parquet", {**_good_columns(), column: arr})
+    code = run_cli(main, ["snapshot", "--raw", str(raw), "--ds", DS, "--out", str(tmp_path / "out"),
+                          "--quarantine", str(tmp_path / "q")])
+    err = capsys.readouterr().err
+    assert code == EXIT_NO_RETRY and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert "bad.parquet, row " in last and f"column '{column}'" in last and "(got " in last
+    if kind not in ("control character in an item id", "fractional decimal item id"):
+        assert "Parquet type" in last and "is not accepted: expected" in last
+    assert (tmp_path / "q" / "bad.parquet").exists() and not (tmp_path / "out").exists()
+
+
+def test_parquet_types_with_a_certain_meaning_are_converted(tmp_path):
+    """TIMESTAMP -> Unix seconds (UTC; was rejected as "after the end of the run date" showing a
+    1998 date), DECIMAL rating -> number, dictionary-encoded and unsigned ids -> strings."""
+    import datetime as dt
+    from decimal import Decimal
+
+    import pyarrow as pa
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    when = [dt.datetime(1998, 1, 1, 0, 0, 1, 500_000), dt.datetime(1998, 1, 2), dt.datetime(1998, 1, 3)]
+    _parquet(raw / "r.parquet", {
+        "user_id": pa.array(["a", "b", "a"]).dictionary_encode(),
+        "item_id": pa.array([1, 2, 3], pa.uint32()),
+        "rating": pa.array([Decimal("4.5"), Decimal("3.0"), Decimal("1.0")], pa.decimal128(3, 1)),
+        "timestamp": pa.array(when, pa.timestamp("ms", tz="UTC")),
+    })
+    manifest = _snapshot(raw, tmp_path)
+    got = pd.read_parquet(tmp_path / "out" / "ratings.parquet").sort_values(["user_id", "item_id"])
+    assert manifest["rows"] == 3
+    assert got.item_id.tolist() == ["1", "3", "2"] and got.user_id.tolist() == ["a", "a", "b"]
+    assert got.rating.tolist() == [4.5, 1.0, 3.0]
+    assert got.timestamp.tolist() == [883612801, 883785600, 883699200]
+
+
+def test_a_csv_rating_that_reads_as_a_boolean_is_not_a_number(tmp_path):
+    err = check(tmp_path, "r.csv", HEADER + "1,2,4,100\n1,3,true,101\n")
+    assert err.problems[0].problem == "not a number" and err.problems[0].line == 3
+
+
+@pytest.mark.parametrize("keys", [
+    ["raw/ratings/ds=2026-11-20/"],  # the S3 console's "Create folder"
+    ["raw/ratings/ds=2026-11-20_$folder$"],  # Hadoop / EMR
+    ["raw/ratings/ds=2026-11-20/_SUCCESS", "raw/ratings/ds=2026-11-20/part-0.csv.crc",
+     "raw/ratings/ds=2026-11-20/.part-0.csv.crc"],
+])
+def test_folder_and_success_markers_are_skipped_and_logged_never_fatal(aws, caplog, keys):
+    """A 0-byte "folder" object or a _$folder$ marker failed every snapshot with "unknown file type"."""
+    import logging
+
+    base = f"s3://{aws['bucket']}"
+    ratings, _ = generate(20, 30, 300, seed=3)
+    put_csv(f"{base}/raw/ratings/ds=2026-11-20/part-0.csv", ratings)
+    s3 = storage.client("s3")
+    for key in keys:
+        s3.put_object(Bucket=aws["bucket"], Key=key, Body=b"")
+    s3.put_object(Bucket=aws["bucket"], Key="raw/items/", Body=b"")
+    with caplog.at_level(logging.INFO, logger="tasks.data.snapshot"):
+        manifest = build_snapshot(f"{base}/raw/ratings", DS, f"{base}/datasets/ds={DS}", f"{base}/q",
+                                  items=f"{base}/raw/items")
+    assert manifest["sources"] == [f"{base}/raw/ratings/ds=2026-11-20/part-0.csv"]
+    assert manifest["rows_read"] == len(ratings)
+    logged = caplog.text
+    for key in keys:
+        assert f"skipping {base}/{key}" in logged
+
+
+@pytest.mark.parametrize("body, line, words", [
+    # blank lines are lines: the bad row is on line 5
+    (HEADER + "1,2,4,100\n\n\n1,3,abc,101\n", 5, "not a number"),
+    # a quoted field over three lines (itself refused: control characters) shifts every line after it
+    ('user_id,item_id,rating,timestamp\n"a\nb\nc",2,4,100\n1,3,abc,101\n', 5, "not a number"),
+    # a trailing separator on every line: was read as a shifted frame, "rating outside the scale"
+    ("user_id,item_id,rating,timestamp\n1,2,4,100,\n1,3,4,101,\n", 2, "5 fields, expected 4 (a separator at the end"),
+    # a trailing separator on one line
+    (HEADER + "1,2,4,100\n\n1,3,4,101,\n", 4, "5 fields, expected 4 (a separator at the end"),
+    # a field too few: the real cause, before what it shifted
+    (HEADER + "1,2,4,100\n\n1,3,101\n", 4, "3 fields, expected 4"),
+])
+def test_line_numbers_are_physical_and_the_real_cause_is_named(tmp_path, body, line, words):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "r.csv").write_text(body)
+    with pytest.raises(DataValidationError) as err:
+        _snapshot(raw, tmp_path)
+    (problem,) = [p for p in err.value.problems if words in p.problem]
+    assert problem.line == line, str(err.value)
+    assert f"r.csv, line {line}" in str(err.value)
+    if "fields" in words:  # the real cause comes first
+        assert err.value.problems[0] is problem
+
+
+def test_physical_lines_survive_chunking(tmp_path, monkeypatch):
+    from tasks.data import schema
+
+    monkeypatch.setattr(schema.iter_ratings, "__defaults__", (2,))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rows = "".join(f'{i},"{i}",4,{100 + i}\n\n\n' for i in range(5))  # 3 lines per row
+    (raw / "r.csv").write_text("user_id,item_id,rating,timestamp\n" + rows + "9,x,9,200\n")
+    with pytest.raises(DataValidationError) as err:
+        _snapshot(raw, tmp_path)  # the bad row is in the third chunk
+    assert "r.csv, line 17, column 'rating': rating outside" in str(err.value)
+
+
+def test_a_tie_across_files_keeps_the_file_listed_last_and_is_counted(tmp_path, caplog):
+    """Same (user, item, timestamp), different ratings, in two files: the file listed last (keys
+    sort by name) wins, as documented; the manifest and the log count the conflicts."""
+    raw = tmp_path / "raw"
+    (raw / "ds=2026-11-20").mkdir(parents=True)
+    (raw / "ds=2026-11-21").mkdir(parents=True)
+    (raw / "ds=2026-11-21" / "part.csv").write_text(HEADER + "u1,i1,2,100\nu1,i2,3,100\nu2,i1,5,100\n")
+    (raw / "ds=2026-11-20" / "part.csv").write_text(HEADER + "u1,i1,4,100\nu1,i2,3,100\nu2,i1,1,100\n")
+    manifest = _snapshot(raw, tmp_path)
+    got = pd.read_parquet(tmp_path / "out" / "ratings.parquet")
+    assert got.rating.tolist() == [2.0, 3.0, 5.0]  # ds=2026-11-21 is listed last
+    assert manifest["tie_conflicts"] == 2 and manifest["rows"] == 3
+    assert "2 (user_id, item_id, timestamp) row(s) appear in two files with different ratings" in caplog.text
+
+
+def test_item_catalogue_types_nulls_and_title_limit(tmp_path):
+    """Float ids match the ratings' integer ids (12.0 is "12", was "12.0"), a null title shows the
+    id (was "None"), a title over the limit is rejected by line (a 450 KB title crashed publish)."""
+    import pyarrow as pa
+
+    from tasks.constants import MAX_TITLE_LENGTH
+
+    path = tmp_path / "items.parquet"
+    _parquet(path, {"item_id": pa.array([12.0, 13.0]), "title": pa.array(["A", None])})
+    df = read_items(str(path))
+    assert df.item_id.tolist() == ["12", "13"] and df.title.tolist() == ["A", "13"]
+    csv_path = tmp_path / "items.csv"
+    csv_path.write_text("item_id,title\n1,ok\n2," + "t" * MAX_TITLE_LENGTH + "\n3," + "t" * (MAX_TITLE_LENGTH + 1)
+                        + "\n")
+    with pytest.raises(DataValidationError) as err:
+        read_items(str(csv_path))
+    (problem,) = err.value.problems
+    assert problem.line == 4 and problem.column == "title" and f"longer than {MAX_TITLE_LENGTH}" in problem.problem
+
+
+def test_parquet_on_s3_is_read_by_row_group_through_a_temporary_file(aws, monkeypatch):
+    """The streamed Parquet path against S3 (several batches): the same snapshot as a whole read."""
+    from tasks.data import schema
+
+    base = f"s3://{aws['bucket']}"
+    ratings, _ = generate(30, 40, 600, seed=4)
+    storage.write_parquet(f"{base}/raw/ratings/part.parquet", ratings.astype({"user_id": str, "item_id": str}))
+    monkeypatch.setattr(schema.iter_ratings, "__defaults__", (64,))
+    chunked = build_snapshot(f"{base}/raw/ratings", DS, f"{base}/datasets/ds={DS}", f"{base}/q")
+    monkeypatch.setattr(schema.iter_ratings, "__defaults__", (10**6,))
+    whole = build_snapshot(f"{base}/raw/ratings", DS, f"{base}/datasets/ds=2026-11-24", f"{base}/q2")
+    assert chunked["rows"] == whole["rows"] == len(ratings.drop_duplicates(["user_id", "item_id"]))
+    pd.testing.assert_frame_equal(storage.read_parquet(f"{base}/datasets/ds={DS}/ratings.parquet"),
+                                  storage.read_parquet(f"{base}/datasets/ds=2026-11-24/ratings.parquet"))

@@ -202,7 +202,7 @@ def test_dags_test_with_docker_compute_builds_pushes_and_deploys(engine, jobs_im
 
 
 def test_container_deploy_runs_the_pushed_image_and_puts_the_previous_one_back_on_failure(
-        engine, registry_stack, aws, boto):
+        engine, registry_stack, aws, boto, tmp_path, monkeypatch):
     """RECSYS_DEPLOY=docker (deploy.deploy_container): the serving container runs exactly the
     pushed reference, pulled back from the registry; a second version replaces it and keeps the
     first as <name>-previous; a version that never becomes ready is removed and the running one
@@ -212,6 +212,12 @@ def test_container_deploy_runs_the_pushed_image_and_puts_the_previous_one_back_o
     from tasks import table
 
     name = f"recsys-serve-test-{os.getpid()}"
+    # the serving container's own read-only credentials file: it gets none of the worker's keys
+    creds = tmp_path / "serve-credentials"
+    creds.mkdir(mode=0o755)
+    (creds / "credentials").write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    (creds / "credentials").chmod(0o644)
+    monkeypatch.setenv("RECSYS_SERVE_CREDENTIALS", str(creds))
     settings = Settings(serve_container=name, docker_network="host", serve_port=free_port(),
                         docker_url=engine["DOCKER_HOST"])
     image = deploy.ensure_image(boto("ecr"), settings)
@@ -231,6 +237,10 @@ def test_container_deploy_runs_the_pushed_image_and_puts_the_previous_one_back_o
         assert served() == "v1" and first["previous"] is None
         running = json.loads(docker(engine, "inspect", name).stdout)[0]
         assert running["Config"]["Image"] == image and running["Config"]["User"] == "10001"
+        env = dict(e.split("=", 1) for e in running["Config"]["Env"])
+        assert "AWS_SECRET_ACCESS_KEY" not in env and "AWS_ACCESS_KEY_ID" not in env
+        assert env["AWS_SHARED_CREDENTIALS_FILE"] == "/run/recsys-aws/credentials"
+        assert [(m["Source"], m["RW"]) for m in running["Mounts"]] == [(str(creds), False)]
         second = deploy.deploy_container(settings, image, "v2", "42")
         assert served() == "v2" and second["previous"] == "v1"
         kept = json.loads(docker(engine, "inspect", f"{name}-previous").stdout)[0]

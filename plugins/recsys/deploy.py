@@ -420,11 +420,33 @@ def _split_image(image: str) -> tuple[str, str]:
     return repository, tag
 
 
+# The worker's credentials never reach the serving container: long-lived keys in a long-running,
+# network-facing container would outlive any rotation and carry the worker's write scope.
+WORKER_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
+                      "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
+                      "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                      "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN")
+SERVE_CREDENTIALS_DIR = "/run/recsys-aws"  # where the container reads RECSYS_SERVE_CREDENTIALS
+
+
 def container_env(environ, model_version: str, table: str) -> dict[str, str]:
-    """What the serving container sees: the worker's AWS and RECSYS variables and its version.
-    Nothing else (no PATH, no AIRFLOW_* secrets): the image sets its own environment."""
-    env = {k: v for k, v in environ.items() if k.startswith(SERVING_ENV_PREFIXES)}
+    """What the serving container sees: the worker's AWS settings (region, endpoint) and RECSYS
+    variables and its version. Never the worker's credentials (:data:`WORKER_CREDENTIALS`) nor
+    anything else (no PATH, no AIRFLOW_* secrets): the image sets its own environment. With
+    ``RECSYS_SERVE_CREDENTIALS`` (a credentials file for the serving role's read-only scope, see
+    :func:`credentials_mount`) the SDK reads that file; without it, the engine host's role."""
+    env = {k: v for k, v in environ.items() if k.startswith(SERVING_ENV_PREFIXES) and k not in WORKER_CREDENTIALS}
+    if environ.get("RECSYS_SERVE_CREDENTIALS"):
+        env["AWS_SHARED_CREDENTIALS_FILE"] = f"{SERVE_CREDENTIALS_DIR}/credentials"
     return {**env, "MODEL_VERSION": model_version, "RECSYS_TABLE": table}
+
+
+def credentials_mount(environ) -> dict:
+    """``RECSYS_SERVE_CREDENTIALS``, an AWS shared-credentials file (profile ``default``) for the
+    serving app, as a read-only bind: a folder holding ``credentials`` (a path on the engine's
+    host, starting with ``/``) or the name of a Docker volume holding it (the compose stack's)."""
+    source = environ.get("RECSYS_SERVE_CREDENTIALS")
+    return {source: {"bind": SERVE_CREDENTIALS_DIR, "mode": "ro"}} if source else {}
 
 
 def deploy_container(settings: Settings, image: str, model_version: str, smoke_user: str | None,
@@ -469,7 +491,8 @@ def deploy_container(settings: Settings, image: str, model_version: str, smoke_u
                if host_net else None)
     host_config = client.create_host_config(
         network_mode=settings.docker_network, restart_policy={"Name": "unless-stopped"},
-        port_bindings=None if host_net else {8080: (settings.serve_host, settings.serve_port)})
+        port_bindings=None if host_net else {8080: (settings.serve_host, settings.serve_port)},
+        binds=credentials_mount(os.environ) or None)
     url = settings.smoke_url or f"http://{settings.serve_host}:{settings.serve_port}"
     created = None
     try:  # a container that cannot be created or started rolls back like one that is not ready

@@ -49,6 +49,25 @@ class LiveVersionRefused(RuntimeError):
     """This run's version is live (or the rollback target): the run must not write it."""
 
 
+class UnknownParams(ValueError):
+    """The run's conf has keys the DAG has no Param for: a typo (``topn``) would otherwise run the
+    whole pipeline with the default."""
+
+
+def check_conf(conf: dict | None, known) -> None:
+    """Refuse conf keys that are not the DAG's Params (``known``), naming them and the Params."""
+    import difflib
+
+    known = sorted(known)
+    unknown = sorted(set(conf or {}) - set(known))
+    if unknown:
+        hints = [f"{close[0]!r} for {k!r}" for k in unknown if (close := difflib.get_close_matches(k, known, 1))]
+        raise UnknownParams(
+            f"unknown key(s) in the run's conf: {', '.join(map(repr, unknown))}"
+            + (f" (did you mean {', '.join(hints)}?)" if hints else "")
+            + f"; the DAG's Params are {', '.join(known)}. Trigger the run again with those names")
+
+
 def plan(ds: str, version: str, params: dict, settings: Settings, live: dict | None) -> dict[str, Any]:
     """Every URI and value of one run: data keyed by its date, model and rows by its version."""
     dt.date.fromisoformat(ds)  # validates

@@ -1,13 +1,25 @@
 """Read ratings and item files in the canonical and MovieLens layouts, and validate them.
 
 Every problem is reported as a :class:`DataValidationError` naming the file, the
-line (1-based, counting a header line) or row, the column and what was expected.
+line (text: the physical line, 1-based, counting the header, blank lines and every line of a
+quoted multi-line field) or row (Parquet: 1-based), the column, the value and what was expected.
+
+Types are handled explicitly, never by accident of pandas' conversion: a Parquet column of a
+type whose meaning is certain is converted (integer ids to strings; dictionary-encoded columns
+decoded; DECIMAL ratings and timestamps to numbers; a TIMESTAMP column to Unix seconds, UTC,
+sub-second parts dropped); any other type (boolean, list, struct, binary, date, a fractional
+DECIMAL id) is a rejection naming the column, its type, the first row and value. Nulls are
+missing values, reported as such.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import datetime as dt
 import io
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,14 +28,17 @@ import pandas as pd
 from tasks import storage
 from tasks.constants import (
     GENRES,
+    ID_PATTERN,
     ITEM_ID,
     MAX_ID_LENGTH,
+    MAX_TIMESTAMP,
+    MAX_TITLE_LENGTH,
+    MIN_TIMESTAMP,
     RATING,
     RATING_COLUMNS,
     TIMESTAMP,
     TITLE,
     USER_ID,
-    USER_ID_PATTERN,
     USER_ID_RULE,
 )
 from tasks.errors import PermanentError
@@ -44,11 +59,13 @@ class Problem:
     column: str | None = None
     count: int = 1
     value: object = None  # the offending value (of the first row), quoted cut to 60 characters
+    # the line as the readers count it (header + record number) until relocate() made it physical
+    physical: bool = False
 
     def __str__(self) -> str:
         where = self.uri
         if self.line is not None:
-            where += f", line {self.line}"
+            where += f", {'row' if _is_parquet(self.uri) else 'line'} {self.line}"
         if self.column is not None:
             where += f", column '{self.column}'"
         got = ""
@@ -67,6 +84,10 @@ class DataValidationError(PermanentError):
     def __str__(self) -> str:
         return ("invalid input:\n  " + "\n  ".join(str(p) for p in self.problems)
                 + (f"\n{self.note}" if self.note else ""))
+
+
+def _is_parquet(uri: str) -> bool:
+    return uri.endswith(".parquet")
 
 
 @dataclass(frozen=True)
@@ -147,10 +168,125 @@ def _read_text_table(uri: str, data: bytes, layout: Layout) -> tuple[pd.DataFram
             skip_blank_lines=True,
         )
     except pd.errors.ParserError as err:
-        raise DataValidationError([Problem(uri, f"malformed text table: {err}")]) from None
+        raise DataValidationError(field_count_problems(uri, layout)
+                                  or [Problem(uri, f"malformed text table: {err}")]) from None
     except pd.errors.EmptyDataError:
         raise DataValidationError([Problem(uri, "file is empty")]) from None
     return df, 2 if layout.header else 1
+
+
+# What each column accepts, for the rejection of a Parquet type (and the docs).
+EXPECTED_TYPES = {
+    USER_ID: "an integer or string id",
+    ITEM_ID: "an integer or string id",
+    RATING: "a number (integer, floating point or DECIMAL)",
+    TIMESTAMP: "Unix seconds (an integer) or a TIMESTAMP",
+}
+_TIME_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
+def _arrow_column(uri: str, name: str, arr, first_row: int) -> pd.Series:
+    """One Parquet column as the validator reads it: ids as strings, numbers as numbers, nulls as
+    missing values (None/NaN/<NA>), or a :class:`DataValidationError` for a type whose meaning
+    is not certain."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = arr.type
+    if pa.types.is_dictionary(t):  # an encoding, not a meaning: decode
+        arr, t = arr.cast(t.value_type), t.value_type
+    stringy = pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+    if pa.types.is_null(t):
+        return pd.Series([None] * len(arr), dtype=object)
+    if name in (USER_ID, ITEM_ID):
+        if pa.types.is_decimal(t) and t.scale == 0:
+            arr, t = arr.cast(pa.int64()), pa.int64()
+        # to_pandas, not to_pylist: no Python object per row (a batch is 500,000 rows)
+        if pa.types.is_integer(t):
+            return arr.cast(pa.string()).to_pandas()
+        if stringy:
+            return arr.to_pandas()
+        if pa.types.is_floating(t):  # 12.0 -> "12"; 12.5 is rejected by the validator, by row
+            return arr.to_pandas()
+    elif name == RATING:
+        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+            return arr.cast(pa.float64()).to_pandas()
+        if stringy:
+            return arr.to_pandas()
+    elif name == TIMESTAMP:
+        if pa.types.is_timestamp(t):  # an instant: its Unix seconds (UTC), sub-second parts dropped
+            ticks = arr.cast(pa.int64())
+            return pc.floor(pc.divide(ticks.cast(pa.float64()), _TIME_UNITS[t.unit])).to_pandas() \
+                if t.unit != "s" else ticks.cast(pa.float64()).to_pandas()
+        if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+            return arr.cast(pa.float64()).to_pandas()
+        if stringy:
+            return arr.to_pandas()
+    else:  # a column check_columns rejects by name
+        return pd.Series([None] * len(arr), dtype=object)
+    valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    at = int(np.flatnonzero(valid)[0]) if valid.any() else 0
+    raise DataValidationError([Problem(
+        uri, f"Parquet type {t} is not accepted: expected {EXPECTED_TYPES[name]}", line=first_row + at,
+        column=name, count=len(arr), value=arr[at].as_py() if len(arr) else None)])
+
+
+def _from_arrow(uri: str, table, first_row: int) -> pd.DataFrame:
+    table = table.rename_columns([MOVIELENS_CSV_RENAME.get(n, n) for n in table.column_names])
+    return pd.DataFrame({n: _arrow_column(uri, n, table.column(n), first_row)
+                         for n in table.column_names})
+
+
+def _unreadable_parquet(uri: str, err: Exception) -> DataValidationError:
+    return DataValidationError([Problem(uri, f"not a readable Parquet file ({type(err).__name__}: {err})")])
+
+
+@contextlib.contextmanager
+def _local_file(uri: str) -> Iterator[str]:
+    """A local path holding ``uri``: the file itself, or the S3 object streamed to a temporary
+    file (on disk, not in memory), so a Parquet reader can seek to one row group at a time."""
+    if not storage.is_s3(uri):
+        yield uri
+        return
+    import shutil
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".parquet") as tmp:
+        stream = storage.open_binary(uri)
+        try:
+            shutil.copyfileobj(stream, tmp, 1 << 20)
+        finally:
+            stream.close()
+        tmp.flush()
+        yield tmp.name
+
+
+def iter_parquet(uri: str, chunk_rows: int) -> Iterator[tuple[pd.DataFrame, int]]:
+    """A Parquet file as ``(frame, row number of its first row)`` chunks of at most ``chunk_rows``,
+    read one row group (batch) at a time: never the whole file decoded at once."""
+    import pyarrow.parquet as pq
+
+    with _local_file(uri) as path:
+        try:
+            pf = pq.ParquetFile(path)
+            batches = pf.iter_batches(batch_size=chunk_rows)
+        except Exception as err:  # pyarrow raises many types for corrupt files
+            raise _unreadable_parquet(uri, err) from None
+        row, any_rows = 1, False
+        import pyarrow as pa
+
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except Exception as err:
+                raise _unreadable_parquet(uri, err) from None
+            any_rows = True
+            yield _from_arrow(uri, pa.Table.from_batches([batch]), row), row
+            row += batch.num_rows
+        if not any_rows:
+            yield _from_arrow(uri, pf.schema_arrow.empty_table(), 1), 1
 
 
 def read_ratings(uri: str, data: bytes | None = None) -> tuple[pd.DataFrame, int]:
@@ -158,17 +294,26 @@ def read_ratings(uri: str, data: bytes | None = None) -> tuple[pd.DataFrame, int
     layout = ratings_layout(uri)
     data = storage.read_bytes(uri) if data is None else data
     if layout is None:
+        import pyarrow.parquet as pq
+
         try:
-            df = pd.read_parquet(io.BytesIO(data))
+            table = pq.read_table(io.BytesIO(data))
         except Exception as err:  # pyarrow raises many types for corrupt files
-            raise DataValidationError(
-                [Problem(uri, f"not a readable Parquet file ({type(err).__name__}: {err})")]
-            ) from None
-        first = 1
-    else:
-        df, first = _read_text_table(uri, data, layout)
+            raise _unreadable_parquet(uri, err) from None
+        return _from_arrow(uri, table, 1), 1
+    df, first = _read_text_table(uri, data, layout)
+    _check_framing(uri, df, layout)
     df = df.rename(columns=MOVIELENS_CSV_RENAME)
     return df, first
+
+
+def _check_framing(uri: str, df: pd.DataFrame, layout: Layout) -> None:
+    """pandas takes a first column too many (every row one field longer than the header, as with
+    a separator at the end of each line) as the index, shifting every value one column: refuse it
+    with the real cause."""
+    if not isinstance(df.index, pd.RangeIndex):
+        raise DataValidationError(field_count_problems(uri, layout) or [Problem(
+            uri, "more fields than column names in every row (a separator at the end of each line?)")])
 
 
 CHUNK_ROWS = 500_000
@@ -177,11 +322,16 @@ CHUNK_ROWS = 500_000
 def iter_ratings(uri: str, chunk_rows: int = CHUNK_ROWS):
     """Raw ratings as ``(frame, line of its first row)`` chunks, canonical column names, values
     unparsed. CSV/TSV (plain or gzip) are streamed from storage in ``chunk_rows`` pieces, so a
-    large file is never held whole (as bytes, text or one frame); Parquet and MovieLens
-    ``ratings.dat`` (a two-character separator) are read whole. Every failure is a
-    :class:`DataValidationError`; a file with a header and no rows yields one empty frame."""
+    large file is never held whole (as bytes, text or one frame); Parquet is read one batch of
+    ``chunk_rows`` (within a row group) at a time; MovieLens ``ratings.dat`` (a two-character
+    separator) is read whole. Every failure is a :class:`DataValidationError`; a file with a
+    header and no rows yields one empty frame. Line numbers count records (a header, then one per
+    row); :func:`relocate` turns those of a rejected file into physical lines."""
     layout = ratings_layout(uri)
-    if layout is None or layout.sep == "::":
+    if layout is None:
+        yield from iter_parquet(uri, chunk_rows)
+        return
+    if layout.sep == "::":
         yield read_ratings(uri)
         return
     head = storage.read_head(uri, 2)
@@ -203,6 +353,7 @@ def iter_ratings(uri: str, chunk_rows: int = CHUNK_ROWS):
         with reader:
             for chunk in reader:
                 any_rows = True
+                _check_framing(uri, chunk, layout)
                 yield chunk.rename(columns=MOVIELENS_CSV_RENAME), line
                 line += len(chunk)
         if not any_rows:  # header only
@@ -215,11 +366,71 @@ def iter_ratings(uri: str, chunk_rows: int = CHUNK_ROWS):
         raise DataValidationError([Problem(
             uri, f"not a readable gzip file ({type(err).__name__}: {err}); expected a complete gzip stream")]) from None
     except pd.errors.ParserError as err:
-        raise DataValidationError([Problem(uri, f"malformed text table: {err}")]) from None
+        raise DataValidationError(field_count_problems(uri, layout)
+                                  or [Problem(uri, f"malformed text table: {err}")]) from None
     except pd.errors.EmptyDataError:
         raise DataValidationError([Problem(uri, "file is empty")]) from None
     finally:
         stream.close()
+
+
+def _records(uri: str, layout: Layout) -> Iterator[tuple[int, list[str]]]:
+    """Every non-blank record of a text file as ``(physical line where it starts, fields)``, the
+    header included, framed as pandas frames it (``"`` quotes, doubled inside a field; a quoted
+    field may span lines). Reads the file whole: only on the error path."""
+    text = _decode(uri, _gunzip(uri, storage.read_bytes(uri)), layout.encoding)
+    sep = layout.sep
+    if sep == "::":
+        text, sep = text.replace("::", "\t"), "\t"
+    reader = csv.reader(io.StringIO(text), delimiter=sep)
+    end = 0
+    for fields in reader:
+        start, end = end + 1, reader.line_num
+        if fields and not (len(fields) == 1 and not fields[0].strip()):  # pandas skips blank lines
+            yield start, fields
+
+
+def field_count_problems(uri: str, layout: Layout) -> list[Problem]:
+    """The records whose field count differs from the header's (or the layout's), by physical line."""
+    expected, bad = len(layout.names), []
+    for n, (line, fields) in enumerate(_records(uri, layout)):
+        if n == 0 and layout.header:
+            expected = len(fields)
+            continue
+        if len(fields) != expected:
+            bad.append((line, fields))
+    if not bad:
+        return []
+    line, fields = bad[0]
+    hint = " (a separator at the end of the line?)" if len(fields) == expected + 1 and not fields[-1] else ""
+    return [Problem(uri, f"{len(fields)} fields, expected {expected}{hint}", line=line, count=len(bad),
+                    value=layout.sep.join(fields), physical=True)]
+
+
+def relocate(uri: str, problems: list[Problem]) -> list[Problem]:
+    """A rejected text file's problems with physical line numbers (blank lines and the extra lines
+    of quoted multi-line fields counted), led by any field-count problem: a row with a field too
+    few or too many is the real cause of the values it shifted. Parquet: unchanged (rows)."""
+    layout = None if _is_parquet(uri) else ratings_layout(uri)
+    todo = [p for p in problems if p.uri == uri and p.line is not None and not p.physical]
+    if layout is None:
+        return problems
+    try:
+        framing = field_count_problems(uri, layout)
+        if todo:
+            first, skip = (2, 1) if layout.header else (1, 0)  # the line of record 0; header records
+            wanted = {int(p.line or 0) - first for p in todo}
+            where: dict[int, int] = {}
+            for n, (line, _) in enumerate(_records(uri, layout)):
+                if n - skip in wanted:
+                    where[n - skip] = line
+            for p in todo:
+                p.line, p.physical = where.get(int(p.line or 0) - first, p.line), True
+    except DataValidationError:  # unreadable as a whole: the problems already say why
+        return problems
+    if framing and not any(f.problem == framing[0].problem for f in problems):
+        return framing + problems
+    return problems
 
 
 def check_columns(uri: str, df: pd.DataFrame, expected: tuple[str, ...], optional=()) -> None:
@@ -265,37 +476,57 @@ def validate_ratings(
 
     out = pd.DataFrame(index=raw.index)
     for col in (USER_ID, ITEM_ID):
+        null = raw[col].isna().to_numpy()
+        report(null, col, "missing id (null)")
         if pd.api.types.is_float_dtype(raw[col]):  # Parquet with float ids, e.g. 12.0
             frac = raw[col].notna() & (raw[col] % 1 != 0)
-            report(frac, col, "expected an integer or string id, got a fractional number")
-            ids = raw[col].where(~frac).astype("Int64").astype(str)
+            report(frac, col, "expected an integer or string id, got a fractional number", raw[col])
+            ids = raw[col].where(~frac & raw[col].notna() & raw[col].abs().lt(2 ** 53)).astype("Int64").astype(str)
         else:
             ids = raw[col].astype(str).str.strip()
-        empty = ids.isin(["", "nan", "None", "<NA>"]).to_numpy()
+        ids = ids.where(~null, "")
+        empty = ~null & ids.isin(["", "nan", "None", "<NA>"]).to_numpy()
         report(empty, col, "empty id")
-        if col == USER_ID:  # the serving API's rule (tasks.constants.USER_ID_PATTERN)
-            bad = ~empty & ~ids.str.fullmatch(USER_ID_PATTERN).fillna(False).to_numpy(dtype=bool)
-            report(bad, col, f"expected a user id the API can serve: {USER_ID_RULE}", raw[col])
-        else:
-            report(ids.str.len() > MAX_ID_LENGTH, col, f"id longer than {MAX_ID_LENGTH} characters", raw[col])
-            report(ids.str.startswith("__"), col, "ids may not start with '__' (reserved)", raw[col])
+        long = (ids.str.len() > MAX_ID_LENGTH).to_numpy()
+        report(long, col, f"id longer than {MAX_ID_LENGTH} characters", raw[col])
+        reserved = ids.str.startswith("__").to_numpy(dtype=bool)
+        report(reserved, col, "ids may not start with '__' (reserved)", raw[col])
+        # One rule for user and item ids: the serving API's (tasks.constants.USER_ID_PATTERN).
+        bad = (~null & ~empty & ~long & ~reserved
+               & ~ids.str.fullmatch(ID_PATTERN).fillna(False).to_numpy(dtype=bool))
+        report(bad, col, f"expected {'a user' if col == USER_ID else 'an item'} id the API can serve: "
+                         f"{USER_ID_RULE}", raw[col])
         out[col] = ids
 
     rating = pd.to_numeric(raw[RATING], errors="coerce")
-    blank = raw[RATING].astype(str).str.strip().isin(["", "nan", "NaN", "None"])
+    blank = raw[RATING].isna() | raw[RATING].astype(str).str.strip().isin(["", "nan", "NaN", "None"])
     report(rating.isna() & ~blank, RATING, "not a number", raw[RATING])
-    report(blank, RATING, "missing rating (empty or NaN)")
+    report(blank, RATING, "missing rating (empty, null or NaN)")
     report(rating.notna() & ((rating < rating_min) | (rating > rating_max)), RATING,
            f"rating outside the declared scale [{rating_min}, {rating_max}]", raw[RATING])
     out[RATING] = rating.astype("float32")
 
-    ts = pd.to_numeric(raw[TIMESTAMP], errors="coerce")
-    report(ts.isna(), TIMESTAMP, "expected Unix seconds (an integer)", raw[TIMESTAMP])
-    report(ts.notna() & (ts % 1 != 0), TIMESTAMP, "expected Unix seconds (an integer)", raw[TIMESTAMP])
-    if max_timestamp is not None:
-        report(ts > max_timestamp, TIMESTAMP,
-               f"timestamp after the end of the run date (> {max_timestamp})", raw[TIMESTAMP])
-    out[TIMESTAMP] = ts.fillna(0).astype("int64")
+    ts = pd.to_numeric(raw[TIMESTAMP], errors="coerce").astype("float64")
+    missing = raw[TIMESTAMP].isna() | raw[TIMESTAMP].astype(str).str.strip().eq("")
+    report(missing, TIMESTAMP, "missing timestamp (empty or null)")
+    report(ts.isna() & ~missing, TIMESTAMP, "expected Unix seconds (an integer)", raw[TIMESTAMP])
+    report(ts.notna() & (ts % 1 != 0), TIMESTAMP, "expected Unix seconds (an integer), got a fraction", raw[TIMESTAMP])
+    report(ts < MIN_TIMESTAMP, TIMESTAMP, "negative timestamp: expected Unix seconds from 0 (1970-01-01)",
+           raw[TIMESTAMP])
+    upper = MAX_TIMESTAMP if max_timestamp is None else max_timestamp
+    late = (ts > upper).to_numpy().copy()
+    for unit, factor in (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e9)):
+        # a plausible instant in that unit (after 1973 in ms): name the unit, not "in the future"
+        looks = late & (ts >= 1e8 * factor).to_numpy() & (ts / factor <= upper).to_numpy()
+        report(looks, TIMESTAMP, f"looks like Unix {unit}, expected seconds: divide by {factor:,.0f}",
+               raw[TIMESTAMP])
+        late &= ~looks
+    when = "the end of the run date" if max_timestamp is not None else "9999-12-31"
+    report(late, TIMESTAMP, f"timestamp after {when} (> {upper} = "
+                            f"{dt.datetime.fromtimestamp(upper, dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC)",
+           raw[TIMESTAMP])
+    # only whole seconds in [MIN_TIMESTAMP, upper] reach the cast (anything else raised above)
+    out[TIMESTAMP] = ts.where(ts.between(MIN_TIMESTAMP, upper) & (ts % 1 == 0), 0).astype("int64")
 
     dup = out.duplicated([USER_ID, ITEM_ID, TIMESTAMP], keep="first").to_numpy()
     report(dup, None, "duplicate (user_id, item_id, timestamp) row")
@@ -324,11 +555,7 @@ def read_items(uri: str) -> pd.DataFrame:
             df = pd.read_csv(io.StringIO(_decode(uri, data, "latin-1").replace("::", "\t")), sep="\t", header=None,
                              dtype=str, keep_default_na=False, names=[ITEM_ID, TITLE, GENRES], quoting=3)
         elif name.endswith(".parquet"):
-            try:
-                df = pd.read_parquet(io.BytesIO(data)).astype(str)
-            except Exception as err:  # pyarrow raises many types for corrupt files
-                raise DataValidationError(
-                    [Problem(uri, f"not a readable Parquet file ({type(err).__name__}: {err})")]) from None
+            df = _items_from_parquet(uri, data)
         elif name.endswith(".csv"):
             df = pd.read_csv(io.StringIO(_decode(uri, data, "utf-8")), dtype=str, keep_default_na=False)
         else:
@@ -341,9 +568,62 @@ def read_items(uri: str) -> pd.DataFrame:
         raise DataValidationError([Problem(uri, "file is empty: expected an item catalogue")]) from None
     df = df.rename(columns={"movieId": ITEM_ID})
     check_columns(uri, df, (ITEM_ID, TITLE), optional=(GENRES,))
-    df[ITEM_ID] = df[ITEM_ID].astype(str).str.strip()
-    dup = df.duplicated(ITEM_ID).to_numpy()
-    if dup.any():
-        raise DataValidationError([Problem(uri, "duplicate item_id", line=2 + _first(dup), column=ITEM_ID,
-                                           count=int(dup.sum()))])
+    first = 1 if name.endswith(".parquet") or name in ("u.item", "movies.dat") else 2
+    problems: list[Problem] = []
+
+    def report(mask, column, problem, values=None):
+        mask = np.asarray(mask, dtype=bool)
+        if mask.any():
+            at = _first(mask)
+            problems.append(Problem(uri, problem, line=first + at, column=column, count=int(mask.sum()),
+                                    value=None if values is None else values.iloc[at]))
+
+    ids = df[ITEM_ID]
+    if pd.api.types.is_float_dtype(ids):  # Parquet float ids: 12.0 is the item "12" of the ratings
+        frac = ids.notna() & (ids % 1 != 0)
+        report(frac, ITEM_ID, "expected an integer or string id, got a fractional number", ids)
+        ids = ids.where(~frac & ids.abs().lt(2 ** 53)).astype("Int64").astype(object)
+    null = ids.isna().to_numpy()
+    report(null, ITEM_ID, "missing id (null)")
+    df[ITEM_ID] = ids.where(~null, "").astype(str).str.strip()
+    # A missing title shows the item id (as for an item without a catalogue entry).
+    titles = df[TITLE].where(df[TITLE].notna(), df[ITEM_ID]).astype(str)
+    long = titles.str.len() > MAX_TITLE_LENGTH
+    report(long, TITLE, f"title longer than {MAX_TITLE_LENGTH} characters (every recommendation row must fit "
+                        "DynamoDB's 400 KB item limit): shorten it upstream",
+           titles.str.len().map("{} characters".format))
+    df[TITLE] = titles
+    dup = (df.duplicated(ITEM_ID) & ~null).to_numpy()
+    report(dup, ITEM_ID, "duplicate item_id", df[ITEM_ID])
+    if problems:
+        raise DataValidationError(problems)
     return df.reset_index(drop=True)
+
+
+def _items_from_parquet(uri: str, data: bytes) -> pd.DataFrame:
+    """A Parquet catalogue with explicit types: ids as for ratings, titles and genres strings
+    (numbers are written as text; other types are rejected), nulls kept as missing."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except Exception as err:  # pyarrow raises many types for corrupt files
+        raise _unreadable_parquet(uri, err) from None
+    table = table.rename_columns([{"movieId": ITEM_ID}.get(n, n) for n in table.column_names])
+    out = {}
+    for n in table.column_names:
+        arr = table.column(n)
+        if n == ITEM_ID:
+            out[n] = _arrow_column(uri, ITEM_ID, arr, 1)  # as in the ratings
+            continue
+        t = arr.type.value_type if pa.types.is_dictionary(arr.type) else arr.type
+        if n in (TITLE, GENRES) and not (pa.types.is_string(t) or pa.types.is_large_string(t)
+                                         or pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)):
+            valid = arr.is_valid().to_numpy(zero_copy_only=False)
+            at = int(np.flatnonzero(valid)[0]) if valid.any() else 0
+            raise DataValidationError([Problem(uri, f"Parquet type {arr.type} is not accepted: expected text",
+                                               line=1 + at, column=n, value=arr[at].as_py() if len(arr) else None)])
+        out[n] = pd.Series(arr.cast(pa.string()).to_pylist() if n in (TITLE, GENRES) else [None] * len(arr),
+                           dtype=object)
+    return pd.DataFrame(out)

@@ -19,22 +19,43 @@ import pandas as pd
 
 from tasks import storage
 from tasks.constants import ITEM_ID, ITEMS_FILE, MANIFEST_FILE, RATING, RATINGS_FILE, TIMESTAMP, TITLE, USER_ID
-from tasks.data.schema import DataValidationError, Problem, iter_ratings, read_items, validate_ratings
+from tasks.data.schema import DataValidationError, Problem, iter_ratings, read_items, relocate, validate_ratings
 
 log = logging.getLogger(__name__)
 _PARTITION = re.compile(r"(?:^|/)ds=(\d{4}-\d{2}-\d{2})(?:/|$)")
 
 
-def _skipped(uri: str) -> bool:
-    """Marker and hidden files (``_SUCCESS``, ``.keep``) are not data."""
-    return storage.basename(uri).startswith(("_", "."))
+def _skipped(uri: str) -> str | None:
+    """Why ``uri`` is not data, or None. Conventional markers, never fatal: a "folder" object
+    (a key ending in ``/``, what the S3 console's *Create folder* makes), Hadoop's ``_$folder$``
+    markers, ``_SUCCESS`` and other ``_``/``.`` files (``.keep``), ``.crc`` checksums."""
+    name = storage.basename(uri)
+    if uri.endswith("/"):
+        return "a folder marker (key ending in '/')"
+    if name.endswith("_$folder$"):
+        return "a Hadoop folder marker (_$folder$)"
+    if name.endswith(".crc"):
+        return "a checksum file (.crc)"
+    if name.startswith(("_", ".")):
+        return "a marker or hidden file (_… or .…)"
+    return None
+
+
+def data_files(files: list[str]) -> list[str]:
+    """``files`` without markers, each skipped one logged."""
+    chosen = []
+    for uri in files:
+        why = _skipped(uri)
+        if why:
+            log.info("skipping %s: %s, not data", uri, why)
+        else:
+            chosen.append(uri)
+    return chosen
 
 
 def select_files(files: list[str], ds: str) -> list[str]:
     chosen = []
-    for uri in files:
-        if _skipped(uri):
-            continue
+    for uri in data_files(files):
         match = _PARTITION.search(uri)
         if match and match.group(1) > ds:
             log.info("skipping %s: partition is later than the run date %s", uri, ds)
@@ -83,6 +104,8 @@ class IdCodes:
 
     def encode(self, values: pd.Series) -> np.ndarray:
         codes, uniques = pd.factorize(values)
+        if len(codes) and codes.min() < 0:  # a missing value: code -1 would index the last id
+            raise ValueError("IdCodes.encode got a missing id; validate_ratings must reject it first")
         pos = self.ids.get_indexer(uniques)
         new = pos < 0
         if new.any():
@@ -174,7 +197,7 @@ def build_snapshot(
                 kept[TIMESTAMP].append(valid[TIMESTAMP].to_numpy(dtype=np.int64))
                 del valid
         except DataValidationError as err:
-            problems.extend(err.problems)
+            problems.extend(relocate(uri, err.problems))
             rejected.append(uri)
             continue
         rows = sum(len(a) for a in kept[RATING])
@@ -183,7 +206,7 @@ def build_snapshot(
         spans.append((uri, total, first_line or 0))  # 0: no rows, so never a duplicate's line
         total += rows
         log.info("%s: %d valid rows", uri, rows)
-    item_files = [u for u in storage.list_files(items) if not _skipped(u)] if items else []
+    item_files = data_files(storage.list_files(items)) if items else []
     catalogue = []
     for uri in item_files:
         try:
@@ -213,8 +236,8 @@ def build_snapshot(
         for f in np.unique(file_of[within]):
             uri, start, first_line = spans[f]
             rows = later[within & (file_of == f)]
-            problems.append(Problem(uri, "duplicate (user_id, item_id, timestamp) row",
-                                    line=first_line + int(rows.min()) - start, count=len(rows)))
+            problems.extend(relocate(uri, [Problem(uri, "duplicate (user_id, item_id, timestamp) row",
+                                                   line=first_line + int(rows.min()) - start, count=len(rows))]))
             rejected.append(uri)
     if problems:
         error = DataValidationError(problems)
@@ -222,13 +245,25 @@ def build_snapshot(
         log.error("rejected %d file(s), copied to %s", len(rejected), quarantine_uri)
         raise error
 
+    # Ties across files: the same (user, item, timestamp) in two files. The same rating is a
+    # re-export; different ratings are a conflict no timestamp can decide. Rule (README, docs/
+    # reliability.md): the file listed last wins (keys sort by name, so a later ds= partition,
+    # or a later part-NNNN, wins), the same as for re-ratings at equal times; counted and logged.
+    conflicts, rating = 0, None
+    if same_row.any():
+        rating = concat(RATING)
+        conflicts = int((rating[order[1:][same_row]] != rating[order[:-1][same_row]]).sum())
+    if conflicts:
+        log.warning("%d (user_id, item_id, timestamp) row(s) appear in two files with different ratings: "
+                    "the rating of the file listed last is kept", conflicts)
     # A user who re-rates an item keeps the latest rating: one row per (user, item).
     before = len(order)
     keep = order[np.append(~same_pair, True)]  # the last row of each (user, item) run
     del order, same_pair, same_row
     columns = {USER_ID: user_codes[keep], ITEM_ID: item_codes[keep]}
     del user_codes, item_codes
-    columns[RATING] = concat(RATING)[keep]
+    columns[RATING] = (concat(RATING) if rating is None else rating)[keep]
+    del rating
     columns[TIMESTAMP] = ts[keep]
     del ts, keep
     storage.release_freed_memory()
@@ -263,6 +298,7 @@ def build_snapshot(
         "users": int((np.bincount(columns[USER_ID], minlength=len(user_ids)) > 0).sum()),
         "items": int(present.sum()),
         "catalogue_items": len(cat),
+        "tie_conflicts": conflicts,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
     }
     # Written last: a snapshot without its manifest is incomplete.
