@@ -1,8 +1,9 @@
 """ECS roll-out against the moto server's ECS API, and SNS failure alerts arriving in SQS.
 
 moto accepts the ECS calls but never starts a task, so a service never reaches
-steady state there: the success path stubs only the waiter; the failure path
-uses moto's real behaviour (the waiter gives up) and checks the roll-back.
+steady state there: the success path stubs the waiter and ECS's verdict (the exact
+DescribeServices answers are in tests/test_ecs_roll.py); the failure path uses moto's real
+behaviour (the waiter gives up) and checks the roll-back.
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ def test_deploy_registers_revision_and_rolls_service(ecs_env, monkeypatch):
         def wait(self, **kwargs):
             self.kwargs = kwargs
 
+    from recsys import ecs_rollout
+
     stable = Stable()
     monkeypatch.setattr(ecs, "get_waiter", lambda name: stable if name == "services_stable" else None)
+    monkeypatch.setattr(ecs_rollout, "settle", lambda *a, **k: ecs_rollout.Verdict("serving", "stubbed"))
     image = f"{out['repository']}:abc123"
     result = deploy.deploy_ecs(ecs, settings, image, "v20261123")
     service = ecs.describe_services(cluster="recsys", services=["recsys-serve"])["services"][0]
@@ -59,7 +63,9 @@ def test_deploy_registers_revision_and_rolls_service(ecs_env, monkeypatch):
 def test_deploy_rolls_back_when_service_never_stabilises(ecs_env):
     settings, ecs, out = ecs_env
     before = ecs.describe_services(cluster="recsys", services=["recsys-serve"])["services"][0]["taskDefinition"]
-    with pytest.raises(Exception, match="Max attempts exceeded|failed"):
+    from recsys.ecs_rollout import RollFailed
+
+    with pytest.raises(RollFailed, match="does not serve.*Max attempts exceeded.*rolled back"):
         deploy.deploy_ecs(ecs, settings, f"{out['repository']}:bad", "v2", wait_delay=1, wait_attempts=2)
     after = ecs.describe_services(cluster="recsys", services=["recsys-serve"])["services"][0]["taskDefinition"]
     assert after == before

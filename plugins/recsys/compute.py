@@ -72,7 +72,8 @@ def _common(settings: Settings, stage: str) -> tuple[Any, dict]:
         "launch_type": "FARGATE", "network_configuration": network, "container_name": settings.ecs_container,
         "awslogs_group": settings.ecs_log_group, "awslogs_region": settings.region,
         "awslogs_stream_prefix": f"jobs/{settings.ecs_container}", "reattach": True,
-        "deferrable": settings.deferrable, "propagate_tags": "TASK_DEFINITION",
+        # deferrable: the provider's default, Airflow's [operators] default_deferrable
+        "propagate_tags": "TASK_DEFINITION",
         "tags": {"recsys:stage": stage},
     }
 

@@ -76,7 +76,6 @@ class Settings:
         "RECSYS_PROJECT_ROOT", str(Path(__file__).resolve().parents[2])))
     state_dir: str = field(default_factory=lambda: _env("RECSYS_STATE_DIR", ""))
     python: str = field(default_factory=lambda: _env("RECSYS_PYTHON", sys.executable))
-    deferrable: bool = field(default_factory=lambda: _env("RECSYS_DEFERRABLE", "false").lower() == "true")
     retry_delay_seconds: int = field(default_factory=lambda: int(_env("RECSYS_RETRY_DELAY_SECONDS", "120")))
     ttl_days: int = field(default_factory=lambda: int(_env("RECSYS_TTL_DAYS", str(layout.DEFAULT_TTL_DAYS))))
     notify_success: bool = field(default_factory=lambda: _env("RECSYS_NOTIFY_SUCCESS", "").lower()
