@@ -428,3 +428,44 @@ def test_container_deploy_passes_only_aws_and_recsys_variables(monkeypatch):
     env = deploy.container_env(dict(__import__("os").environ), "v9", "recs")
     assert env["MODEL_VERSION"] == "v9" and env["RECSYS_TABLE"] == "recs" and env["AWS_DEFAULT_REGION"] == "eu-west-1"
     assert not [k for k in env if k.startswith("AIRFLOW") or k in ("PATH", "HOME", "PYTHONPATH")]
+
+
+@pytest.mark.parametrize(("task", "said"), [
+    # exact DescribeTasks answers (moto never runs a task): a task that never started has no exit code
+    ({"lastStatus": "STOPPED", "stopCode": "TaskFailedToStart",
+      "stoppedReason": "ResourceInitializationError: unable to pull secrets or registry auth",
+      "containers": [{"name": "recsys", "lastStatus": "STOPPED"}]},
+     "never started \\(TaskFailedToStart\\): ResourceInitializationError: unable to pull secrets"),
+    ({"lastStatus": "STOPPED", "stopCode": "EssentialContainerExited", "stoppedReason": "Essential container in task "
+      "exited", "containers": [{"name": "recsys", "lastStatus": "STOPPED", "exitCode": 137,
+                                "reason": "OutOfMemoryError: Container killed due to memory usage"}]},
+     "killed for memory \\(OutOfMemoryError: Container killed due to memory usage, exit code 137\\): raise "
+     "RECSYS_ECS_JOBS_MEMORY"),
+    ({"lastStatus": "STOPPED", "stopCode": "SpotInterruption", "stoppedReason": "Your Spot Task was interrupted.",
+      "containers": [{"name": "recsys", "lastStatus": "STOPPED", "exitCode": 143}]},
+     "Fargate Spot reclaimed the task .*a retry runs it again"),
+])
+def test_ecs_stage_failures_say_what_ecs_said_and_stay_retryable(monkeypatch, task, said):
+    from airflow.exceptions import AirflowException
+
+    from recsys.compat import AirflowFailException
+    from recsys.operators.ecs_stage import RecsysEcsRunTaskOperator
+
+    class Client:
+        def describe_tasks(self, **kwargs):
+            return {"tasks": [{"taskArn": "arn:aws:ecs:us-east-1:123456789012:task/c/abc", **task}], "failures": []}
+
+        def stop_task(self, **kwargs):
+            self.stopped = kwargs
+            return {}
+
+    client = Client()
+    monkeypatch.setattr(RecsysEcsRunTaskOperator, "client", client, raising=False)
+    op = RecsysEcsRunTaskOperator(task_id="train", cluster="c", task_definition="td", overrides={})
+    op.arn = "arn:aws:ecs:us-east-1:123456789012:task/c/abc"
+    with pytest.raises(AirflowException, match=f"stage train: .*{said}") as raised:
+        op._check_success_task()
+    assert not isinstance(raised.value, AirflowFailException)  # retried
+    op.task_log_fetcher = None
+    op.on_kill()  # clear / mark failed: the provider's on_kill stops the ECS task
+    assert client.stopped == {"cluster": "c", "task": op.arn, "reason": "Task killed by the user"}
