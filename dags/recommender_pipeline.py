@@ -183,12 +183,13 @@ def recommender_pipeline():
     if settings.deploy == "ecs":
         from recsys.operators.ecs_roll import EcsRollServiceOperator
 
-        # register a revision, update the service, wait (in the triggerer when deferrable), roll back
+        # register a revision, update the service, wait (in the triggerer when [operators]
+        # default_deferrable), verify ECS's deployment record, roll back where ECS has not
         deployed = EcsRollServiceOperator(
             task_id="deploy", cluster=settings.ecs_cluster,
             service=settings.ecs_service, container_name=settings.ecs_container,
             image='{{ ti.xcom_pull(task_ids="build_image") }}', model_version=plan_value("model_version"),
-            table=plan_value("table"), smoke_url=settings.smoke_url or None, deferrable=settings.deferrable,
+            table=plan_value("table"), smoke_url=settings.smoke_url or None,
             aws_conn_id=settings.aws_conn_id, region_name=settings.region)
     else:
         @task(task_id="deploy", multiple_outputs=False)

@@ -59,13 +59,16 @@ def test_structure(dag):
 
 
 ARGV = ["python", "-m", "tasks.train", "--ratings", "s3://b/datasets/ds=2026-11-23", "--out", "s3://b/models/v1"]
+# the stage settings every backend appends (recsys.compute.STAGE_FLAGS; defaults)
+RUN = [*ARGV, "--threads", "0"]
+SCORE_FLAGS = ["--threads", "0", "--min-ratings", "1", "--ttl-days", "30"]
 
 
 def test_local_backend_runs_the_argv_with_this_python(monkeypatch):
     op = compute.compute_task("train", ARGV, Settings(compute="local", python="/venv/bin/python"))
     assert isinstance(op, BashOperator)
     assert op.bash_command == ("exec /venv/bin/python -m tasks.train --ratings s3://b/datasets/ds=2026-11-23 "
-                               "--out s3://b/models/v1")
+                               "--out s3://b/models/v1 --threads 0")
 
 
 def test_docker_backend_builds_docker_operator():
@@ -73,7 +76,7 @@ def test_docker_backend_builds_docker_operator():
     DockerOperator = pytest.importorskip("airflow.providers.docker.operators.docker").DockerOperator
     op = compute.compute_task("train", ARGV, Settings(compute="docker", job_image="recsys-jobs:1"))
     assert isinstance(op, DockerOperator)
-    assert op.command == ARGV and op.image == "recsys-jobs:1"
+    assert op.command == RUN and op.image == "recsys-jobs:1"
     assert "AWS_SECRET_ACCESS_KEY" not in (op.environment or {})  # resolved at run time, never serialized
 
 
@@ -82,7 +85,7 @@ def test_ecs_backend_builds_run_task_with_the_same_command(monkeypatch):
     monkeypatch.setenv("RECSYS_ECS_SECURITY_GROUPS", "sg-1")
     op = compute.compute_task("train", ARGV, Settings(compute="ecs"))
     assert isinstance(op, EcsRunTaskOperator)
-    assert op.overrides == {"containerOverrides": [{"name": "recsys", "command": ARGV}]}
+    assert op.overrides == {"containerOverrides": [{"name": "recsys", "command": RUN}]}
     assert op.launch_type == "FARGATE" and op.cluster == "recsys" and op.task_definition == "recsys-jobs"
     assert op.network_configuration == {"awsvpcConfiguration": {
         "subnets": ["subnet-1", "subnet-2"], "securityGroups": ["sg-1"], "assignPublicIp": "DISABLED"}}
@@ -90,9 +93,10 @@ def test_ecs_backend_builds_run_task_with_the_same_command(monkeypatch):
 
 
 @pytest.mark.parametrize("backend, expected", [
-    ("local", "exec /py -m tasks.score --shard 1/2"),
-    ("docker", ["python", "-m", "tasks.score", "--shard", "1/2"]),
-    ("ecs", {"containerOverrides": [{"name": "recsys", "command": ["python", "-m", "tasks.score", "--shard", "1/2"]}]}),
+    ("local", "exec /py -m tasks.score --shard 1/2 " + " ".join(SCORE_FLAGS)),
+    ("docker", ["python", "-m", "tasks.score", "--shard", "1/2", *SCORE_FLAGS]),
+    ("ecs", {"containerOverrides": [{"name": "recsys", "command": ["python", "-m", "tasks.score", "--shard", "1/2",
+                                                                    *SCORE_FLAGS]}]}),
 ])
 def test_mapped_values_per_backend(backend, expected):
     argvs = [["python", "-m", "tasks.score", "--shard", "0/2"], ["python", "-m", "tasks.score", "--shard", "1/2"]]

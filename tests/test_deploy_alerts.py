@@ -1,8 +1,9 @@
 """ECS roll-out against the moto server's ECS API, and SNS failure alerts arriving in SQS.
 
 moto accepts the ECS calls but never starts a task, so a service never reaches
-steady state there: the success path stubs only the waiter; the failure path
-uses moto's real behaviour (the waiter gives up) and checks the roll-back.
+steady state there: the success path stubs the waiter and ECS's verdict (the exact
+DescribeServices answers are in tests/test_ecs_roll.py); the failure path uses moto's real
+behaviour (the waiter gives up) and checks the roll-back.
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ def test_deploy_registers_revision_and_rolls_service(ecs_env, monkeypatch):
         def wait(self, **kwargs):
             self.kwargs = kwargs
 
+    from recsys import ecs_rollout
+
     stable = Stable()
     monkeypatch.setattr(ecs, "get_waiter", lambda name: stable if name == "services_stable" else None)
+    monkeypatch.setattr(ecs_rollout, "settle", lambda *a, **k: ecs_rollout.Verdict("serving", "stubbed"))
     image = f"{out['repository']}:abc123"
     result = deploy.deploy_ecs(ecs, settings, image, "v20261123")
     service = ecs.describe_services(cluster="recsys", services=["recsys-serve"])["services"][0]
@@ -59,7 +63,9 @@ def test_deploy_registers_revision_and_rolls_service(ecs_env, monkeypatch):
 def test_deploy_rolls_back_when_service_never_stabilises(ecs_env):
     settings, ecs, out = ecs_env
     before = ecs.describe_services(cluster="recsys", services=["recsys-serve"])["services"][0]["taskDefinition"]
-    with pytest.raises(Exception, match="Max attempts exceeded|failed"):
+    from recsys.ecs_rollout import RollFailed
+
+    with pytest.raises(RollFailed, match="does not serve.*Max attempts exceeded.*rolled back"):
         deploy.deploy_ecs(ecs, settings, f"{out['repository']}:bad", "v2", wait_delay=1, wait_attempts=2)
     after = ecs.describe_services(cluster="recsys", services=["recsys-serve"])["services"][0]["taskDefinition"]
     assert after == before
@@ -422,3 +428,44 @@ def test_container_deploy_passes_only_aws_and_recsys_variables(monkeypatch):
     env = deploy.container_env(dict(__import__("os").environ), "v9", "recs")
     assert env["MODEL_VERSION"] == "v9" and env["RECSYS_TABLE"] == "recs" and env["AWS_DEFAULT_REGION"] == "eu-west-1"
     assert not [k for k in env if k.startswith("AIRFLOW") or k in ("PATH", "HOME", "PYTHONPATH")]
+
+
+@pytest.mark.parametrize(("task", "said"), [
+    # exact DescribeTasks answers (moto never runs a task): a task that never started has no exit code
+    ({"lastStatus": "STOPPED", "stopCode": "TaskFailedToStart",
+      "stoppedReason": "ResourceInitializationError: unable to pull secrets or registry auth",
+      "containers": [{"name": "recsys", "lastStatus": "STOPPED"}]},
+     "never started \\(TaskFailedToStart\\): ResourceInitializationError: unable to pull secrets"),
+    ({"lastStatus": "STOPPED", "stopCode": "EssentialContainerExited", "stoppedReason": "Essential container in task "
+      "exited", "containers": [{"name": "recsys", "lastStatus": "STOPPED", "exitCode": 137,
+                                "reason": "OutOfMemoryError: Container killed due to memory usage"}]},
+     "killed for memory \\(OutOfMemoryError: Container killed due to memory usage, exit code 137\\): raise "
+     "RECSYS_ECS_JOBS_MEMORY"),
+    ({"lastStatus": "STOPPED", "stopCode": "SpotInterruption", "stoppedReason": "Your Spot Task was interrupted.",
+      "containers": [{"name": "recsys", "lastStatus": "STOPPED", "exitCode": 143}]},
+     "Fargate Spot reclaimed the task .*a retry runs it again"),
+])
+def test_ecs_stage_failures_say_what_ecs_said_and_stay_retryable(monkeypatch, task, said):
+    from airflow.exceptions import AirflowException
+
+    from recsys.compat import AirflowFailException
+    from recsys.operators.ecs_stage import RecsysEcsRunTaskOperator
+
+    class Client:
+        def describe_tasks(self, **kwargs):
+            return {"tasks": [{"taskArn": "arn:aws:ecs:us-east-1:123456789012:task/c/abc", **task}], "failures": []}
+
+        def stop_task(self, **kwargs):
+            self.stopped = kwargs
+            return {}
+
+    client = Client()
+    monkeypatch.setattr(RecsysEcsRunTaskOperator, "client", client, raising=False)
+    op = RecsysEcsRunTaskOperator(task_id="train", cluster="c", task_definition="td", overrides={})
+    op.arn = "arn:aws:ecs:us-east-1:123456789012:task/c/abc"
+    with pytest.raises(AirflowException, match=f"stage train: .*{said}") as raised:
+        op._check_success_task()
+    assert not isinstance(raised.value, AirflowFailException)  # retried
+    op.task_log_fetcher = None
+    op.on_kill()  # clear / mark failed: the provider's on_kill stops the ECS task
+    assert client.stopped == {"cluster": "c", "task": op.arn, "reason": "Task killed by the user"}

@@ -122,20 +122,26 @@ def test_every_call_of_the_ecs_paths_is_allowed_by_the_worker_role(ecs_stack, bo
         {"schemaVersion": 2, "layers": [], "config": {"digest": "sha256:" + "0" * 64}}),
         imageManifestMediaType="application/vnd.docker.distribution.manifest.v2+json")
     image = deploy.ensure_image(ecr, settings)
-    # the DAG's deploy task in ECS mode: EcsRollServiceOperator (its waiter stubbed: moto never stabilises)
-    from recsys.operators.ecs_roll import EcsRollServiceOperator
+    # the DAG's deploy task in ECS mode: EcsRollServiceOperator (its waiter stubbed: moto never
+    # stabilises, and its verification then finds the deployment not started and rolls back)
+    from recsys.operators.ecs_roll import EcsRollServiceOperator, RollFailed
 
     roll = EcsRollServiceOperator(task_id="deploy", cluster=settings.ecs_cluster, service=settings.ecs_service,
                                   container_name=settings.ecs_container, image=image,
                                   model_version="v20261202T000000m-abcdef", table=settings.table,
-                                  aws_conn_id="aws_default", region_name="us-east-1")
+                                  aws_conn_id="aws_default", region_name="us-east-1", settle_attempts=1)
     monkeypatch.setattr(roll.hook.conn, "get_waiter",
                         lambda name: type("Stable", (), {"wait": lambda self, **kw: None})())
-    rolled = roll.execute({})
-    revision = ecs_admin.describe_task_definition(taskDefinition=rolled["task_definition"])["taskDefinition"]
+    with pytest.raises(RollFailed, match="rolled back"):
+        roll.execute({})
+    registered = [c for c in aws_calls if c.operation == "RegisterTaskDefinition" and c.caller == "airflow"]
+    family = registered[-1].params["family"]
+    revision = ecs_admin.describe_task_definition(taskDefinition=family)["taskDefinition"]  # the latest
     assert revision["containerDefinitions"][0]["image"] == image
     assert revision["taskRoleArn"] == ecs_stack["roles"]["serve"]  # the new revision keeps the task role
     assert {"DescribeImages", "DescribeServices", "DescribeTaskDefinition", "RegisterTaskDefinition",
-            "UpdateService"} <= {c.operation for c in aws_calls if c.caller == "airflow"}
+            "UpdateService", "ListTasks"} <= {c.operation for c in aws_calls if c.caller == "airflow"}
+    # the verification's target-health read (a service behind a load balancer) is allowed too
+    assert allowed(policy("airflow"), "elasticloadbalancing:DescribeTargetHealth", "*")
 
     assert violations(aws_calls, settings) == {}

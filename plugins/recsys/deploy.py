@@ -5,8 +5,8 @@
   deploys: ``RECSYS_IMAGE_TAG``, else the one ``make bundle`` recorded in
   ``recsys/_bundle.json`` (managed workers have no sources), else the hash of the sources.
 - :func:`deploy_ecs` registers a task-definition revision (new image + ``MODEL_VERSION``),
-  updates the service, waits for steady state and restores the previous revision
-  on failure.
+  updates the service, waits for steady state, verifies ECS's deployment record and restores the
+  previous revision where ECS has not (:mod:`recsys.ecs_rollout`, shared with the DAG's operator).
 - :func:`deploy_local` (re)starts ``python -m tasks.serve`` on this machine with
   the new ``MODEL_VERSION`` and smoke-tests it, restarting the previous version on failure.
 - :func:`deploy_container` (``RECSYS_DEPLOY=docker``, the docker-compose stack) runs the pushed
@@ -265,21 +265,18 @@ def restore_revision(ecs, cluster: str, service: str, previous: str, failed: str
 
 
 def deploy_ecs(ecs, settings: Settings, image: str, model_version: str, *, table: str | None = None,
-               wait_delay: int = 15, wait_attempts: int = 40) -> dict:
-    """Register a revision, roll the service, wait for steady state; roll back on failure.
-    (Blocking: ``python -m recsys.rollback``. The DAG uses the deferrable
-    :class:`recsys.operators.deploy.EcsRollServiceOperator`.)"""
-    new_arn, previous = register_revision(ecs, settings.ecs_cluster, settings.ecs_service, settings.ecs_container,
-                                          image, model_version, table)
-    try:
-        ecs.get_waiter("services_stable").wait(cluster=settings.ecs_cluster, services=[settings.ecs_service],
-                                               WaiterConfig={"Delay": wait_delay, "MaxAttempts": wait_attempts})
-        if settings.smoke_url:
-            smoke_test(settings.smoke_url, model_version)
-    except Exception:
-        restore_revision(ecs, settings.ecs_cluster, settings.ecs_service, previous, new_arn)
-        raise
-    return {"task_definition": new_arn, "previous": previous, "image": image}
+               wait_delay: int = 15, wait_attempts: int = 40, elbv2=None) -> dict:
+    """The blocking roll of ``python -m recsys.rollback``: :func:`recsys.ecs_rollout.roll`, the same
+    register, wait, verify and roll back as the DAG's
+    :class:`recsys.operators.ecs_roll.EcsRollServiceOperator`."""
+    from recsys import ecs_rollout
+
+    def smoke():
+        return smoke_test(settings.smoke_url, model_version)
+
+    return ecs_rollout.roll(ecs, settings.ecs_cluster, settings.ecs_service, settings.ecs_container, image,
+                            model_version, table=table, elbv2=elbv2, smoke=smoke if settings.smoke_url else None,
+                            delay=wait_delay, attempts=wait_attempts)
 
 
 # -- local -------------------------------------------------------------------

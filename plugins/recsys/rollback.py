@@ -2,9 +2,10 @@
 
 Re-points serving the same way a run deploys: ``RECSYS_DEPLOY=ecs`` registers a
 task-definition revision (the service's current image, ``MODEL_VERSION`` = the
-target) and rolls the service with the same wait, smoke test and automatic
-roll-back; ``docker`` runs the serving container's current image with the target; ``local``
-restarts the app on this machine and smoke-tests it. Then
+target) and rolls the service with the DAG's own roll (:mod:`recsys.ecs_rollout`: wait,
+verify ECS's deployment record, smoke test, automatic roll-back); ``docker`` runs the serving
+container's current image with the target; ``local`` restarts the app on this machine and
+smoke-tests it. Then
 ``models/_live.json`` points at the target, with the version it replaced as the
 new rollback target (so a second rollback undoes the first).
 
@@ -104,10 +105,12 @@ def rollback(settings: Settings, to: str | None = None, min_hours: float = 24.0,
     from recsys import deploy as rollout
 
     if settings.deploy == "ecs":
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
         from airflow.providers.amazon.aws.hooks.ecs import EcsHook
 
         ecs = EcsHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).conn
-        deployed = rollout.deploy_ecs(ecs, settings, current_image(ecs, settings), target, table=table)
+        elbv2 = AwsBaseHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region, client_type="elbv2").conn
+        deployed = rollout.deploy_ecs(ecs, settings, current_image(ecs, settings), target, table=table, elbv2=elbv2)
     elif settings.deploy == "docker":
         deployed = rollout.deploy_container(settings, rollout.current_container_image(settings), target,
                                             smoke_user(settings, target), table)

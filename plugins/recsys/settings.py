@@ -1,100 +1,173 @@
-"""Resource names and switches, read from the environment in one place.
+"""Resource names and switches of the Airflow side: one typed object, read from the
+environment in one place (a pydantic model, as the serving app's ``tasks/serve/config.py``; the
+environment is read by :meth:`Settings.__init__` rather than pydantic-settings, which is not in
+MWAA's preinstalled set while pydantic is: the Airflow side adds no package to the workers).
 
-Reading ``os.environ`` is cheap and safe at DAG parse time (no network, no DB).
-Every ``RECSYS_X`` may also arrive as ``AIRFLOW__ENV__RECSYS_X``: that is how MWAA hands
-an environment's "Airflow configuration options" (``env.recsys_x``) to its processes.
+- Every value is parsed and checked when the object is made (at DAG parse time): a misspelt
+  choice (``RECSYS_COMPUTE=lamda``), a non-number, a non-boolean fails then, naming the variable.
+- Booleans are parsed one way: ``1/true/yes/on`` or ``0/false/no/off`` (any case), nothing else.
+- Every ``RECSYS_X`` may also arrive as ``AIRFLOW__ENV__RECSYS_X``: that is how MWAA hands an
+  environment's "Airflow configuration options" (``env.recsys_x``) to its processes.
+- ``RECSYS_REGION`` names the AWS region; without it ``AWS_DEFAULT_REGION`` (or ``AWS_REGION``),
+  then ``us-east-1``. (MWAA protects ``AWS_DEFAULT_REGION``; Composer does not set it.)
+- An empty variable counts as unset.
+
+Reading the environment is cheap and safe at DAG parse time (no network, no DB). The table of
+every setting in docs/aws.md is rendered from this class (``python -m recsys.settings``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from recsys import layout
 
 MWAA_PREFIX = "AIRFLOW__ENV__"
+PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 
 
-def _get(name: str) -> str:
-    return os.environ.get(name) or os.environ.get(MWAA_PREFIX + name) or ""
+def env(name: str, *fallbacks: str) -> AliasChoices:
+    """The variable ``name``, its MWAA form, then ``fallbacks`` (first one set wins)."""
+    return AliasChoices(name, MWAA_PREFIX + name, *fallbacks)
 
 
-def _env(name: str, default: str) -> str:
-    return _get(name) or default
+def _setting(default: Any, name: str, doc: str, *fallbacks: str) -> Any:
+    return Field(default, validation_alias=env(name, *fallbacks), description=doc)
 
 
-def _list(name: str) -> list[str]:
-    return [x.strip() for x in _get(name).split(",") if x.strip()]
+Csv = list[str]  # from the environment: "a, b" -> ["a", "b"]
 
 
-@dataclass(frozen=True)
-class Settings:
-    bucket: str = field(default_factory=lambda: _env("RECSYS_BUCKET", "recsys"))
-    table: str = field(default_factory=lambda: _env("RECSYS_TABLE", layout.DEFAULT_TABLE))
-    compute: str = field(default_factory=lambda: _env("RECSYS_COMPUTE", "local"))
-    deploy: str = field(default_factory=lambda: _env("RECSYS_DEPLOY", "local"))
-    aws_conn_id: str = field(default_factory=lambda: _env("RECSYS_AWS_CONN_ID", "aws_default"))
-    region: str = field(default_factory=lambda: _env("AWS_DEFAULT_REGION", "us-east-1"))
-    alert_topic: str = field(default_factory=lambda: _env("RECSYS_ALERT_TOPIC", "recsys-alerts"))
-    ecs_cluster: str = field(default_factory=lambda: _env("RECSYS_ECS_CLUSTER", "recsys"))
-    ecs_service: str = field(default_factory=lambda: _env("RECSYS_ECS_SERVICE", "recsys-serve"))
-    ecs_serve_family: str = field(default_factory=lambda: _env("RECSYS_ECS_SERVE_FAMILY", "recsys-serve"))
-    ecs_job_task_definition: str = field(default_factory=lambda: _env("RECSYS_ECS_JOB_TASK_DEFINITION", "recsys-jobs"))
-    ecs_container: str = field(default_factory=lambda: _env("RECSYS_ECS_CONTAINER", "recsys"))
-    ecs_subnets: list[str] = field(default_factory=lambda: _list("RECSYS_ECS_SUBNETS"))
-    ecs_security_groups: list[str] = field(default_factory=lambda: _list("RECSYS_ECS_SECURITY_GROUPS"))
-    ecs_log_group: str = field(default_factory=lambda: _env("RECSYS_ECS_LOG_GROUP", "/ecs/recsys"))
-    ecs_execution_role: str = field(default_factory=lambda: _env("RECSYS_ECS_EXECUTION_ROLE", ""))
-    # task roles (what the containers may call): made by `recsys.infra up` from deploy/iam/ when unset
-    ecs_jobs_task_role: str = field(default_factory=lambda: _env("RECSYS_ECS_JOBS_TASK_ROLE", ""))
-    ecs_serve_task_role: str = field(default_factory=lambda: _env("RECSYS_ECS_SERVE_TASK_ROLE", ""))
-    # the serving image's tag: from the bundle's recsys/_bundle.json on managed workers, else the
-    # content hash of the sources under project_root; this variable overrides both
-    image_tag: str = field(default_factory=lambda: _env("RECSYS_IMAGE_TAG", ""))
-    ecr_repository: str = field(default_factory=lambda: _env("RECSYS_ECR_REPOSITORY", "recsys-serve"))
-    ecr_jobs_repository: str = field(default_factory=lambda: _env("RECSYS_ECR_JOBS_REPOSITORY", "recsys-jobs"))
-    # the jobs task definition's size (Fargate cpu units / MiB): training holds the ratings in memory
-    ecs_jobs_cpu: str = field(default_factory=lambda: _env("RECSYS_ECS_JOBS_CPU", "2048"))
-    ecs_jobs_memory: str = field(default_factory=lambda: _env("RECSYS_ECS_JOBS_MEMORY", "8192"))
-    # where the serving image is pushed: the ECR repository's own registry unless set (a loopback
-    # registry in the embedded stack, a mirror); the ECR API answers for the repository either way
-    registry: str = field(default_factory=lambda: _env("RECSYS_REGISTRY", ""))
-    build_image: bool = field(default_factory=lambda: _env("RECSYS_BUILD_IMAGE", "1") not in ("0", "false", "no"))
-    docker_cli: str = field(default_factory=lambda: _env("RECSYS_DOCKER_CLI", "docker"))
-    # extra `docker build` flags, shell-split (e.g. "--secret id=pip-ca,src=/etc/ssl/certs/ca.pem")
-    docker_build_flags: str = field(default_factory=lambda: _env("RECSYS_DOCKER_BUILD_FLAGS", ""))
-    job_image: str = field(default_factory=lambda: _env("RECSYS_JOB_IMAGE", "recsys-jobs:latest"))
-    docker_url: str = field(default_factory=lambda: _env("RECSYS_DOCKER_URL", "unix://var/run/docker.sock"))
-    docker_network: str = field(default_factory=lambda: _env("RECSYS_DOCKER_NETWORK", "host"))
-    serve_container: str = field(default_factory=lambda: _env("RECSYS_SERVE_CONTAINER", "recsys-serve"))
-    serve_host: str = field(default_factory=lambda: _env("RECSYS_SERVE_HOST", "127.0.0.1"))
-    serve_port: int = field(default_factory=lambda: int(_env("RECSYS_SERVE_PORT", "8080")))
-    smoke_url: str = field(default_factory=lambda: _env("RECSYS_SMOKE_URL", ""))
-    project_root: str = field(default_factory=lambda: _env(
-        "RECSYS_PROJECT_ROOT", str(Path(__file__).resolve().parents[2])))
-    state_dir: str = field(default_factory=lambda: _env("RECSYS_STATE_DIR", ""))
-    python: str = field(default_factory=lambda: _env("RECSYS_PYTHON", sys.executable))
-    deferrable: bool = field(default_factory=lambda: _env("RECSYS_DEFERRABLE", "false").lower() == "true")
-    retry_delay_seconds: int = field(default_factory=lambda: int(_env("RECSYS_RETRY_DELAY_SECONDS", "120")))
-    ttl_days: int = field(default_factory=lambda: int(_env("RECSYS_TTL_DAYS", str(layout.DEFAULT_TTL_DAYS))))
-    notify_success: bool = field(default_factory=lambda: _env("RECSYS_NOTIFY_SUCCESS", "").lower()
-                                 in ("1", "true", "yes"))
+class Settings(BaseModel):
+    """Every setting; keyword arguments (by field name) win over the environment."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
+
+    def __init__(self, **values: Any) -> None:
+        for name, info in type(self).model_fields.items():
+            if name in values or not isinstance(info.validation_alias, AliasChoices):
+                continue
+            for variable_name in info.validation_alias.choices:  # the first one set (not empty) wins
+                raw = os.environ.get(str(variable_name))
+                if raw:
+                    values[name] = raw
+                    break
+        try:
+            super().__init__(**values)
+        except ValidationError as err:  # name the variable, not the field
+            fields = type(self).model_fields
+            raise ValueError("bad setting: " + "; ".join(
+                (f"{variable(str(e['loc'][0]))}={e.get('input')!r}: " if e["loc"] and e["loc"][0] in fields else "")
+                + e["msg"].removeprefix("Value error, ") for e in err.errors())) from None
+
+    bucket: str = _setting("recsys", "RECSYS_BUCKET", "S3 bucket of snapshots, models, run records, `_live.json`")
+    table: str = _setting(layout.DEFAULT_TABLE, "RECSYS_TABLE", "DynamoDB table of the recommendations")
+    compute: Literal["local", "docker", "ecs"] = _setting(
+        "local", "RECSYS_COMPUTE", "where container stages run: `local`, `docker` or `ecs`")
+    deploy: Literal["local", "docker", "ecs"] = _setting(
+        "local", "RECSYS_DEPLOY", "what `deploy` rolls: `local`, `docker` or `ecs`")
+    aws_conn_id: str = _setting("aws_default", "RECSYS_AWS_CONN_ID", "Airflow connection of every AWS call")
+    region: str = _setting("us-east-1", "RECSYS_REGION",
+                           "AWS region of every resource (unset: `AWS_DEFAULT_REGION`, `AWS_REGION`, us-east-1)",
+                           "AWS_DEFAULT_REGION", "AWS_REGION")
+    alert_topic: str = _setting("recsys-alerts", "RECSYS_ALERT_TOPIC", "SNS topic of failure alerts")
+    ecs_cluster: str = _setting("recsys", "RECSYS_ECS_CLUSTER", "ECS cluster of the service and the stages")
+    ecs_service: str = _setting("recsys-serve", "RECSYS_ECS_SERVICE", "ECS service that serves")
+    ecs_serve_family: str = _setting("recsys-serve", "RECSYS_ECS_SERVE_FAMILY",
+                                     "task-definition family of the service")
+    ecs_job_task_definition: str = _setting("recsys-jobs", "RECSYS_ECS_JOB_TASK_DEFINITION",
+                                            "task definition the stages run on")
+    ecs_container: str = _setting("recsys", "RECSYS_ECS_CONTAINER", "container name in both task definitions")
+    ecs_subnets: Csv = _setting([], "RECSYS_ECS_SUBNETS", "comma-separated subnets of the Fargate tasks "
+                                "(required with `RECSYS_COMPUTE=ecs`)")
+    ecs_security_groups: Csv = _setting([], "RECSYS_ECS_SECURITY_GROUPS",
+                                        "comma-separated security groups of the Fargate tasks")
+    ecs_log_group: str = _setting("/ecs/recsys", "RECSYS_ECS_LOG_GROUP", "CloudWatch log group of the tasks")
+    ecs_execution_role: str = _setting("", "RECSYS_ECS_EXECUTION_ROLE",
+                                       "your task execution role ARN (unset: `infra up` makes one)")
+    ecs_jobs_task_role: str = _setting("", "RECSYS_ECS_JOBS_TASK_ROLE",
+                                       "your stages' task role ARN (unset: `infra up` makes one)")
+    ecs_serve_task_role: str = _setting("", "RECSYS_ECS_SERVE_TASK_ROLE",
+                                        "your service's task role ARN (unset: `infra up` makes one)")
+    image_tag: str = _setting("", "RECSYS_IMAGE_TAG", "serving image tag to deploy (unset: the bundle's, "
+                              "else the sources' content hash)")
+    ecr_repository: str = _setting("recsys-serve", "RECSYS_ECR_REPOSITORY", "ECR repository of the serving image")
+    ecr_jobs_repository: str = _setting("recsys-jobs", "RECSYS_ECR_JOBS_REPOSITORY",
+                                        "ECR repository of the jobs image")
+    # training holds the ratings in memory
+    ecs_jobs_cpu: str = _setting("2048", "RECSYS_ECS_JOBS_CPU", "Fargate cpu units of a stage task")
+    ecs_jobs_memory: str = _setting("8192", "RECSYS_ECS_JOBS_MEMORY", "Fargate memory (MiB) of a stage task")
+    registry: str = _setting("", "RECSYS_REGISTRY", "registry the serving image is pushed to (unset: the ECR "
+                             "repository's own)")
+    build_image: bool = _setting(True, "RECSYS_BUILD_IMAGE", "build and push a missing serving image here")
+    docker_cli: str = _setting("docker", "RECSYS_DOCKER_CLI", "docker client used for builds")
+    docker_build_flags: str = _setting("", "RECSYS_DOCKER_BUILD_FLAGS", "extra `docker build` flags, shell-split")
+    job_image: str = _setting("recsys-jobs:latest", "RECSYS_JOB_IMAGE", "image of the stages with "
+                              "`RECSYS_COMPUTE=docker`")
+    docker_url: str = _setting("unix://var/run/docker.sock", "RECSYS_DOCKER_URL", "Docker engine of the "
+                               "docker backend")
+    docker_network: str = _setting("host", "RECSYS_DOCKER_NETWORK", "network of stage and serving containers")
+    serve_container: str = _setting("recsys-serve", "RECSYS_SERVE_CONTAINER", "serving container's name "
+                                    "(`RECSYS_DEPLOY=docker`)")
+    serve_host: str = _setting("127.0.0.1", "RECSYS_SERVE_HOST", "address the local/docker serving app listens on")
+    serve_port: int = _setting(8080, "RECSYS_SERVE_PORT", "port of the serving app")
+    smoke_url: str = _setting("", "RECSYS_SMOKE_URL", "base URL the deploy smoke-tests (`/readyz` must report "
+                              "the new version)")
+    project_root: str = _setting(PROJECT_ROOT, "RECSYS_PROJECT_ROOT", "checkout the local stages run in")
+    state_dir: str = _setting("", "RECSYS_STATE_DIR", "local serving app's pid/log directory (unset: "
+                              "`<project root>/.state`)")
+    python: str = _setting(sys.executable, "RECSYS_PYTHON", "interpreter of local stages and the local app")
+    retry_delay_seconds: int = _setting(120, "RECSYS_RETRY_DELAY_SECONDS", "delay between task retries")
+    ttl_days: int = _setting(layout.DEFAULT_TTL_DAYS, "RECSYS_TTL_DAYS", "days a version's rows live (stage "
+                             "flag `--ttl-days`)")
+    min_ratings: int = _setting(1, "RECSYS_MIN_RATINGS", "users with fewer ratings get no personal row (stage flag "
+                                "`--min-ratings`)")
+    threads: int = _setting(0, "RECSYS_THREADS", "threads of `train`/`score`, 0 = every core (stage flag "
+                            "`--threads`)")
+    notify_success: bool = _setting(False, "RECSYS_NOTIFY_SUCCESS", "also notify each successful run")
     # Heavy stages (snapshot, train, publish) of all runs together, one at a time by default:
     # a backfill's runs (REST/UI default max_active_runs 10) then train one date after another.
-    stage_concurrency: int = field(default_factory=lambda: int(_env("RECSYS_STAGE_CONCURRENCY", "1")))
-    # score tasks of all runs together (each one is a container using every core it has)
-    score_concurrency: int = field(default_factory=lambda: int(_env("RECSYS_SCORE_CONCURRENCY", "2")))
+    stage_concurrency: int = _setting(1, "RECSYS_STAGE_CONCURRENCY", "heavy stages of all runs at once")
+    score_concurrency: int = _setting(2, "RECSYS_SCORE_CONCURRENCY", "score tasks of all runs at once")
 
-    def __post_init__(self):
-        if self.compute not in ("local", "docker", "ecs"):
-            raise ValueError(f"RECSYS_COMPUTE must be local, docker or ecs, got {self.compute!r}")
-        if self.deploy not in ("local", "ecs", "docker"):
-            raise ValueError(f"RECSYS_DEPLOY must be local, ecs or docker, got {self.deploy!r}")
+    @field_validator("ecs_subnets", "ecs_security_groups", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return [x.strip() for x in value.split(",") if x.strip()] if isinstance(value, str) else value
+
+    @field_validator("compute", "deploy", mode="before")
+    @classmethod
+    def _choice(cls, value: Any, info) -> Any:
+        choices = ("local", "docker", "ecs")
+        if value not in choices:
+            raise ValueError(f"{variable(info.field_name)} must be local, docker or ecs, got {value!r}")
+        return value
+
+    @field_validator("ttl_days", "retry_delay_seconds", "stage_concurrency", "score_concurrency", "serve_port")
+    @classmethod
+    def _positive(cls, value: int, info) -> int:
+        if value < 1:
+            raise ValueError(f"{variable(info.field_name)} must be at least 1, got {value}")
+        return value
+
+    @field_validator("min_ratings", "threads")
+    @classmethod
+    def _not_negative(cls, value: int, info) -> int:
+        if value < 0:
+            raise ValueError(f"{variable(info.field_name)} must be 0 or more, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _needs(self) -> Settings:
         if self.compute == "ecs" and not self.ecs_subnets:
             raise ValueError("RECSYS_COMPUTE=ecs needs RECSYS_ECS_SUBNETS: comma-separated subnet ids for the "
                              "stages' Fargate tasks (`python -m recsys.infra up` prints the ones it used)")
+        return self
 
     @property
     def state_path(self) -> Path:
@@ -104,5 +177,37 @@ class Settings:
         return "/".join([f"s3://{self.bucket}", *(p.strip("/") for p in parts)])
 
 
+def variable(field_name: str) -> str:
+    """The environment variable of a setting."""
+    alias = Settings.model_fields[field_name].validation_alias
+    assert isinstance(alias, AliasChoices)
+    return str(alias.choices[0])
+
+
 def get() -> Settings:
     return Settings()
+
+
+def table_markdown() -> str:
+    """The Markdown table of every setting (docs/aws.md carries it; a test keeps them equal)."""
+    rows = ["| variable | default | what it sets |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        if name == "project_root":
+            default = "the checkout `plugins/` is in"
+        elif name == "python":
+            default = "the worker's interpreter"
+        elif isinstance(default, list):
+            default = ",".join(default)
+        elif isinstance(default, bool):
+            default = str(default).lower()
+        alias = info.validation_alias
+        assert isinstance(alias, AliasChoices)
+        assert "|" not in str(info.description), name  # a cell may not hold the column separator
+        rows.append(f"| `{alias.choices[0]}` | {f'`{default}`' if default != '' else '(unset)'} | "
+                    f"{info.description} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(table_markdown())

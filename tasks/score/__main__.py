@@ -64,8 +64,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="users scored and written per group (bounds the results held in memory)")
     parser.add_argument("--min-ratings", type=int, default=int(os.environ.get("RECSYS_MIN_RATINGS", "1")),
                         help="users with fewer ratings get no personal row (serving gives them the fallback list)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads of torch and the scoring kernel (0: every core; default $RECSYS_THREADS)")
     args = parser.parse_args(argv)
     storage.setup_logging()
+    if args.threads is not None:  # the flag wins; set_threads() reads the one variable
+        os.environ["RECSYS_THREADS"] = str(args.threads)
     from tasks.score import parse_shard, score_shard
 
     table_name = args.table or (None if args.out else os.environ.get("RECSYS_TABLE", DEFAULT_TABLE))

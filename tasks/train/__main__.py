@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 from tasks import storage
@@ -27,8 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--holdout", type=float, dest="holdout_fraction", help="alias of --holdout-fraction")
     parser.add_argument("--epochs", type=int, dest="sweeps",
                         help="alias of --sweeps (DAG files before the Gibbs rating head pass it)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads of torch and the scoring kernel (0: every core; default $RECSYS_THREADS)")
     args = parser.parse_args(argv)
     storage.setup_logging()
+    if args.threads is not None:  # the flag wins; set_threads() reads the one variable
+        os.environ["RECSYS_THREADS"] = str(args.threads)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) if getattr(args, f.name) is not None
                          else getattr(defaults, f.name) for f in dataclasses.fields(TrainConfig)})
     metrics = train(args.ratings, args.out, cfg, champion=args.champion or None, ds=args.ds,

@@ -32,14 +32,13 @@ class ServingImageOperator(BaseOperator):
         self.region_name = region_name
 
     def execute(self, context) -> str | None:
-        import dataclasses
 
         from airflow.providers.amazon.aws.hooks.ecr import EcrHook
 
         from recsys import deploy
         from recsys.settings import Settings
 
-        settings = dataclasses.replace(Settings(), ecr_repository=self.repository)
+        settings = Settings().model_copy(update={"ecr_repository": self.repository})
         try:
             return deploy.ensure_image(EcrHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name).conn,
                                        settings)
