@@ -62,19 +62,21 @@ RETRY_PROFILES: dict[str, dict] = {
     # stages (snapshot, train, score, publish) and the Airflow side: bulk work that should ride out
     # a few seconds of throttling or a dropped connection.
     "jobs": {"mode": "adaptive", "total_max_attempts": 5, "connect_timeout": 5.0, "read_timeout": 60.0},
-    # the serving app: one request's budget. A stalled or unreachable DynamoDB answers 503 within
-    # worst_case_seconds("serve") (< 2 s); the caller retries a 503, not us.
+    # the serving app: one request's budget. botocore alone may take worst_case_seconds("serve")
+    # (2.5 s) on a stalled DynamoDB; the app's own deadline (RECSYS_SERVE_DEADLINE_SECONDS, 1.5 s)
+    # answers 503 before that. The caller retries a 503, not us.
     "serve": {"mode": "standard", "total_max_attempts": 2, "connect_timeout": 0.25, "read_timeout": 0.5},
 }
 
 
 def worst_case_seconds(profile: str) -> float:
     """Longest one call to a stalled or unreachable endpoint can take before it raises: every
-    attempt timing out at connect + read, plus the largest backoff between them (botocore's
-    non-throttling backoff, rand(0, 1) x 0.05 x 2**i s; throttling answers come back fast)."""
+    attempt timing out at connect + read, plus the largest backoff between them. botocore's
+    standard and adaptive backoff is rand(0, 1) x min(2**i, 20) s by default (its opt-in newer
+    retry behaviour scales non-throttling backoff by 0.05, which only shortens it)."""
     p = RETRY_PROFILES[profile]
     attempts = p["total_max_attempts"]
-    return attempts * (p["connect_timeout"] + p["read_timeout"]) + sum(0.05 * 2 ** i for i in range(attempts - 1))
+    return attempts * (p["connect_timeout"] + p["read_timeout"]) + sum(min(2 ** i, 20) for i in range(attempts - 1))
 
 
 def client_config(profile: str = "jobs"):

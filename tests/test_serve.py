@@ -115,8 +115,12 @@ def serving_client_at(endpoint, monkeypatch):
 
 def test_serving_budget_is_under_two_seconds():
     from tasks import storage
+    from tasks.serve.config import Settings
 
-    assert storage.worst_case_seconds("serve") < 2.0
+    # botocore's own retries can outlast two seconds (rand(0, 1) s backoff between the attempts):
+    # the app's deadline is what bounds a request, so it must be the shorter of the two
+    deadline = Settings.model_fields["recsys_serve_deadline_seconds"].default
+    assert deadline < 2.0 < storage.worst_case_seconds("serve")
     cfg = storage.client_config("serve")
     assert cfg.connect_timeout <= 0.5 and cfg.read_timeout <= 1.0 and cfg.retries["total_max_attempts"] == 2
 

@@ -25,8 +25,8 @@ class Settings(BaseSettings):
                                           description="in-process row cache bound in bytes (0: no cache)")
     # How many DynamoDB reads may be in flight at once, and how long a request may wait for one of
     # those slots before it is shed with a 503. A stalled call holds its slot for at most the
-    # serve retry budget (tasks.storage.worst_case_seconds("serve"), ~1.6 s), so a request answers
-    # within budget + wait even when DynamoDB stalls.
+    # serve retry budget (tasks.storage.worst_case_seconds("serve"), 2.5 s); a request answers
+    # within the deadline below even when DynamoDB stalls.
     recsys_serve_ddb_concurrency: int = Field(16, ge=1, description="DynamoDB reads in flight at most")
     recsys_serve_queue_seconds: float = Field(0.1, ge=0, description="longest wait for a DynamoDB slot")
     # A request's whole budget for DynamoDB (slot wait included): past it the answer is a 503 even
