@@ -58,9 +58,12 @@ LIVE_HISTORY = "runs/live"
 
 
 def live_history_key(deployed_at: str, version: str) -> str:
-    """``runs/live/<deployed_at, digits only>-<version>.json``: keys sort by time."""
-    stamp = "".join(c for c in deployed_at[:26] if c.isdigit())
-    return f"{LIVE_HISTORY}/{stamp}-{version}.json"
+    """``runs/live/<deployed_at in UTC, YYYYMMDDTHHMMSSffffffZ>-<version>.json``: keys sort by time."""
+    import datetime as dt
+
+    when = dt.datetime.fromisoformat(deployed_at.replace("Z", "+00:00"))
+    when = when.astimezone(dt.timezone.utc) if when.tzinfo else when
+    return f"{LIVE_HISTORY}/{when:%Y%m%dT%H%M%S%f}Z-{version}.json"
 
 
 # The versions page (``python -m tasks.publish versions``), regenerated every night.

@@ -30,7 +30,7 @@ def dag(dagbag):
 
 def test_import_zero_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert list(dagbag.dags) == [DAG_ID]
+    assert sorted(dagbag.dags) == [DAG_ID, "recommender_rollback"]
 
 
 def test_policy(dag):
@@ -50,7 +50,7 @@ def test_policy(dag):
 def test_structure(dag):
     edges = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
     chain = ["plan", "snapshot", "train", "gate", "shard_commands", "score", "publish", "latest_only",
-             "deploy_enabled", "build_image", "deploy", "record_live", "retain", "summary"]
+             "deploy_enabled", "build_image", "deploy", "record_live", "retain", "versions", "summary"]
     for up, down in zip(chain, chain[1:], strict=False):
         assert down in edges[up], f"{up} -> {down}"
     assert dag.get_task("latest_only").__class__.__name__ == "LatestOnlyOperator"
@@ -328,6 +328,13 @@ def test_live_pointer_keeps_the_version_it_replaced():
 def test_retain_runs_whatever_happened(dag):
     retain = dag.get_task("retain")
     assert retain.trigger_rule == "all_done" and "record_live" in retain.upstream_task_ids
+
+
+def test_the_versions_page_is_regenerated_every_night_through_the_compute_backend(dag):
+    versions = dag.get_task("versions")
+    assert versions.trigger_rule == "all_done" and "retain" in versions.upstream_task_ids
+    s = Settings()
+    assert versions.bash_command.endswith(f"-m tasks.publish versions --root s3://{s.bucket} --table {s.table}")
 
 
 # trigger rules under which an upstream failure becomes this task's upstream_failed

@@ -93,7 +93,9 @@ def test_versions_json_has_the_known_answers(bucket, boto):
 def test_live_pointer_closes_a_gap_in_the_history(bucket, boto):
     """A rollback made with the CLI writes no history record: the live pointer still says who serves."""
     s3 = boto("s3")
-    s3.delete_object(Bucket=bucket["bucket"], Key="runs/live/20261102120000-" + V1 + ".json")
+    key = layout.live_history_key("2026-11-02T12:00:00+00:00", V1)
+    assert key == f"runs/live/20261102T120000000000Z-{V1}.json"
+    s3.delete_object(Bucket=bucket["bucket"], Key=key)
     data = versions.collect(f"s3://{bucket['bucket']}", bucket["table"], now="2026-11-05T00:00:00+00:00")
     assert [(s["model_version"], s["until"]) for s in data["served"]] == [
         (V1, "2026-11-02T03:00:00+00:00"), (V2, "2026-11-02T12:00:00+00:00"), (V1, None)]
