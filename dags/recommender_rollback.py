@@ -79,7 +79,8 @@ def recommender_rollback():
         from recsys import pipeline, rollback
 
         live = pipeline.read_json(settings, pipeline.LIVE_POINTER) or {}
-        if live.get("model_version") == plan["to"] and (live.get("deployed") or {}).get("rollback_from") == plan["from"]:
+        done = (live.get("deployed") or {}).get("rollback_from") == plan["from"]
+        if live.get("model_version") == plan["to"] and done:
             pointer = live  # a retry after the pointer moved: the roll is done
         else:
             rollback.rollback(settings, plan["to"], float(params["min_hours"]))
