@@ -42,11 +42,19 @@ from airflow.providers.standard.operators.latest_only import LatestOnlyOperator
 from airflow.sdk import Asset, Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from recsys.compat import ASSET_OUTLETS, outlets
-from recsys.compute import compute_mapped, compute_task
-from recsys.notifiers import failure_notifier
-from recsys.operators.image import ServingImageOperator
-from recsys.settings import Settings
+from recsys.release import require
+
+# `make bundle` stamps its release id here and into recsys/_bundle.json: before anything else of
+# recsys loads, this file refuses to import beside another release's package (an upgrade whose
+# plugins are not live yet), naming both releases in the UI's import errors.
+RELEASE = "source"
+require(RELEASE, __file__)
+
+from recsys.compat import ASSET_OUTLETS, outlets  # noqa: E402
+from recsys.compute import compute_mapped, compute_task  # noqa: E402
+from recsys.notifiers import failure_notifier  # noqa: E402
+from recsys.operators.image import ServingImageOperator  # noqa: E402
+from recsys.settings import Settings  # noqa: E402
 
 settings = Settings()
 

@@ -30,9 +30,17 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param, dag, task
 
-from recsys.compute import compute_task
-from recsys.notifiers import failure_notifier
-from recsys.settings import Settings
+from recsys.release import require
+
+# `make bundle` stamps its release id here and into recsys/_bundle.json: before anything else of
+# recsys loads, this file refuses to import beside another release's package (an upgrade whose
+# plugins are not live yet), naming both releases in the UI's import errors.
+RELEASE = "source"
+require(RELEASE, __file__)
+
+from recsys.compute import compute_task  # noqa: E402
+from recsys.notifiers import failure_notifier  # noqa: E402
+from recsys.settings import Settings  # noqa: E402
 
 settings = Settings()
 
