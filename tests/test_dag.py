@@ -424,3 +424,18 @@ def test_build_image_fails_a_deploy_it_cannot_serve_and_lets_the_local_app_go_wi
         with pytest.raises(AirflowFailException, match="make push-image"):
             task.execute({})
     assert seen == {"ecr": "ecr-client", "repository": "rendered-repo"}
+
+
+def test_failure_alerts_and_run_summaries_link_the_versions_page(monkeypatch):
+    from recsys import notifiers
+
+    page = pipeline.versions_page(Settings(bucket="b"))
+    assert page == "s3://b/versions/index.html"
+    _, msg = notifiers.failure_message({"exception": "boom"}, page)
+    assert msg.splitlines()[-1].endswith(": s3://b/versions/index.html")
+    sent = []
+    monkeypatch.setattr(notifiers.FailureAlert, "first_for_run", lambda self, context, subject: True)
+    monkeypatch.setattr(notifiers, "sns_notifier", lambda settings, subject, message: type(
+        "N", (), {"notify": lambda self, context: sent.append(message)})())
+    notifiers.FailureAlert(Settings(bucket="b"))({"exception": "boom"})
+    assert "s3://b/versions/index.html" in sent[0]
