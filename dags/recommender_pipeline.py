@@ -258,6 +258,7 @@ def recommender_pipeline():
     # summary is the leaf Airflow judges the run by: a failure anywhere (or in retain) fails
     # it and so the run; an all_done leaf would turn every failed run green.
     live >> retain >> versions >> done
+    retain >> done  # versions runs all_done: retain's failure must reach summary directly
     live >> done
 
 
