@@ -10,7 +10,7 @@
 # them); a row without one pins apache-airflow (and the provider versions the table gives) and lets
 # pip resolve the rest. Venvs live in .venv-compat/<platform>-<airflow>, reinstalled only when the
 # row changes. Stages (python -m tasks.*) run with the main venv's interpreter (RECSYS_PYTHON), as
-# they would in the jobs image on ECS. MATRIX_LOCK=/path/to/lock serialises the rows behind flock.
+# they would in the jobs image on ECS (or RECSYS_PYTHON when set). MATRIX_LOCK=/path/to/lock serialises the rows behind flock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -45,7 +45,7 @@ for row in "${ROWS[@]}"; do
     touch "$stamp"
   fi
   echo "== $name: $("$venv/bin/python" -c 'import airflow, sys; print(f"Airflow {airflow.__version__} on Python {sys.version.split()[0]}")')"
-  run=(env RECSYS_PYTHON="$MAIN_PY" PATH="$venv/bin:$PATH" bash -c '. scripts/env.sh && export AWS_ENDPOINT_URL= DOCKER_HOST=unix:///nonexistent/docker.sock && exec "$0" -m pytest -p no:cacheprovider -q "$@"' "$venv/bin/python" "${TESTS[@]}")
+  run=(env RECSYS_PYTHON="${RECSYS_PYTHON:-$MAIN_PY}" PATH="$venv/bin:$PATH" bash -c '. scripts/env.sh && export AWS_ENDPOINT_URL= DOCKER_HOST=unix:///nonexistent/docker.sock && exec "$0" -m pytest -p no:cacheprovider -q "$@"' "$venv/bin/python" "${TESTS[@]}")
   if [ -n "${MATRIX_LOCK:-}" ]; then run=(flock "$MATRIX_LOCK" "${run[@]}"); fi
   if timeout --signal=INT --kill-after=60 "${COMPAT_TIMEOUT:-2400}" "${run[@]}"; then
     echo "== $name: passed in $((SECONDS - start)) s"
