@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("matplotlib", reason="the versions page draws with matplotlib (requirements/jobs.txt)")
-
-from tasks import layout, table  # noqa: E402
-from tasks.publish import __main__ as publish_cli  # noqa: E402
-from tasks.publish import versions  # noqa: E402
+from tasks import layout, table
+from tasks.publish import __main__ as publish_cli
+from tasks.publish import versions
 
 V1, V2, V3 = "v20261101T020000s-aaaaaa", "v20261102T020000s-bbbbbb", "v20261103T020000s-cccccc"
 BASE = {"global_mean": {"rmse": 1.12, "ndcg@10": 0.01}, "bias": {"rmse": 0.97}, "popularity": {"ndcg@10": 0.05}}
