@@ -27,6 +27,12 @@ def python(platform: str, table: dict | None = None) -> str:
     return (table or load())[platform]["python"]
 
 
+def airflow_side() -> list[str]:
+    """requirements/airflow.txt: what a worker needs beside Airflow, as ranges."""
+    lines = (ROOT / "requirements" / "airflow.txt").read_text().splitlines()
+    return [ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()]
+
+
 def rows(table: dict | None = None) -> list[dict]:
     """Every (platform, version) with what to install: a pins file, or the specs to pin."""
     table = table or load()
@@ -35,9 +41,12 @@ def rows(table: dict | None = None) -> list[dict]:
         for row in spec["versions"]:
             specs = [f"apache-airflow=={row['airflow']}"]
             if row.get("amazon_provider"):
-                specs.append(f"apache-airflow-providers-amazon=={row['amazon_provider']}")
+                specs.append(f"apache-airflow-providers-amazon[aiobotocore]=={row['amazon_provider']}")
             if row.get("aiobotocore"):
                 specs.append(f"aiobotocore=={row['aiobotocore']}")
+            # the rest of the Airflow side as the bundle asks for it (ranges; pip picks what fits this Airflow)
+            specs += [r for r in airflow_side() if not any(r.startswith(s.split("[")[0].split("=")[0])
+                                                          for s in specs[1:])]
             out.append({"platform": platform, "airflow": row["airflow"], "python": spec["python"],
                         "pins": row.get("pins"), "specs": specs})
     return out
