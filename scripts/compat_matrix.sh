@@ -33,15 +33,22 @@ for row in "${ROWS[@]}"; do
   if [ -n "${MATRIX_ONLY:-}" ] && [[ " $MATRIX_ONLY " != *" $name "* ]]; then continue; fi
   venv="$ROOT/.venv-compat/$name"
   py="$(find_python "$python")"
-  if [ -f "$rest" ]; then install=(-r "$rest" -c "$rest"); key="$(cat "$rest")"; else read -r -a install <<<"$rest"; key="$rest"; fi
-  stamp="$venv/.installed-$(printf '%s %s %s' "$key" "$py" "$MOTO" | sha256sum | cut -c1-12)"
+  moto="$MOTO"
+  if [ -f "$rest" ]; then
+    install=(-r "$rest" -c "$rest"); key="$(cat "$rest")"
+    # a pins file that pins moto (its werkzeug fits that Airflow) wins over the main venv's
+    if grep -q '^moto==' "$rest"; then moto="moto[server]==$(grep '^moto==' "$rest" | cut -d= -f3)"; fi
+  else
+    read -r -a install <<<"$rest"; key="$rest"
+  fi
+  stamp="$venv/.installed-$(printf '%s %s %s' "$key" "$py" "$moto" | sha256sum | cut -c1-12)"
   start=$SECONDS
   if [ ! -f "$stamp" ]; then
     echo "== $name: installing Airflow $airflow into $venv with $("$py" --version) (platform: Python $python)"
     rm -rf "$venv"
     "$py" -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --upgrade pip
-    "$venv/bin/python" -m pip install --quiet "${install[@]}" "$MOTO" pytest
+    "$venv/bin/python" -m pip install --quiet "${install[@]}" "$moto" pytest
     touch "$stamp"
   fi
   echo "== $name: $("$venv/bin/python" -c 'import airflow, sys; print(f"Airflow {airflow.__version__} on Python {sys.version.split()[0]}")')"
