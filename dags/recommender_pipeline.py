@@ -7,8 +7,9 @@ DynamoDB and rolls the serving service.
 
 `plan` → `snapshot` → `train` → `gate` → `score` (one task per user shard) →
 `publish` (verify + completion marker) → `latest_only` → `deploy_enabled` →
-`build_image` → `deploy` → `record_live` → `retain` → `summary`; `retain` runs whatever happened
-(keeps the live and previous versions' rows from expiring).
+`build_image` → `deploy` → `record_live` → `retain` → `versions` → `summary`; `retain` and
+`versions` run whatever happened (`retain` keeps the live and previous versions' rows from
+expiring; `versions` regenerates the versions page, `s3://<bucket>/versions/index.html`).
 
 **Every run writes its own model version**: `v<YYYYMMDD>T<HHMMSS><type>-<hash>` from the
 run's logical date (its run-after time when it has none), one letter of its run type
@@ -28,7 +29,8 @@ artifacts and rows are immutable.
 * A failed run sends one alert to the SNS topic `RECSYS_ALERT_TOPIC`, with the stage's own
   reason, its last log lines, the run's version and the live version.
 
-See README.md for configuration, backfills and rollback.
+Roll back from the UI with the `recommender_rollback` DAG. See README.md for configuration and
+backfills, docs/operations.md for rollback and the versions page.
 """
 
 from __future__ import annotations
@@ -40,11 +42,19 @@ from airflow.providers.standard.operators.latest_only import LatestOnlyOperator
 from airflow.sdk import Asset, Param, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from recsys.compat import ASSET_OUTLETS, outlets
-from recsys.compute import compute_mapped, compute_task
-from recsys.notifiers import failure_notifier
-from recsys.operators.image import ServingImageOperator
-from recsys.settings import Settings
+from recsys.release import require
+
+# `make bundle` stamps its release id here and into recsys/_bundle.json: before anything else of
+# recsys loads, this file refuses to import beside another release's package (an upgrade whose
+# plugins are not live yet), naming both releases in the UI's import errors.
+RELEASE = "source"
+require(RELEASE, __file__)
+
+from recsys.compat import ASSET_OUTLETS, outlets  # noqa: E402
+from recsys.compute import compute_mapped, compute_task  # noqa: E402
+from recsys.notifiers import failure_notifier  # noqa: E402
+from recsys.operators.image import ServingImageOperator  # noqa: E402
+from recsys.settings import Settings  # noqa: E402
 
 settings = Settings()
 
@@ -138,6 +148,7 @@ def recommender_pipeline():
 
         metrics = pipeline.read_json(settings, p["metrics"])
         promote, reasons = pipeline.gate(metrics, float(params["tolerance"]), bool(params["force_promote"]))
+        pipeline.record_gate(settings, p, promote, reasons, bool(params["force_promote"]))
         if not promote:
             raise fail(f"model {p['model_version']} rejected: " + "; ".join(reasons)
                        + f". The live model ({p['live_version'] or 'none'}) keeps serving.")
@@ -211,6 +222,7 @@ def recommender_pipeline():
         previous = pipeline.read_json(settings, pipeline.LIVE_POINTER)
         pointer = pipeline.live_pointer(p, deployed, previous, pendulum.now("UTC").isoformat())
         pipeline.write_json(settings, pipeline.LIVE_POINTER, pointer)
+        pipeline.record_history(settings, pointer)
         if outlet_events is not None and ASSET_OUTLETS:
             outlet_events[SERVING].extra = {"model_version": p["model_version"],
                                             "revision": deployed.get("task_definition") or deployed.get("url")}
@@ -242,10 +254,16 @@ def recommender_pipeline():
         "python", "-m", "tasks.publish", "retain", "--table", settings.table, "--ttl-days", str(settings.ttl_days),
         plan_value("retain"),
     ], settings, trigger_rule="all_done")
+    # Every night too: the versions page (HTML with plots + JSON in S3) shows this night, a
+    # rejected or failed one included; summary and the failure alert link it.
+    versions = compute_task("versions", [
+        "python", "-m", "tasks.publish", "versions", "--root", settings.s3(), "--table", settings.table,
+    ], settings, trigger_rule="all_done")
     done = summary(p, verdict)
     # summary is the leaf Airflow judges the run by: a failure anywhere (or in retain) fails
     # it and so the run; an all_done leaf would turn every failed run green.
-    live >> retain >> done
+    live >> retain >> versions >> done
+    retain >> done  # versions runs all_done: retain's failure must reach summary directly
     live >> done
 
 

@@ -1,19 +1,22 @@
 """``make bundle``: what Amazon MWAA and Cloud Composer take, in ``dist/``.
 
 ``dist/mwaa/``
-    ``dags/recommender_pipeline.py``; ``plugins.zip`` with ``recsys/`` at its root (MWAA unzips
-    it into the plugins folder, which Airflow puts on ``sys.path``); ``requirements.txt`` (only
-    the ``--constraint`` line: MWAA preinstalls the amazon provider); ``startup.sh`` (exports
+    ``dags/`` (every DAG file); ``plugins.zip`` with ``recsys/`` at its root (MWAA unzips
+    it into the plugins folder, which Airflow puts on ``sys.path``); ``startup.sh`` (exports
     the ``RECSYS_*`` settings: values baked in from your shell at bundle time, overridden by the
     environment's configuration options ``env.recsys_*``, which MWAA passes as
-    ``AIRFLOW__ENV__RECSYS_*``).
+    ``AIRFLOW__ENV__RECSYS_*``). No ``requirements.txt``: MWAA preinstalls the amazon and
+    standard providers, and a requirements file is fetched and installed at every worker start
+    (a constraint URL on a public host fails in a private network without NAT).
+    ``python scripts/deploy_mwaa.py --environment NAME`` deploys it.
 ``dist/composer/``
     ``dags/``, ``plugins/recsys/``, ``pypi-packages.txt``, ``env-variables.txt`` and
-    ``deploy.sh`` (the ``gcloud composer environments`` commands).
+    ``deploy.sh`` (the ``gcloud`` commands; it deletes the files an older bundle left).
 
-Both carry ``recsys/_bundle.json``: the serving image tag (content hash of the image's
-sources, which managed workers do not have) and the commit it was made from. Push that
-image before the first deploying run: ``make push-image``.
+Both carry ``recsys/_bundle.json``: the release id (also stamped into every DAG file, which
+refuses to import beside another release's ``recsys``: ``recsys.release``), the serving image
+tag (content hash of the image's sources, which managed workers do not have) and the commit it
+was made from. Push that image before the first deploying run: ``make push-image``.
 
     python scripts/bundle.py [--out dist] [--mwaa-airflow 3.3.1]
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import shlex
@@ -36,10 +40,14 @@ sys.path.insert(0, str(ROOT / "plugins"))
 
 from recsys import deploy  # noqa: E402  (stdlib-only at import)
 
-DAG_FILE = ROOT / "dags" / "recommender_pipeline.py"
+sys.path.insert(0, str(ROOT / "scripts"))
+import platforms  # noqa: E402
+
+DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
 PACKAGE = ROOT / "plugins" / "recsys"
-MWAA_VERSIONS = ("3.0.6", "3.2.1", "3.3.1")  # Airflow 3 on MWAA, all on Python 3.12
-MWAA_PYTHON = "3.12"
+MWAA_VERSIONS = platforms.versions("mwaa")  # deploy/platforms.toml: the one table of supported versions
+MWAA_PYTHON = platforms.python("mwaa")
+RELEASE_LINE = 'RELEASE = "source"'
 # Settings that describe this machine, not the deployment: never baked into a bundle.
 LOCAL_ONLY = {"RECSYS_PROJECT_ROOT", "RECSYS_STATE_DIR", "RECSYS_PYTHON", "RECSYS_IMAGE_TAG"}
 # Managed workers have no Docker engine and no torch: stages run on ECS, the app is an ECS service.
@@ -64,10 +72,35 @@ def git_commit() -> str:
 
 
 def bundle_settings(environ) -> dict[str, str]:
-    """RECSYS_* to bake in: the managed defaults, then what the shell running ``make bundle`` sets."""
+    """RECSYS_* to bake in: the managed defaults, then what the shell running ``make bundle`` sets.
+
+    ``RECSYS_REGION`` (where the bucket, table and cluster live) is always baked when the shell
+    knows a region: Composer's workers have no AWS_DEFAULT_REGION, so without it every call
+    would go to us-east-1.
+    """
     baked = dict(MANAGED_DEFAULTS)
+    region = environ.get("RECSYS_REGION") or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+    if region:
+        baked["RECSYS_REGION"] = region
     baked.update({k: v for k, v in environ.items() if k.startswith("RECSYS_") and k not in LOCAL_ONLY and v})
     return dict(sorted(baked.items()))
+
+
+def release_id(commit: str) -> str:
+    """The commit plus a hash of every shipped file: two bundles of one commit with edits differ."""
+    digest = hashlib.sha256()
+    for path in [*DAG_FILES, *package_files()]:
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return f"{commit[:12]}-{digest.hexdigest()[:8]}"
+
+
+def stamp_dag(path: Path, dest: Path, release: str) -> None:
+    """Copy a DAG file with the bundle's release in its ``RELEASE`` line."""
+    text = path.read_text()
+    if text.count(RELEASE_LINE) != 1:
+        raise SystemExit(f"{path}: expected one line {RELEASE_LINE!r} to stamp the release into "
+                         "(see recsys.release)")
+    dest.write_text(text.replace(RELEASE_LINE, f'RELEASE = "{release}"'))
 
 
 def startup_script(settings: dict[str, str], info: dict) -> str:
@@ -110,21 +143,23 @@ update() {{
 update --update-pypi-packages-from-file pypi-packages.txt
 # '^|^' makes | the separator: values such as RECSYS_ECS_SUBNETS hold commas.
 update --update-env-variables "^|^$(grep -v '^#' env-variables.txt | paste -sd'|' -)"
-gcloud composer environments storage plugins import "${{env_args[@]}}" --source plugins/recsys
-gcloud composer environments storage plugins import "${{env_args[@]}}" --source plugins/.airflowignore
-gcloud composer environments storage dags import "${{env_args[@]}}" --source dags/recommender_pipeline.py
+# Plugins first: a DAG file refuses to import beside another release's recsys, so the new DAGs
+# arrive once their package is there. `storage plugins import` never deletes: rsync does, for
+# recsys/ (all ours); in the shared dags/ folder only recommender_*.py files are ours to delete.
+dags="$(gcloud composer environments describe "${{env_args[@]:1}}" --format='value(config.dagGcsPrefix)')"
+plugins="${{dags%/dags}}/plugins"
+gcloud storage rsync plugins/recsys "$plugins/recsys" --recursive --delete-unmatched-destination-objects
+gcloud storage cp plugins/.airflowignore "$plugins/.airflowignore"
+gcloud storage cp dags/*.py "$dags/"
+for uri in $(gcloud storage ls "$dags/recommender_*.py" 2>/dev/null || true); do
+  [ -f "dags/${{uri##*/}}" ] || gcloud storage rm "$uri"
+done
 """
 
 
-def mwaa_requirements(version: str) -> str:
-    return (f'--constraint "https://raw.githubusercontent.com/apache/airflow/constraints-{version}/'
-            f'constraints-{MWAA_PYTHON}.txt"\n'
-            "# MWAA preinstalls what the DAG needs (apache-airflow-providers-amazon, -standard, boto3).\n"
-            "# The jobs (torch, pandas) run in the jobs image on ECS, never on MWAA workers.\n")
-
-
 def build(out: Path, mwaa_airflow: str, environ=os.environ) -> dict:
-    info = {"serving_image_tag": deploy.image_tag(str(ROOT)), "commit": git_commit(),
+    commit = git_commit()
+    info = {"release": release_id(commit), "serving_image_tag": deploy.image_tag(str(ROOT)), "commit": commit,
             "made_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "mwaa_airflow": mwaa_airflow}
     settings = bundle_settings(environ)
     info_json = json.dumps(info, indent=2) + "\n"
@@ -132,7 +167,8 @@ def build(out: Path, mwaa_airflow: str, environ=os.environ) -> dict:
     for folder in (mwaa, composer):
         shutil.rmtree(folder, ignore_errors=True)
         (folder / "dags").mkdir(parents=True)
-        shutil.copy2(DAG_FILE, folder / "dags" / DAG_FILE.name)
+        for dag_file in DAG_FILES:
+            stamp_dag(dag_file, folder / "dags" / dag_file.name, info["release"])
 
     # MWAA
     with zipfile.ZipFile(mwaa / "plugins.zip", "w", zipfile.ZIP_DEFLATED) as zf:
@@ -140,7 +176,6 @@ def build(out: Path, mwaa_airflow: str, environ=os.environ) -> dict:
         for path in package_files():
             zf.write(path, path.relative_to(ROOT / "plugins").as_posix())
         zf.writestr(f"recsys/{deploy.BUNDLE_FILE}", info_json)
-    (mwaa / "requirements.txt").write_text(mwaa_requirements(mwaa_airflow))
     (mwaa / "startup.sh").write_text(startup_script(settings, info))
     (mwaa / "startup.sh").chmod(0o755)
 
@@ -162,12 +197,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / "dist"))
     parser.add_argument("--mwaa-airflow", default=MWAA_VERSIONS[-1], choices=MWAA_VERSIONS,
-                        help="the MWAA environment's Airflow version (its constraints file)")
+                        help="the MWAA environment's Airflow version (recorded in _bundle.json)")
     args = parser.parse_args(argv)
     made = build(Path(args.out), args.mwaa_airflow)
-    print(f"bundle for commit {made['commit']} in {made['out']}/mwaa and {made['out']}/composer")
+    print(f"bundle release {made['release']} (commit {made['commit']}) in {made['out']}/mwaa and "
+          f"{made['out']}/composer")
     print(f"serving image tag {made['serving_image_tag']}: push it before the first deploy (make push-image)")
     print("settings baked in: " + ", ".join(f"{k}={v}" for k, v in made["settings"].items()))
+    if "RECSYS_REGION" not in made["settings"]:
+        print("note: no region known (RECSYS_REGION, AWS_REGION, AWS_DEFAULT_REGION): set RECSYS_REGION for the "
+              "environment, or Composer's workers target us-east-1")
     if "RECSYS_ECS_SUBNETS" not in made["settings"]:
         print("note: RECSYS_ECS_SUBNETS is not set: give it to the environment (MWAA configuration option "
               "env.recsys_ecs_subnets, or Composer's env-variables.txt) or the DAG will not import")

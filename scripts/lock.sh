@@ -31,12 +31,15 @@ compile() {
 }
 compile --group airflow --group stages --group serving --group test --group lint -o requirements.txt
 # requirements.txt says where torch, the one package it does not hold, comes from
-header='# The pinned dependencies of the embedded default (the venv: Airflow side, stages, serving, tests,
+{ cat <<'HEADER'
+# The pinned dependencies of the embedded default (the venv: Airflow side, stages, serving, tests,
 # lint), resolved from pyproject.toml against PyPI alone, with hashes. torch is not here: its CPU
 # build is only on PyTorch's own index, named in requirements/torch.txt, which is installed first
 # (pip install --no-deps -r requirements/torch.txt; then pip install --require-hashes -r
-# requirements.txt). `make setup` does both; docs/install.md says why.'
-{ printf '%s\n' "$header"; cat requirements.txt; } > requirements.txt.new && mv requirements.txt.new requirements.txt
+# requirements.txt). `make setup` does both; docs/install.md says why.
+HEADER
+  cat requirements.txt
+} > requirements.txt.new && mv requirements.txt.new requirements.txt
 compile --group stages -c requirements.txt -o requirements/jobs.lock
 compile --group serving -c requirements.txt -o requirements/serve.lock
 echo "== requirements.txt, requirements/jobs.lock, requirements/serve.lock written; make setup installs them"

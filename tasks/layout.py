@@ -47,6 +47,30 @@ def summary_key(ds: str, version: str) -> str:
     return f"runs/ds={ds}/{version}/summary.json"
 
 
+def gate_key(ds: str, version: str) -> str:
+    """One run's gate verdict (promote or not, and why), written by the DAG's ``gate`` task."""
+    return f"runs/ds={ds}/{version}/gate.json"
+
+
+# Every change of the live version (a deploying run's record_live, a rollback), one small
+# record each, never rewritten: the versions page draws which version served when from them.
+LIVE_HISTORY = "runs/live"
+
+
+def live_history_key(deployed_at: str, version: str) -> str:
+    """``runs/live/<deployed_at in UTC, YYYYMMDDTHHMMSSffffffZ>-<version>.json``: keys sort by time."""
+    import datetime as dt
+
+    when = dt.datetime.fromisoformat(deployed_at.replace("Z", "+00:00"))
+    when = when.astimezone(dt.timezone.utc) if when.tzinfo else when
+    return f"{LIVE_HISTORY}/{when:%Y%m%dT%H%M%S%f}Z-{version}.json"
+
+
+# The versions page (``python -m tasks.publish versions``), regenerated every night.
+VERSIONS_PAGE = "versions/index.html"
+VERSIONS_DATA = "versions/versions.json"
+
+
 # snapshot files (below snapshot_key)
 RATINGS_FILE = "ratings.parquet"
 ITEMS_FILE = "items.parquet"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -36,7 +37,7 @@ try:
     has_tasks = True
 except ImportError:
     has_tasks = False
-print(json.dumps({"dags": sorted(bag.dags), "errors": {k: str(v)[-500:] for k, v in bag.import_errors.items()},
+print(json.dumps({"dags": sorted(bag.dags), "errors": {k: str(v)[-1500:] for k, v in bag.import_errors.items()},
                   "tag": deploy.serving_image_tag(s), "compute": s.compute, "deploy": s.deploy,
                   "has_tasks": has_tasks, "heavy": [m for m in HEAVY if m in sys.modules]}))
 """.replace("HEAVY", repr(HEAVY))
@@ -46,7 +47,8 @@ print(json.dumps({"dags": sorted(bag.dags), "errors": {k: str(v)[-500:] for k, v
 def dist(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
     made = bundle.build(out, "3.0.6", environ={"RECSYS_TABLE": "recs-prod", "RECSYS_BUCKET": "my bucket",
-                                               "RECSYS_PROJECT_ROOT": "/home/me/src", "OTHER": "x"})
+                                               "RECSYS_PROJECT_ROOT": "/home/me/src", "OTHER": "x",
+                                               "AWS_DEFAULT_REGION": "eu-west-1"})
     return out, made
 
 
@@ -65,26 +67,25 @@ def test_mwaa_bundle_imports_with_only_itself_on_the_path(dist, tmp_path):
         zf.extractall(home / "plugins")  # what MWAA does with plugins.zip
     assert "recsys/__init__.py" in names and "recsys/_bundle.json" in names and ".airflowignore" in names
     assert not any("__pycache__" in n or n.startswith(("tasks/", "plugins/")) for n in names)
-    (home / "dags").mkdir()
-    (home / "dags" / "recommender_pipeline.py").write_bytes((out / "mwaa" / "dags" / "recommender_pipeline.py")
-                                                            .read_bytes())
+    shutil.copytree(out / "mwaa" / "dags", home / "dags")
     env = clean_env(PYTHONPATH=str(home / "plugins"), RECSYS_COMPUTE="ecs", RECSYS_DEPLOY="ecs",
                     RECSYS_ECS_SUBNETS="subnet-1")
     res = subprocess.run([sys.executable, "-c", PROBE], cwd=home, env=env, capture_output=True, text=True,
                          check=True)
     got = json.loads(res.stdout.strip().splitlines()[-1])
-    assert got["errors"] == {} and got["dags"] == ["recommender_pipeline"]
+    assert got["errors"] == {} and got["dags"] == ["recommender_pipeline", "recommender_rollback"]
     assert got["has_tasks"] is False  # the sources are not there ...
     assert got["tag"] == made["serving_image_tag"] == deploy.image_tag(str(ROOT))  # ... the bundle's tag is
     assert not set(got["heavy"]) - {"boto3", "botocore"}  # the ECS operator's provider module loads botocore
 
 
-def test_mwaa_requirements_carry_only_the_constraint_line(dist):
-    out, _ = dist
-    lines = [ln for ln in (out / "mwaa" / "requirements.txt").read_text().splitlines()
-             if ln.strip() and not ln.startswith("#")]
-    assert lines == ['--constraint "https://raw.githubusercontent.com/apache/airflow/constraints-3.0.6/'
-                     'constraints-3.12.txt"']
+def test_mwaa_bundle_fetches_nothing_at_worker_start(dist):
+    """No requirements.txt: MWAA would fetch and install it at every worker start (the old one's
+    constraint URL fails in a private network without NAT)."""
+    out, made = dist
+    assert sorted(p.name for p in (out / "mwaa").iterdir()) == ["dags", "plugins.zip", "startup.sh"]
+    assert "https://" not in (out / "mwaa" / "startup.sh").read_text()
+    assert made["settings"]["RECSYS_REGION"] == "eu-west-1"  # baked: Composer workers have no region
 
 
 def test_startup_script_exports_the_settings_the_dag_reads(dist, tmp_path):
@@ -112,8 +113,13 @@ def test_composer_script_runs_the_gcloud_commands(dist, tmp_path):
     calls = tmp_path / "calls"
     fake = tmp_path / "bin"
     fake.mkdir()
+    # the environment's bucket holds a DAG file an older bundle shipped and another team's DAG
     (fake / "gcloud").write_text(f'#!/bin/bash\nprintf "%s\\n" "$*" >> {calls}\n'
-                                 'case "$*" in *pypi*) echo "ERROR: No change in configuration." >&2; exit 1;; esac\n')
+                                 'case "$*" in *pypi*) echo "ERROR: No change in configuration." >&2; exit 1;;\n'
+                                 '  "composer environments describe"*) echo gs://bkt/dags;;\n'
+                                 '  "storage ls"*) printf "gs://bkt/dags/recommender_pipeline.py\\n'
+                                 'gs://bkt/dags/recommender_old.py\\n";;\n'
+                                 'esac\n')
     (fake / "gcloud").chmod(0o755)
     env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "ENVIRONMENT": "prod", "LOCATION": "europe-west1"}
     subprocess.run(["bash", str(out / "composer" / "deploy.sh")], env=env, check=True, capture_output=True)
@@ -122,7 +128,14 @@ def test_composer_script_runs_the_gcloud_commands(dist, tmp_path):
                       "--update-pypi-packages-from-file pypi-packages.txt")
     assert got[1].startswith("composer environments update prod --location europe-west1 --update-env-variables ^|^")
     assert "RECSYS_COMPUTE=ecs|" in got[1] and "RECSYS_TABLE=recs-prod" in got[1]
-    assert got[2].endswith("--source plugins/recsys") and got[4].endswith("--source dags/recommender_pipeline.py")
+    assert "RECSYS_REGION=eu-west-1|" in got[1]
+    assert got[2] == "composer environments describe prod --location europe-west1 --format=value(config.dagGcsPrefix)"
+    assert got[3:] == [
+        "storage rsync plugins/recsys gs://bkt/plugins/recsys --recursive --delete-unmatched-destination-objects",
+        "storage cp plugins/.airflowignore gs://bkt/plugins/.airflowignore",
+        "storage cp dags/recommender_pipeline.py dags/recommender_rollback.py gs://bkt/dags/",
+        "storage ls gs://bkt/dags/recommender_*.py",
+        "storage rm gs://bkt/dags/recommender_old.py"]  # what the new bundle no longer has, nothing else
     assert json.loads((out / "composer" / "plugins" / "recsys" / "_bundle.json").read_text())["serving_image_tag"] \
         == made["serving_image_tag"]
     assert "apache-airflow-providers-amazon>=" in (out / "composer" / "pypi-packages.txt").read_text()
@@ -158,3 +171,46 @@ def test_airflow_side_requirements_fit_the_oldest_managed_airflow_and_the_dev_pi
             assert "==" not in str(req.specifier), f"{file}: {spec} pins a version"
             assert req.specifier.contains(mwaa[req.name], prereleases=False), f"{file}: {spec} vs MWAA 3.0.6"
             assert req.specifier.contains(version(req.name), prereleases=False), f"{file}: {spec} vs this venv"
+
+
+def test_a_dag_runs_only_with_its_own_releases_recsys(tmp_path, monkeypatch):
+    """An upgrade in flight: the DAG files of one bundle beside the plugins of another. Only matching
+    pairs import; a mismatch is an import error naming both releases (no task of it can run)."""
+    built = {}
+    for name, commit in (("old", "1111111111111111"), ("new", "2222222222222222")):
+        monkeypatch.setattr(bundle, "git_commit", lambda commit=commit: commit)
+        built[name] = bundle.build(tmp_path / name, "3.0.6", environ={})["release"]
+    assert built["old"] != built["new"]
+    results = {}
+    for dags_from in ("old", "new"):
+        for plugins_from in ("old", "new"):
+            home = tmp_path / f"{dags_from}-dags-{plugins_from}-plugins"
+            with zipfile.ZipFile(tmp_path / plugins_from / "mwaa" / "plugins.zip") as zf:
+                zf.extractall(home / "plugins")
+            shutil.copytree(tmp_path / dags_from / "mwaa" / "dags", home / "dags")
+            env = clean_env(PYTHONPATH=str(home / "plugins"), RECSYS_COMPUTE="ecs", RECSYS_DEPLOY="ecs",
+                            RECSYS_ECS_SUBNETS="subnet-1")
+            res = subprocess.run([sys.executable, "-c", PROBE], cwd=home, env=env, capture_output=True, text=True,
+                                 check=True)
+            results[dags_from, plugins_from] = json.loads(res.stdout.strip().splitlines()[-1])
+    for same in ("old", "new"):
+        assert results[same, same]["errors"] == {}
+        assert results[same, same]["dags"] == ["recommender_pipeline", "recommender_rollback"]
+    for dags_from, plugins_from in (("new", "old"), ("old", "new")):
+        got = results[dags_from, plugins_from]
+        assert got["dags"] == [] and len(got["errors"]) == 2
+        for error in got["errors"].values():
+            assert f"is release {built[dags_from]} but the recsys package" in error
+            assert f"is release {built[plugins_from]}: the DAG file and the plugins" in error
+
+
+def test_supported_versions_come_from_the_platform_table():
+    import platforms
+
+    table = platforms.load()
+    assert bundle.MWAA_VERSIONS == platforms.versions("mwaa", table) == ("3.0.6", "3.2.1", "3.3.1")
+    assert platforms.versions("composer", table)[-1] == "3.3.1"
+    rows = {(r["platform"], r["airflow"]): r for r in platforms.rows(table)}
+    assert rows["mwaa", "3.0.6"]["pins"] == "tests/compat/airflow-3.0.6-mwaa.txt"
+    assert (ROOT / rows["mwaa", "3.0.6"]["pins"]).exists()
+    assert rows["composer", "3.1.7"]["python"] == "3.11" and rows["mwaa", "3.3.1"]["python"] == "3.12"

@@ -30,7 +30,7 @@ def dag(dagbag):
 
 def test_import_zero_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert list(dagbag.dags) == [DAG_ID]
+    assert sorted(dagbag.dags) == [DAG_ID, "recommender_rollback"]
 
 
 def test_policy(dag):
@@ -50,7 +50,7 @@ def test_policy(dag):
 def test_structure(dag):
     edges = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
     chain = ["plan", "snapshot", "train", "gate", "shard_commands", "score", "publish", "latest_only",
-             "deploy_enabled", "build_image", "deploy", "record_live", "retain", "summary"]
+             "deploy_enabled", "build_image", "deploy", "record_live", "retain", "versions", "summary"]
     for up, down in zip(chain, chain[1:], strict=False):
         assert down in edges[up], f"{up} -> {down}"
     assert dag.get_task("latest_only").__class__.__name__ == "LatestOnlyOperator"
@@ -346,6 +346,13 @@ def test_retain_runs_whatever_happened(dag):
     assert retain.trigger_rule == "all_done" and "record_live" in retain.upstream_task_ids
 
 
+def test_the_versions_page_is_regenerated_every_night_through_the_compute_backend(dag):
+    versions = dag.get_task("versions")
+    assert versions.trigger_rule == "all_done" and "retain" in versions.upstream_task_ids
+    s = Settings()
+    assert versions.bash_command.endswith(f"-m tasks.publish versions --root s3://{s.bucket} --table {s.table}")
+
+
 # trigger rules under which an upstream failure becomes this task's upstream_failed
 PROPAGATES_FAILURE = {"all_success", "none_failed", "none_failed_min_one_success"}
 
@@ -450,3 +457,18 @@ def test_unknown_conf_keys_fail_the_run_at_plan_naming_the_params(dag):
     assert all(name in text for name in dag.params)
     pipeline.check_conf({"top_n": 3, "deploy": False}, dag.params)  # known keys pass
     pipeline.check_conf(None, dag.params)  # a scheduled run has no conf
+
+
+def test_failure_alerts_and_run_summaries_link_the_versions_page(monkeypatch):
+    from recsys import notifiers
+
+    page = pipeline.versions_page(Settings(bucket="b"))
+    assert page == "s3://b/versions/index.html"
+    _, msg = notifiers.failure_message({"exception": "boom"}, page)
+    assert msg.splitlines()[-1].endswith(": s3://b/versions/index.html")
+    sent = []
+    monkeypatch.setattr(notifiers.FailureAlert, "first_for_run", lambda self, context, subject: True)
+    monkeypatch.setattr(notifiers, "sns_notifier", lambda settings, subject, message: type(
+        "N", (), {"notify": lambda self, context: sent.append(message)})())
+    notifiers.FailureAlert(Settings(bucket="b"))({"exception": "boom"})
+    assert "s3://b/versions/index.html" in sent[0]

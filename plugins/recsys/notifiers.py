@@ -65,7 +65,7 @@ def run_url(ti: Any, dag_id: str, run_id: str) -> str:
     return f"{base.rstrip('/')}/dags/{dag_id}/runs/{run_id}"
 
 
-def failure_message(context: dict) -> tuple[str, str]:
+def failure_message(context: dict, versions_page: str | None = None) -> tuple[str, str]:
     """(subject, message) of a failure alert, from the task's context."""
     ti, dag_run = context.get("ti"), context.get("dag_run")
     dag_id = _get(context.get("dag"), "dag_id") or _get(ti, "dag_id", "?")
@@ -98,6 +98,8 @@ def failure_message(context: dict) -> tuple[str, str]:
     ]
     if _get(ti, "log_url"):
         lines.append(f"Log: {_get(ti, 'log_url')}")
+    if versions_page:
+        lines.append(f"Versions page (every version, what served when, why nights failed): {versions_page}")
     if rest.strip():
         lines += ["", rest.strip()]
     return f"[recsys] {dag_id} failed: {task} ({reason[:40]})", "\n".join(lines)
@@ -135,7 +137,9 @@ class FailureAlert:
         return True
 
     def __call__(self, context: dict) -> None:
-        subject, message = failure_message(context)
+        from recsys.pipeline import versions_page
+
+        subject, message = failure_message(context, versions_page(self.settings))
         if not self.first_for_run(context, subject):
             return
         sns_notifier(self.settings, subject, message).notify(context)

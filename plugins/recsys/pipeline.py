@@ -229,8 +229,34 @@ def summarize(settings: Settings, p: dict, verdict: dict) -> dict:
            "run_type": p.get("run_type"), "users_written": users,
            "holdout": verdict["candidate"], "champion": verdict.get("champion"),
            "live_version": live.get("model_version"), "deployed": live.get("model_version") == p["model_version"],
-           "report": p["report"]}
+           "report": p["report"], "versions_page": versions_page(settings)}
     write_json(settings, p["summary"], out)
     log.info("RUN SUMMARY %s", json.dumps(out, default=str))
     log.info("model report: %s", out["report"])
+    log.info("versions page: %s", out["versions_page"])
     return out
+
+
+def versions_page(settings: Settings) -> str:
+    """The versions page's URI (``python -m tasks.publish versions`` regenerates it every night)."""
+    return settings.s3(layout.VERSIONS_PAGE)
+
+
+def record_gate(settings: Settings, p: dict, promote: bool, reasons: list[str], forced: bool) -> dict:
+    """The gate's verdict on this run's version, for the versions page (``runs/ds=<ds>/<v>/gate.json``)."""
+    verdict = {"model_version": p["model_version"], "ds": p["ds"], "promote": promote, "reasons": reasons,
+               "forced": forced and bool(reasons)}
+    write_json(settings, layout.gate_key(p["ds"], p["model_version"]), verdict)
+    return verdict
+
+
+def record_history(settings: Settings, pointer: dict, rollback: dict | None = None) -> str:
+    """One record of a change of the live version (``runs/live/<when>-<version>.json``, never
+    rewritten: the key carries the time): the versions page draws which version served when."""
+    entry = {k: pointer.get(k) for k in ("model_version", "model_uri", "ds", "table", "deployed_at")}
+    entry["previous"] = (pointer.get("previous") or {}).get("model_version")
+    if rollback:
+        entry["rollback"] = rollback
+    key = layout.live_history_key(pointer["deployed_at"], pointer["model_version"])
+    write_json(settings, key, entry)
+    return settings.s3(key)

@@ -4,6 +4,9 @@ Finalize:  ``finalize --model URI --ratings URI --model-version V --top-n N --sh
            every shard and user checked, the fallback list, then the completion marker
 Retain:    ``retain V=URI [V=URI ...] [--table T] [--ttl-days D]``
            keep these versions (live, previous) from expiring
+Versions:  ``versions --root s3://BUCKET [--table T] [--out URI]``
+           the versions page (index.html with plots) and the same data (versions.json) below ``--out``
+           (default ``<root>/versions``)
 """
 
 from __future__ import annotations
@@ -37,11 +40,18 @@ def main(argv: list[str] | None = None) -> int:
     ret = sub.add_parser("retain", parents=[common],
                          help="extend the TTL of these versions (live, previous) when close to expiry")
     ret.add_argument("versions", nargs="*", metavar="VERSION=URI")
+    ver = sub.add_parser("versions", parents=[common], help="regenerate the versions page and its JSON")
+    ver.add_argument("--root", required=True, help="the pipeline's bucket (s3://BUCKET) or a local folder")
+    ver.add_argument("--out", default=None, help="where index.html and versions.json go (default <root>/versions)")
     args = parser.parse_args(argv)
     storage.setup_logging()
     from tasks.publish import finalize, retain
 
-    if args.command == "retain":
+    if args.command == "versions":
+        from tasks.publish.versions import publish as publish_versions
+
+        result = publish_versions(args.root, args.table or None, args.out)
+    elif args.command == "retain":
         tokens = " ".join(args.versions).split()  # one templated argument may hold several pairs
         bad = [t for t in tokens if "=" not in t]
         if bad:
