@@ -126,6 +126,7 @@ def test_one_subnet_is_refused_before_anything_is_made(aws, boto, monkeypatch):
     with pytest.raises(infra.InfraError, match="two Availability Zones.*RECSYS_ALB_SUBNETS"):
         infra.up(Settings(), ecs=True)
     assert boto("ecs").list_clusters()["clusterArns"] == []
+    assert boto("ecr").describe_repositories()["repositories"] == []
     infra.up(Settings(), ecs=True, alb=False)  # --no-alb: a service without one
     assert boto("elbv2").describe_load_balancers()["LoadBalancers"] == []
 

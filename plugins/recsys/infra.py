@@ -276,16 +276,21 @@ def _not_found(err: ClientError, code: str) -> bool:
     return err.response["Error"]["Code"] == code
 
 
+def balancer_subnets(settings: Settings, task_subnets: list[str]) -> list[str]:
+    subnets = settings.alb_subnets or task_subnets
+    if len(subnets) < 2:
+        raise InfraError(f"an Application Load Balancer needs subnets in two Availability Zones at least; got "
+                         f"{','.join(subnets)}: set RECSYS_ALB_SUBNETS (public subnets for an internet-facing one)")
+    return subnets
+
+
 def ensure_load_balancer(elbv2, ec2, settings: Settings, task_subnets: list[str]) -> dict:
     """The service's stable endpoint: an Application Load Balancer, an ``ip`` target group (Fargate
     tasks register by address) health-checking ``/readyz``, a listener forwarding to it, and
     security groups letting the listener port in and the load balancer reach the app's port.
     Each is found by name first (adopted), made only when missing."""
     name = settings.alb_name
-    subnets = settings.alb_subnets or task_subnets
-    if len(subnets) < 2:
-        raise InfraError(f"an Application Load Balancer needs subnets in two Availability Zones at least; got "
-                         f"{','.join(subnets)}: set RECSYS_ALB_SUBNETS (public subnets for an internet-facing one)")
+    subnets = balancer_subnets(settings, task_subnets)
     vpc = _vpc_of(ec2, sorted(set(subnets) | set(task_subnets)))
     https = bool(settings.alb_certificate_arn)
     port = 443 if https else 80
@@ -406,6 +411,8 @@ def up(settings: Settings | None = None, session: boto3.Session | None = None, e
     settings = settings or Settings()
     session = session or boto3.Session(region_name=settings.region)
     subnets = subnets_for(settings, session.client("ec2"), default_subnets) if ecs else []  # fail before creating
+    if ecs and alb:
+        balancer_subnets(settings, subnets)
     out: dict[str, Any] = {
         "bucket": ensure_bucket(session.client("s3"), settings.bucket, settings.region),
         "table": ensure_table(session.client("dynamodb"), settings.table),

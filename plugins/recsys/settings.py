@@ -125,7 +125,7 @@ class Settings(BaseModel):
     serve_host: str = _setting("127.0.0.1", "RECSYS_SERVE_HOST", "address the local/docker serving app listens on")
     serve_port: int = _setting(8080, "RECSYS_SERVE_PORT", "port of the serving app")
     smoke_url: str = _setting("", "RECSYS_SMOKE_URL", "base URL the deploy smoke-tests (`/readyz` must report "
-                              "the new version)")
+                              "the new version; unset on ECS: the load balancer's endpoint)")
     project_root: str = _setting(PROJECT_ROOT, "RECSYS_PROJECT_ROOT", "checkout the local stages run in")
     state_dir: str = _setting("", "RECSYS_STATE_DIR", "local serving app's pid/log directory (unset: "
                               "`<project root>/.state`)")
