@@ -236,3 +236,15 @@ def test_a_version_the_endpoint_does_not_serve_fails_the_roll_and_rolls_back(app
                                              r"v9.*rolled back to recsys-serve:7"):
             op.execute({})
         fake.assert_done()
+
+
+def test_a_service_whose_load_balancers_ecs_cannot_change_is_refused_with_what_to_do(aws, boto):
+    ecs = boto("ecs")
+    ecs.create_cluster(clusterName="recsys")
+    taskdef = ecs.register_task_definition(family="other", containerDefinitions=[
+        {"name": "recsys", "image": "x", "memory": 512}])["taskDefinition"]["taskDefinitionArn"]
+    ecs.create_service(cluster="recsys", serviceName="recsys-serve", taskDefinition=taskdef, desiredCount=1,
+                       deploymentController={"type": "CODE_DEPLOY"})
+    with pytest.raises(infra.InfraError, match="CODE_DEPLOY deployment controller.*attach target group "
+                                               "recsys-serve through it"):
+        infra.up(Settings(), ecs=True, default_subnets=True)
