@@ -31,6 +31,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -271,11 +272,9 @@ def deploy_ecs(ecs, settings: Settings, image: str, model_version: str, *, table
     :class:`recsys.operators.ecs_roll.EcsRollServiceOperator`."""
     from recsys import ecs_rollout
 
-    def smoke():
-        return smoke_test(settings.smoke_url, model_version)
-
     return ecs_rollout.roll(ecs, settings.ecs_cluster, settings.ecs_service, settings.ecs_container, image,
-                            model_version, table=table, elbv2=elbv2, smoke=smoke if settings.smoke_url else None,
+                            model_version, table=table, elbv2=elbv2,
+                            smoke=smoke_check(settings.smoke_url or None, model_version),
                             delay=wait_delay, attempts=wait_attempts)
 
 
@@ -289,6 +288,20 @@ def http_json(url: str, timeout: float = 5.0) -> tuple[int, dict]:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"{}")
+
+
+def smoke_check(url: str | None, model_version: str, timeout: float = 60.0) -> Callable[[Callable[[], str | None]],
+                                                                                          dict | None]:
+    """The smoke test of an ECS roll: ``/readyz`` at ``url`` (``RECSYS_SMOKE_URL``), else at the
+    endpoint of the service's load balancer (``endpoint()`` finds it); none without either."""
+    def smoke(endpoint: Callable[[], str | None]) -> dict | None:
+        base = url or endpoint()
+        if not base:
+            log.info("no smoke test: RECSYS_SMOKE_URL is unset and the service has no load balancer")
+            return None
+        return smoke_test(base, model_version, timeout=timeout)
+
+    return smoke
 
 
 def smoke_test(base_url: str, model_version: str, user_id: str | None = None, timeout: float = 60.0) -> dict:

@@ -11,7 +11,9 @@ to the previous revision (the service is then stable, on the old model). So afte
 - the PRIMARY deployment runs the new task definition;
 - its ``rolloutState`` is ``COMPLETED`` (services without one, e.g. behind a Classic Load
   Balancer: one deployment with running = desired);
-- with a load balancer, every running task of the new revision is a ``healthy`` target.
+- with a load balancer, every running task of the new revision is a ``healthy`` target;
+- the smoke test passes: ``/readyz`` at ``RECSYS_SMOKE_URL``, else at the endpoint of the
+  service's load balancer (:func:`endpoint`), reports the new version.
 
 Anything else fails the roll with what ECS said (the deployment's ``rolloutStateReason``, the
 service's latest events, the stopped tasks' ``stopCode``/``stoppedReason`` and container
@@ -55,6 +57,7 @@ class Verdict:
     state: str
     reason: str
     primary: dict = field(default_factory=dict, compare=False)
+    target_groups: tuple[str, ...] = field(default=(), compare=False)  # the service's, when serving
 
     @property
     def ok(self) -> bool:
@@ -181,7 +184,23 @@ def verify(ecs, cluster: str, service: str, rolled: dict, elbv2=None) -> Verdict
         unhealthy = _targets_healthy(ecs, elbv2, cluster, service, described, primary)
         if unhealthy:
             return Verdict("unhealthy", f"load balancer targets not healthy: {unhealthy}", primary)
-    return Verdict("serving", said_primary or f"{running}/{desired} tasks running", primary)
+    return Verdict("serving", said_primary or f"{running}/{desired} tasks running", primary,
+                   tuple(lb["targetGroupArn"] for lb in described.get("loadBalancers", []) if lb.get("targetGroupArn")))
+
+
+def endpoint(elbv2, target_group: str) -> str | None:
+    """The URL of the load balancer that forwards to ``target_group`` (the listener's scheme and
+    port), or None when no listener does."""
+    group = elbv2.describe_target_groups(TargetGroupArns=[target_group])["TargetGroups"][0]
+    for balancer in group.get("LoadBalancerArns", []):
+        for listener in elbv2.describe_listeners(LoadBalancerArn=balancer)["Listeners"]:
+            if not any(a.get("TargetGroupArn") == target_group for a in listener.get("DefaultActions", [])):
+                continue
+            dns = elbv2.describe_load_balancers(LoadBalancerArns=[balancer])["LoadBalancers"][0]["DNSName"]
+            scheme = "https" if listener["Protocol"] == "HTTPS" else "http"
+            port = "" if listener["Port"] == (443 if scheme == "https" else 80) else f":{listener['Port']}"
+            return f"{scheme}://{dns}{port}"
+    return None
 
 
 def settle(ecs, cluster: str, service: str, rolled: dict, elbv2=None, attempts: int = SETTLE_ATTEMPTS,
@@ -196,18 +215,23 @@ def settle(ecs, cluster: str, service: str, rolled: dict, elbv2=None, attempts: 
     return verdict
 
 
+Smoke = Callable[[Callable[[], "str | None"]], Any]
+
+
 def finish(ecs, cluster: str, service: str, rolled: dict, *, wait_error: str | None = None, elbv2=None,
-           smoke: Callable[[], Any] | None = None, settle_attempts: int = SETTLE_ATTEMPTS,
+           smoke: Smoke | None = None, settle_attempts: int = SETTLE_ATTEMPTS,
            delay: float = 15.0, sleep: Callable[[float], None] = time.sleep) -> dict:
     """After the wait (``wait_error``: the waiter's or trigger's failure, None if it saw the
-    service stable): verify, smoke-test (``smoke``), and on failure roll back where ECS has not,
+    service stable): verify, smoke-test (``smoke``, given a function that finds the endpoint of
+    the service's load balancer: the default smoke-test URL), and on failure roll back where ECS has not,
     then raise :class:`RollFailed` (or :class:`RollSuperseded`) quoting ECS. Returns ``rolled``."""
     new, previous = rolled["task_definition"], rolled.get("previous")
     # after a failed wait there is nothing to wait for any more: one look at what ECS says
     verdict = settle(ecs, cluster, service, rolled, elbv2, 1 if wait_error else settle_attempts, delay, sleep)
     if verdict.ok and smoke is not None:
         try:
-            smoke()
+            groups = verdict.target_groups
+            smoke(lambda: endpoint(elbv2, groups[0]) if elbv2 is not None and groups else None)
         except Exception as err:
             verdict = Verdict("unhealthy", f"the smoke test failed: {err}", verdict.primary)
     if verdict.ok:
@@ -233,7 +257,7 @@ def finish(ecs, cluster: str, service: str, rolled: dict, *, wait_error: str | N
 
 
 def roll(ecs, cluster: str, service: str, container: str, image: str, model_version: str, *,
-         table: str | None = None, elbv2=None, smoke: Callable[[], Any] | None = None, delay: int = 15,
+         table: str | None = None, elbv2=None, smoke: Smoke | None = None, delay: int = 15,
          attempts: int = 40, sleep: Callable[[float], None] = time.sleep) -> dict:
     """The whole roll on this process (blocking): start, wait, verify, roll back on failure."""
     rolled = start(ecs, cluster, service, container, image, model_version, table)

@@ -5,8 +5,9 @@ S3 bucket, the DynamoDB table (on-demand, TTL on ``expires_at``), the SNS alert 
 and with ECS: the ECR repositories (serving, jobs), the log group, the task roles (from the
 least-privilege policies in ``deploy/iam/``, unless ``RECSYS_ECS_*_ROLE`` name your own), the
 jobs task definition the DAG runs its stages on, and the cluster with a serving task
-definition and service. Fargate needs subnets: ``RECSYS_ECS_SUBNETS`` (or
-``--default-subnets`` for the default VPC's). Running it twice changes nothing.
+definition and service behind an Application Load Balancer (target group health-checking
+``/readyz``; ``--no-alb`` for none), whose address it prints as ``endpoint``. Fargate needs
+subnets: ``RECSYS_ECS_SUBNETS`` (or ``--default-subnets`` for the default VPC's). Running it twice changes nothing.
 ``python -m recsys.infra policies`` prints the policies with this account's names filled in. It talks to whatever the
 standard AWS environment points at: real AWS, or an emulator via ``AWS_ENDPOINT_URL``.
 On real AWS most teams own these in Terraform/CloudFormation; the names here are
@@ -236,26 +237,166 @@ def subnets_for(settings: Settings, ec2, use_default: bool) -> list[str]:
                      "the default VPC's.")
 
 
-def ensure_ecs(ecs, settings: Settings, repository_uri: str, roles: dict[str, str], subnets: list[str]) -> dict:
+HEALTH_CHECK_GRACE_SECONDS = 60  # the app loads its model before /readyz answers 200
+
+
+def _vpc_of(ec2, subnets: list[str]) -> str:
+    vpcs = {s["VpcId"] for s in ec2.describe_subnets(SubnetIds=subnets)["Subnets"]}
+    if len(vpcs) != 1:
+        raise InfraError(f"subnets {','.join(subnets)} are in {len(vpcs)} VPCs: the load balancer and the "
+                         "service need subnets of one VPC (RECSYS_ECS_SUBNETS, RECSYS_ALB_SUBNETS)")
+    return vpcs.pop()
+
+
+def ensure_security_group(ec2, name: str, vpc: str, description: str) -> str:
+    found = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [name]},
+                                                  {"Name": "vpc-id", "Values": [vpc]}])["SecurityGroups"]
+    if found:
+        return found[0]["GroupId"]
+    group = ec2.create_security_group(GroupName=name, Description=description, VpcId=vpc)["GroupId"]
+    log.info("created security group %s (%s)", name, group)
+    return group
+
+
+def allow_in(ec2, group: str, port: int, *, cidr: str | None = None, source_group: str | None = None) -> None:
+    """One TCP ingress rule; a rule that exists already is kept (EC2 refuses duplicates)."""
+    rule: dict[str, Any] = {"IpProtocol": "tcp", "FromPort": port, "ToPort": port}
+    if cidr:
+        rule["IpRanges"] = [{"CidrIp": cidr}]
+    else:
+        rule["UserIdGroupPairs"] = [{"GroupId": source_group}]
+    try:
+        ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[rule])
+    except ClientError as err:
+        if err.response["Error"]["Code"] != "InvalidPermission.Duplicate":
+            raise
+
+
+def _not_found(err: ClientError, code: str) -> bool:
+    return err.response["Error"]["Code"] == code
+
+
+def balancer_subnets(settings: Settings, task_subnets: list[str]) -> list[str]:
+    subnets = settings.alb_subnets or task_subnets
+    if len(subnets) < 2:
+        raise InfraError(f"an Application Load Balancer needs subnets in two Availability Zones at least; got "
+                         f"{','.join(subnets)}: set RECSYS_ALB_SUBNETS (public subnets for an internet-facing one)")
+    return subnets
+
+
+def ensure_load_balancer(elbv2, ec2, settings: Settings, task_subnets: list[str]) -> dict:
+    """The service's stable endpoint: an Application Load Balancer, an ``ip`` target group (Fargate
+    tasks register by address) health-checking ``/readyz``, a listener forwarding to it, and
+    security groups letting the listener port in and the load balancer reach the app's port.
+    Each is found by name first (adopted), made only when missing."""
+    name = settings.alb_name
+    subnets = balancer_subnets(settings, task_subnets)
+    vpc = _vpc_of(ec2, sorted(set(subnets) | set(task_subnets)))
+    https = bool(settings.alb_certificate_arn)
+    port = 443 if https else 80
+    try:
+        lb = elbv2.describe_load_balancers(Names=[name])["LoadBalancers"][0]
+        if lb["Type"] != "application" or lb["VpcId"] != vpc:
+            raise InfraError(f"load balancer {name} exists but is a {lb['Type']} one in {lb['VpcId']}, not an "
+                             f"application one in {vpc}: set RECSYS_ALB_NAME to another name")
+        lb_groups = lb.get("SecurityGroups", [])
+    except ClientError as err:
+        if not _not_found(err, "LoadBalancerNotFound"):
+            raise
+        alb_group = ensure_security_group(ec2, f"{name}-alb", vpc, f"{name} load balancer: listener port in")
+        cidr = "0.0.0.0/0" if settings.alb_scheme == "internet-facing" else \
+            ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["CidrBlock"]
+        allow_in(ec2, alb_group, port, cidr=cidr)
+        lb = elbv2.create_load_balancer(Name=name, Subnets=subnets, SecurityGroups=[alb_group],
+                                        Scheme=settings.alb_scheme, Type="application",
+                                        IpAddressType="ipv4")["LoadBalancers"][0]
+        lb_groups = [alb_group]
+        log.info("created load balancer %s (%s)", name, lb["DNSName"])
+    tasks_group = ensure_security_group(ec2, f"{name}-tasks", vpc, f"{name} tasks: app port from the load balancer")
+    for group in lb_groups:
+        allow_in(ec2, tasks_group, settings.serve_port, source_group=group)
+
+    health = {"HealthCheckProtocol": "HTTP", "HealthCheckPath": "/readyz", "HealthCheckIntervalSeconds": 15,
+              "HealthyThresholdCount": 2, "UnhealthyThresholdCount": 3, "Matcher": {"HttpCode": "200"}}
+    try:
+        group = elbv2.describe_target_groups(Names=[name])["TargetGroups"][0]
+        if group["TargetType"] != "ip" or group["VpcId"] != vpc or group["Port"] != settings.serve_port:
+            raise InfraError(f"target group {name} exists with target type {group['TargetType']}, port "
+                             f"{group['Port']} in {group['VpcId']}; Fargate tasks need type ip, port "
+                             f"{settings.serve_port} in {vpc}: set RECSYS_ALB_NAME to another name")
+        if (group.get("HealthCheckPath"), group.get("Matcher")) != ("/readyz", {"HttpCode": "200"}):
+            elbv2.modify_target_group(TargetGroupArn=group["TargetGroupArn"], **health)
+            log.info("target group %s now health-checks /readyz", name)
+    except ClientError as err:
+        if not _not_found(err, "TargetGroupNotFound"):
+            raise
+        group = elbv2.create_target_group(Name=name, Protocol="HTTP", Port=settings.serve_port, VpcId=vpc,
+                                          TargetType="ip", **health)["TargetGroups"][0]
+        log.info("created target group %s", name)
+    group_arn = group["TargetGroupArn"]
+
+    listeners = [x for x in elbv2.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
+                 if x["Port"] == port]
+    if listeners:
+        listener = listeners[0]
+        targets = [a.get("TargetGroupArn") for a in listener.get("DefaultActions", [])]
+        if targets != [group_arn]:
+            raise InfraError(f"the listener on port {port} of load balancer {name} does not forward to target "
+                             f"group {name} (its default action: {targets}): point it there, or set "
+                             "RECSYS_ALB_NAME to another name")
+    else:
+        kwargs: dict[str, Any] = {"LoadBalancerArn": lb["LoadBalancerArn"], "Protocol": "HTTPS" if https else "HTTP",
+                                  "Port": port, "DefaultActions": [{"Type": "forward", "TargetGroupArn": group_arn}]}
+        if https:
+            kwargs.update(Certificates=[{"CertificateArn": settings.alb_certificate_arn}],
+                          SslPolicy="ELBSecurityPolicy-TLS13-1-2-2021-06")
+        listener = elbv2.create_listener(**kwargs)["Listeners"][0]
+        log.info("created %s listener on port %d", kwargs["Protocol"], port)
+    return {"load_balancer": lb["LoadBalancerArn"], "target_group": group_arn,
+            "listener": listener["ListenerArn"], "security_groups": {"alb": lb_groups, "tasks": tasks_group},
+            "endpoint": f"{'https' if https else 'http'}://{lb['DNSName']}"}
+
+
+def ensure_ecs(ecs, settings: Settings, repository_uri: str, roles: dict[str, str], subnets: list[str],
+               alb: dict | None = None) -> dict:
+    """The cluster and the serving service (behind ``alb``'s target group when given). A service
+    made earlier without a load balancer is attached to it with UpdateService, which ECS allows
+    for rolling-update services (it starts a new deployment whose tasks register as targets)."""
     ecs.create_cluster(clusterName=settings.ecs_cluster)  # idempotent in ECS
+    groups = settings.ecs_security_groups + ([alb["security_groups"]["tasks"]] if alb else [])
+    network = {"awsvpcConfiguration": {"subnets": subnets, "securityGroups": groups, "assignPublicIp": "DISABLED"}}
+    balancers = ([{"targetGroupArn": alb["target_group"], "containerName": settings.ecs_container,
+                   "containerPort": settings.serve_port}] if alb else [])
     services = ecs.describe_services(cluster=settings.ecs_cluster, services=[settings.ecs_service])["services"]
     active = [s for s in services if s.get("status") == "ACTIVE"]
     if active:
-        return {"cluster": settings.ecs_cluster, "service": active[0]["serviceArn"],
-                "task_definition": active[0]["taskDefinition"]}
+        service = active[0]
+        if balancers and not service.get("loadBalancers"):
+            controller = service.get("deploymentController", {}).get("type", "ECS")
+            if controller != "ECS":
+                raise InfraError(f"service {settings.ecs_service} uses the {controller} deployment controller, "
+                                 "whose load balancers ECS cannot change: attach target group "
+                                 f"{settings.alb_name} through it, or delete the service and run `infra up` again")
+            ecs.update_service(cluster=settings.ecs_cluster, service=settings.ecs_service, loadBalancers=balancers,
+                               healthCheckGracePeriodSeconds=HEALTH_CHECK_GRACE_SECONDS,
+                               networkConfiguration=network)
+            log.info("attached service %s to target group %s", settings.ecs_service, settings.alb_name)
+        return {"cluster": settings.ecs_cluster, "service": service["serviceArn"],
+                "task_definition": service["taskDefinition"]}
     taskdef = ecs.register_task_definition(
         family=settings.ecs_serve_family, networkMode="awsvpc", requiresCompatibilities=["FARGATE"],
         cpu="256", memory="512", containerDefinitions=[serve_container(settings, f"{repository_uri}:bootstrap",
                                                                        "none")],
         taskRoleArn=roles["serve"], executionRoleArn=roles["execution"],
     )["taskDefinition"]["taskDefinitionArn"]
-    network = {"awsvpcConfiguration": {"subnets": subnets, "securityGroups": settings.ecs_security_groups,
-                                       "assignPublicIp": "DISABLED"}}
+    extra: dict[str, Any] = ({"loadBalancers": balancers, "healthCheckGracePeriodSeconds": HEALTH_CHECK_GRACE_SECONDS}
+                             if balancers else {})
     service = ecs.create_service(
         cluster=settings.ecs_cluster, serviceName=settings.ecs_service, taskDefinition=taskdef,
         desiredCount=1, launchType="FARGATE", networkConfiguration=network,
         deploymentConfiguration={"deploymentCircuitBreaker": {"enable": True, "rollback": True},
                                  "maximumPercent": 200, "minimumHealthyPercent": 100},
+        **extra,
     )["service"]
     log.info("created ECS service %s", settings.ecs_service)
     return {"cluster": settings.ecs_cluster, "service": service["serviceArn"], "task_definition": taskdef}
@@ -266,10 +407,12 @@ def ensure_topic(sns, name: str) -> str:
 
 
 def up(settings: Settings | None = None, session: boto3.Session | None = None, ecs: bool = True,
-       default_subnets: bool = False) -> dict:
+       default_subnets: bool = False, alb: bool = True) -> dict:
     settings = settings or Settings()
     session = session or boto3.Session(region_name=settings.region)
     subnets = subnets_for(settings, session.client("ec2"), default_subnets) if ecs else []  # fail before creating
+    if ecs and alb:
+        balancer_subnets(settings, subnets)
     out: dict[str, Any] = {
         "bucket": ensure_bucket(session.client("s3"), settings.bucket, settings.region),
         "table": ensure_table(session.client("dynamodb"), settings.table),
@@ -284,7 +427,12 @@ def up(settings: Settings | None = None, session: boto3.Session | None = None, e
         image = settings.job_image if "/" in settings.job_image else f"{out['jobs_repository']}:latest"
         out["jobs_task_definition"] = ensure_jobs_task_definition(session.client("ecs"), settings, image,
                                                                   out["roles"])
-        out["ecs"] = ensure_ecs(session.client("ecs"), settings, out["repository"], out["roles"], subnets)
+        balancer = ensure_load_balancer(session.client("elbv2"), session.client("ec2"), settings, subnets) \
+            if alb else None
+        out["ecs"] = ensure_ecs(session.client("ecs"), settings, out["repository"], out["roles"], subnets, balancer)
+        if balancer:
+            out["load_balancer"] = balancer
+            out["endpoint"] = balancer["endpoint"]
         out["subnets"] = subnets
     return out
 
@@ -294,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "policies"])
     parser.add_argument("--no-ecs", action="store_true", help="skip ECR and ECS (S3, DynamoDB, SNS only)")
+    parser.add_argument("--no-alb", action="store_true",
+                        help="no load balancer in front of the service (no endpoint outside its VPC)")
     parser.add_argument("--default-subnets", action="store_true",
                         help="without RECSYS_ECS_SUBNETS, put Fargate tasks in the default VPC's default subnets")
     parser.add_argument("--account", help="policies: the account id (default: the caller's, from STS)")
@@ -307,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({kind: render_policy(policy_dir(settings) / f, values)
                               for kind, f in {**POLICY_FILES, "trust": TRUST_FILE}.items()}, indent=2))
             return 0
-        print(json.dumps(up(settings, ecs=not args.no_ecs, default_subnets=args.default_subnets), indent=2))
+        print(json.dumps(up(settings, ecs=not args.no_ecs, default_subnets=args.default_subnets,
+                            alb=not args.no_alb), indent=2))
     except InfraError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -88,6 +88,14 @@ class Settings(BaseModel):
     ecs_security_groups: Csv = _setting([], "RECSYS_ECS_SECURITY_GROUPS",
                                         "comma-separated security groups of the Fargate tasks")
     ecs_log_group: str = _setting("/ecs/recsys", "RECSYS_ECS_LOG_GROUP", "CloudWatch log group of the tasks")
+    alb_name: str = _setting("recsys-serve", "RECSYS_ALB_NAME", "load balancer, target group and security-group "
+                             "name prefix `infra up` makes or adopts in front of the service")
+    alb_scheme: Literal["internet-facing", "internal"] = _setting(
+        "internet-facing", "RECSYS_ALB_SCHEME", "the load balancer's scheme: `internet-facing` or `internal`")
+    alb_certificate_arn: str = _setting("", "RECSYS_ALB_CERTIFICATE_ARN", "ACM certificate of an HTTPS listener "
+                                        "on 443 (unset: HTTP on 80)")
+    alb_subnets: Csv = _setting([], "RECSYS_ALB_SUBNETS", "comma-separated subnets of the load balancer, two "
+                                "zones at least (unset: the tasks')")
     ecs_execution_role: str = _setting("", "RECSYS_ECS_EXECUTION_ROLE",
                                        "your task execution role ARN (unset: `infra up` makes one)")
     ecs_jobs_task_role: str = _setting("", "RECSYS_ECS_JOBS_TASK_ROLE",
@@ -117,7 +125,7 @@ class Settings(BaseModel):
     serve_host: str = _setting("127.0.0.1", "RECSYS_SERVE_HOST", "address the local/docker serving app listens on")
     serve_port: int = _setting(8080, "RECSYS_SERVE_PORT", "port of the serving app")
     smoke_url: str = _setting("", "RECSYS_SMOKE_URL", "base URL the deploy smoke-tests (`/readyz` must report "
-                              "the new version)")
+                              "the new version; unset on ECS: the load balancer's endpoint)")
     project_root: str = _setting(PROJECT_ROOT, "RECSYS_PROJECT_ROOT", "checkout the local stages run in")
     state_dir: str = _setting("", "RECSYS_STATE_DIR", "local serving app's pid/log directory (unset: "
                               "`<project root>/.state`)")
@@ -135,7 +143,7 @@ class Settings(BaseModel):
     stage_concurrency: int = _setting(1, "RECSYS_STAGE_CONCURRENCY", "heavy stages of all runs at once")
     score_concurrency: int = _setting(2, "RECSYS_SCORE_CONCURRENCY", "score tasks of all runs at once")
 
-    @field_validator("ecs_subnets", "ecs_security_groups", mode="before")
+    @field_validator("ecs_subnets", "ecs_security_groups", "alb_subnets", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return [x.strip() for x in value.split(",") if x.strip()] if isinstance(value, str) else value

@@ -123,12 +123,7 @@ class EcsRollServiceOperator(AwsBaseOperator[EcsHook]):
     def _finish(self, rolled: dict, wait_error: str | None) -> dict:
         from recsys import deploy, ecs_rollout
 
-        smoke = None
-        if self.smoke_url:
-            url, version, timeout = self.smoke_url, self.model_version, self.smoke_timeout
-
-            def smoke() -> Any:
-                return deploy.smoke_test(url, version, timeout=timeout)
+        smoke = deploy.smoke_check(self.smoke_url or None, self.model_version, self.smoke_timeout)
 
         try:
             return ecs_rollout.finish(self.hook.conn, self.cluster, self.service, rolled, wait_error=wait_error,
