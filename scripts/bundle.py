@@ -11,9 +11,9 @@
     ``dags/``, ``plugins/recsys/``, ``pypi-packages.txt``, ``env-variables.txt`` and
     ``deploy.sh`` (the ``gcloud composer environments`` commands).
 
-Both carry ``recsys/_bundle.json``: the serving image tag (content hash of the image's
-sources, which managed workers do not have) and the commit it was made from. Push that
-image before the first deploying run: ``make push-image``.
+Both carry ``recsys/_bundle.json``: the serving and jobs image tags (content hashes of the
+images' sources, which managed workers do not have) and the commit it was made from. Push those
+images before the first run: ``make push-image`` and, for ECS stages, ``make push-jobs-image``.
 
     python scripts/bundle.py [--out dist] [--mwaa-airflow 3.3.1]
 """
@@ -124,7 +124,8 @@ def mwaa_requirements(version: str) -> str:
 
 
 def build(out: Path, mwaa_airflow: str, environ=os.environ) -> dict:
-    info = {"serving_image_tag": deploy.image_tag(str(ROOT)), "commit": git_commit(),
+    info = {"serving_image_tag": deploy.image_tag(str(ROOT)),
+            "jobs_image_tag": deploy.image_tag(str(ROOT), deploy.JOBS_IMAGE_INPUTS), "commit": git_commit(),
             "made_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "mwaa_airflow": mwaa_airflow}
     settings = bundle_settings(environ)
     info_json = json.dumps(info, indent=2) + "\n"
@@ -167,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     made = build(Path(args.out), args.mwaa_airflow)
     print(f"bundle for commit {made['commit']} in {made['out']}/mwaa and {made['out']}/composer")
     print(f"serving image tag {made['serving_image_tag']}: push it before the first deploy (make push-image)")
+    print(f"jobs image tag {made['jobs_image_tag']}: with RECSYS_COMPUTE=ecs, push it before the first run "
+          "(make push-jobs-image)")
     print("settings baked in: " + ", ".join(f"{k}={v}" for k, v in made["settings"].items()))
     if "RECSYS_ECS_SUBNETS" not in made["settings"]:
         print("note: RECSYS_ECS_SUBNETS is not set: give it to the environment (MWAA configuration option "
