@@ -451,3 +451,29 @@ def test_unknown_conf_keys_fail_the_run_at_plan_naming_the_params(dag):
     assert all(name in text for name in dag.params)
     pipeline.check_conf({"top_n": 3, "deploy": False}, dag.params)  # known keys pass
     pipeline.check_conf(None, dag.params)  # a scheduled run has no conf
+
+
+def test_plan_carries_the_pinned_jobs_revision_and_fails_without_retries_when_unpushed(dag, monkeypatch):
+    """The DAG's plan task: the jobs pin (recsys.pipeline.pin_jobs_image, tested against moto in
+    tests/test_jobs_image.py) goes into the XCom every ECS stage renders; an unpushed image fails the run."""
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from recsys import deploy
+    from recsys.compat import AirflowFailException
+
+    plan = dag.get_task("plan").python_callable
+    run = SimpleNamespace(conf={}, run_id="manual__x", run_type="manual", logical_date=None,
+                          run_after=dt.datetime(2026, 11, 23, tzinfo=dt.timezone.utc))
+    monkeypatch.setattr(pipeline, "read_json", lambda settings, key: None)
+    pin = {"jobs_image": "r@sha256:1", "jobs_task_definition": "arn:aws:ecs:r:1:task-definition/recsys-jobs:7"}
+    monkeypatch.setattr(pipeline, "pin_jobs_image", lambda settings: pin)
+    out = plan(params=dict(dag.params), ds="2026-11-23", dag_run=run, dag=dag)
+    assert out["jobs_task_definition"] == pin["jobs_task_definition"] and out["jobs_image"] == pin["jobs_image"]
+
+    def unpushed(settings):
+        raise deploy.ImageUnavailable("jobs image r:t is not in ECR ... Push it (`make push-jobs-image` ...)")
+
+    monkeypatch.setattr(pipeline, "pin_jobs_image", unpushed)
+    with pytest.raises(AirflowFailException, match="jobs image r:t is not in ECR.*make push-jobs-image"):
+        plan(params=dict(dag.params), ds="2026-11-23", dag_run=run, dag=dag)
