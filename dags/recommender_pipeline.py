@@ -126,6 +126,12 @@ def recommender_pipeline():
             p = pipeline.plan(run_ds, version, params, settings, live)
         except pipeline.LiveVersionRefused as err:
             raise fail(str(err)) from None
+        from recsys.deploy import ImageUnavailable
+
+        try:  # ECS: one jobs image (by digest) for every stage of this run
+            p.update(pipeline.pin_jobs_image(settings))
+        except ImageUnavailable as err:
+            raise fail(str(err)) from None
         return {**p, "run_id": dag_run.run_id, "run_type": pipeline.run_type_name(dag_run.run_type)}
 
     snapshot = compute_task("snapshot", [

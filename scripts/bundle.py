@@ -14,9 +14,10 @@
     ``deploy.sh`` (the ``gcloud`` commands; it deletes the files an older bundle left).
 
 Both carry ``recsys/_bundle.json``: the release id (also stamped into every DAG file, which
-refuses to import beside another release's ``recsys``: ``recsys.release``), the serving image
-tag (content hash of the image's sources, which managed workers do not have) and the commit it
-was made from. Push that image before the first deploying run: ``make push-image``.
+refuses to import beside another release's ``recsys``: ``recsys.release``), the serving and jobs
+image tags (content hashes of the images' sources, which managed workers do not have) and the
+commit it was made from. Push those images before the first run: ``make push-image`` and, for ECS
+stages, ``make push-jobs-image``.
 
     python scripts/bundle.py [--out dist] [--mwaa-airflow 3.3.1]
 """
@@ -159,7 +160,8 @@ done
 
 def build(out: Path, mwaa_airflow: str, environ=os.environ) -> dict:
     commit = git_commit()
-    info = {"release": release_id(commit), "serving_image_tag": deploy.image_tag(str(ROOT)), "commit": commit,
+    info = {"release": release_id(commit), "serving_image_tag": deploy.image_tag(str(ROOT)),
+            "jobs_image_tag": deploy.image_tag(str(ROOT), deploy.JOBS_IMAGE_INPUTS), "commit": commit,
             "made_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "mwaa_airflow": mwaa_airflow}
     settings = bundle_settings(environ)
     info_json = json.dumps(info, indent=2) + "\n"
@@ -203,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bundle release {made['release']} (commit {made['commit']}) in {made['out']}/mwaa and "
           f"{made['out']}/composer")
     print(f"serving image tag {made['serving_image_tag']}: push it before the first deploy (make push-image)")
+    print(f"jobs image tag {made['jobs_image_tag']}: with RECSYS_COMPUTE=ecs, push it before the first run "
+          "(make push-jobs-image)")
     print("settings baked in: " + ", ".join(f"{k}={v}" for k, v in made["settings"].items()))
     if "RECSYS_REGION" not in made["settings"]:
         print("note: no region known (RECSYS_REGION, AWS_REGION, AWS_DEFAULT_REGION): set RECSYS_REGION for the "

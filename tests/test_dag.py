@@ -86,7 +86,8 @@ def test_ecs_backend_builds_run_task_with_the_same_command(monkeypatch):
     op = compute.compute_task("train", ARGV, Settings(compute="ecs"))
     assert isinstance(op, EcsRunTaskOperator)
     assert op.overrides == {"containerOverrides": [{"name": "recsys", "command": RUN}]}
-    assert op.launch_type == "FARGATE" and op.cluster == "recsys" and op.task_definition == "recsys-jobs"
+    assert op.launch_type == "FARGATE" and op.cluster == "recsys"
+    assert op.task_definition == '{{ ti.xcom_pull(task_ids="plan")["jobs_task_definition"] }}'  # the run's pin
     assert op.network_configuration == {"awsvpcConfiguration": {
         "subnets": ["subnet-1", "subnet-2"], "securityGroups": ["sg-1"], "assignPublicIp": "DISABLED"}}
     assert op.awslogs_group == "/ecs/recsys" and op.reattach is True
@@ -472,3 +473,29 @@ def test_failure_alerts_and_run_summaries_link_the_versions_page(monkeypatch):
         "N", (), {"notify": lambda self, context: sent.append(message)})())
     notifiers.FailureAlert(Settings(bucket="b"))({"exception": "boom"})
     assert "s3://b/versions/index.html" in sent[0]
+
+
+def test_plan_carries_the_pinned_jobs_revision_and_fails_without_retries_when_unpushed(dag, monkeypatch):
+    """The DAG's plan task: the jobs pin (recsys.pipeline.pin_jobs_image, tested against moto in
+    tests/test_jobs_image.py) goes into the XCom every ECS stage renders; an unpushed image fails the run."""
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from recsys import deploy
+    from recsys.compat import AirflowFailException
+
+    plan = dag.get_task("plan").python_callable
+    run = SimpleNamespace(conf={}, run_id="manual__x", run_type="manual", logical_date=None,
+                          run_after=dt.datetime(2026, 11, 23, tzinfo=dt.timezone.utc))
+    monkeypatch.setattr(pipeline, "read_json", lambda settings, key: None)
+    pin = {"jobs_image": "r@sha256:1", "jobs_task_definition": "arn:aws:ecs:r:1:task-definition/recsys-jobs:7"}
+    monkeypatch.setattr(pipeline, "pin_jobs_image", lambda settings: pin)
+    out = plan(params=dict(dag.params), ds="2026-11-23", dag_run=run, dag=dag)
+    assert out["jobs_task_definition"] == pin["jobs_task_definition"] and out["jobs_image"] == pin["jobs_image"]
+
+    def unpushed(settings):
+        raise deploy.ImageUnavailable("jobs image r:t is not in ECR ... Push it (`make push-jobs-image` ...)")
+
+    monkeypatch.setattr(pipeline, "pin_jobs_image", unpushed)
+    with pytest.raises(AirflowFailException, match="jobs image r:t is not in ECR.*make push-jobs-image"):
+        plan(params=dict(dag.params), ds="2026-11-23", dag_run=run, dag=dag)

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pytest
 
-from recsys import compute, deploy, infra
+from recsys import compute, deploy, infra, pipeline
 from recsys.settings import Settings
 from tests.aws_calls import ACCOUNT, allowed, violations
 
@@ -106,14 +106,22 @@ def test_every_call_of_the_ecs_paths_is_allowed_by_the_worker_role(ecs_stack, bo
     settings = Settings(compute="ecs", deploy="ecs")
     ecs_admin = boto("ecs")
 
-    # 1. a stage on Fargate through the provider's operator (reattach lookup, RunTask, DescribeTasks, logs)
+    # 1. plan pins the jobs image by digest in a jobs revision; a stage on Fargate runs it through the
+    # provider's operator (reattach lookup, RunTask, DescribeTasks, logs)
+    boto("ecr").put_image(repositoryName=settings.ecr_jobs_repository, imageTag=deploy.jobs_image_tag(settings),
+                          imageManifest=json.dumps({"schemaVersion": 2, "config": {"digest": "sha256:" + "1" * 64},
+                                                    "layers": [{"digest": "sha256:" + "2" * 64}]}),
+                          imageManifestMediaType="application/vnd.docker.distribution.manifest.v2+json")
+    pinned = pipeline.pin_jobs_image(settings)
     op = compute.compute_task("train", ["python", "-m", "tasks.train", "--help"], settings)
+    op.task_definition = pinned["jobs_task_definition"]  # what the template renders from plan's XCom
     op.awslogs_fetch_interval = timedelta(seconds=0.2)
     op.waiter_delay = 0  # the provider's real tasks_stopped waiter, polled without sleeping (moto stops the task)
     with pytest.raises(Exception, match="pending|not in success|failed"):  # moto's container never ran
         op.execute({"ti": FakeTI(), "task_instance": FakeTI()})
     operations = {c.operation for c in aws_calls if c.caller == "airflow"}
-    assert {"ListTasks", "RunTask", "DescribeTasks", "GetLogEvents"} <= operations
+    assert {"DescribeImages", "RegisterTaskDefinition", "ListTasks", "RunTask", "DescribeTasks",
+            "GetLogEvents"} <= operations
 
     # 2. the serving image lookup and the service roll, through the provider's hooks
     ecr = EcrHook(aws_conn_id="aws_default", region_name="us-east-1").conn

@@ -5,7 +5,8 @@ Every stage is an argv such as ``["python", "-m", "tasks.train", "--ratings", UR
 - ``local``  -> ``BashOperator`` running it as a subprocess in the project root;
 - ``docker`` -> ``DockerOperator`` running it in ``RECSYS_JOB_IMAGE``;
 - ``ecs``    -> ``EcsRunTaskOperator`` running it on Fargate as a container override
-  of ``RECSYS_ECS_JOB_TASK_DEFINITION``, logs fetched from CloudWatch.
+  of the jobs task-definition revision the run's ``plan`` task pinned (one image digest for
+  every stage of a run: :func:`recsys.deploy.jobs_task_definition`), logs fetched from CloudWatch.
 
 Arguments may hold Jinja (rendered by each operator's templated field). For a
 mapped stage, :func:`mapped_values` turns literal argvs into what the backend's
@@ -88,7 +89,7 @@ def _common(settings: Settings, stage: str) -> tuple[Any, dict]:
 
     return RecsysEcsRunTaskOperator, {
         "aws_conn_id": settings.aws_conn_id, "region_name": settings.region,
-        "cluster": settings.ecs_cluster, "task_definition": settings.ecs_job_task_definition,
+        "cluster": settings.ecs_cluster, "task_definition": RUN_JOBS_TASK_DEFINITION,
         "launch_type": "FARGATE", "network_configuration": network, "container_name": settings.ecs_container,
         "awslogs_group": settings.ecs_log_group, "awslogs_region": settings.region,
         "awslogs_stream_prefix": f"jobs/{settings.ecs_container}", "reattach": True,
@@ -97,6 +98,10 @@ def _common(settings: Settings, stage: str) -> tuple[Any, dict]:
         "tags": {"recsys:stage": stage},
     }
 
+
+# The jobs task-definition revision (family:revision, with the jobs image by digest) that the run's
+# `plan` task resolved once: every ECS stage of the run runs it, whatever is pushed meanwhile.
+RUN_JOBS_TASK_DEFINITION = '{{ ti.xcom_pull(task_ids="plan")["jobs_task_definition"] }}'
 
 _FIELD = {"local": "bash_command", "docker": "command", "ecs": "overrides"}
 

@@ -219,6 +219,62 @@ def push_jobs_image(ecr, settings: Settings, local_image: str | None = None) -> 
     return refs
 
 
+def jobs_image_tag(settings: Settings) -> str:
+    """The jobs image tag a run's stages use: the one ``make bundle`` recorded in
+    ``recsys/_bundle.json`` (managed workers have no sources), else the hash of the sources, the
+    tag :func:`push_jobs_image` pushes."""
+    if bundle_info().get("jobs_image_tag"):
+        return bundle_info()["jobs_image_tag"]
+    missing = [e for e in JOBS_IMAGE_INPUTS if not (Path(settings.project_root) / e).exists()]
+    if missing:
+        raise ImageUnavailable(
+            f"no jobs image tag: recsys/{BUNDLE_FILE} (written by `make bundle`) has none and the jobs image's "
+            f"sources ({', '.join(missing)}) are not under RECSYS_PROJECT_ROOT={settings.project_root}. "
+            "Deploy the plugins from `make bundle`.")
+    return image_tag(settings.project_root, JOBS_IMAGE_INPUTS)
+
+
+def resolve_jobs_image(ecr, settings: Settings) -> str:
+    """``<repository uri>@<digest>`` of the jobs image under this code's tag: a digest names one image
+    for good, so a later push (of ``latest`` or of any tag) cannot change what a run's stages run."""
+    name = settings.ecr_jobs_repository
+    uri = ecr.describe_repositories(repositoryNames=[name])["repositories"][0]["repositoryUri"]
+    tag = jobs_image_tag(settings)
+    try:
+        details = ecr.describe_images(repositoryName=name, imageIds=[{"imageTag": tag}])["imageDetails"]
+    except ecr.exceptions.ImageNotFoundException:
+        details = []
+    if not details:
+        raise ImageUnavailable(
+            f"jobs image {uri}:{tag} is not in ECR: the stages of this run would have no image of this code. "
+            "Push it (`make push-jobs-image`, from the same commit as the deployed plugins), then trigger the run "
+            "again.")
+    return f"{uri}@{details[0]['imageDigest']}"
+
+
+def jobs_task_definition(ecs, settings: Settings, image: str) -> str:
+    """ARN (``family:revision``) of a jobs task-definition revision running ``image``: the latest
+    revision when it already does, else a new revision copying it with only the image changed."""
+    family = settings.ecs_job_task_definition
+    try:
+        current = ecs.describe_task_definition(taskDefinition=family)["taskDefinition"]
+    except ecs.exceptions.ClientException as err:
+        raise ImageUnavailable(f"jobs task definition {family} not found ({err}): run `python -m recsys.infra up "
+                               "--ecs` (or set RECSYS_ECS_JOB_TASK_DEFINITION)") from None
+    images = {c["name"]: c["image"] for c in current["containerDefinitions"]}
+    if settings.ecs_container not in images:
+        raise ValueError(f"container {settings.ecs_container!r} not in task definition {family} ({list(images)}); "
+                         "set RECSYS_ECS_CONTAINER")
+    if images[settings.ecs_container] == image:
+        return current["taskDefinitionArn"]
+    args = {k: current[k] for k in TASKDEF_FIELDS if current.get(k)}
+    args["containerDefinitions"] = [{**c, "image": image} if c["name"] == settings.ecs_container else c
+                                    for c in current["containerDefinitions"]]
+    arn = ecs.register_task_definition(**args)["taskDefinition"]["taskDefinitionArn"]
+    log.info("registered jobs task definition %s (image %s)", arn, image)
+    return arn
+
+
 # -- ECS ---------------------------------------------------------------------
 
 def new_task_definition(current: dict, container: str, image: str, model_version: str,

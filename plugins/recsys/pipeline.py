@@ -101,6 +101,24 @@ def plan(ds: str, version: str, params: dict, settings: Settings, live: dict | N
     }
 
 
+def pin_jobs_image(settings: Settings) -> dict[str, str]:
+    """With ECS stages: this code's jobs image by digest and the jobs task-definition revision running
+    it, resolved once by ``plan`` so every stage of the run runs the same image (a push during the run
+    changes nothing for it). ``{}`` for the other backends. Raises ``recsys.deploy.ImageUnavailable``
+    when the image was never pushed."""
+    if settings.compute != "ecs":
+        return {}
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    from recsys import deploy
+
+    def client(kind: str):
+        return AwsBaseHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region, client_type=kind).conn
+
+    image = deploy.resolve_jobs_image(client("ecr"), settings)
+    return {"jobs_image": image, "jobs_task_definition": deploy.jobs_task_definition(client("ecs"), settings, image)}
+
+
 def should_deploy(run_type, deploy_param: bool) -> tuple[bool, str]:
     """Does this run roll the service? Backfills never; the ``deploy`` Param can switch it off.
 
