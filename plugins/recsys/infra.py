@@ -236,8 +236,33 @@ def subnets_for(settings: Settings, ec2, use_default: bool) -> list[str]:
                      "the default VPC's.")
 
 
+FARGATE_PROVIDERS = ("FARGATE", "FARGATE_SPOT")
+
+
+def ensure_cluster(ecs, cluster: str) -> list[str]:
+    """Create the cluster with FARGATE and FARGATE_SPOT, or associate whichever of them an existing
+    (adopted) cluster lacks: ``RECSYS_ECS_CAPACITY=fargate-spot`` runs the stages through a
+    FARGATE_SPOT strategy, which RunTask refuses on a cluster without it. An existing cluster is
+    not passed to CreateCluster again (moto replaces it, losing its providers), and
+    PutClusterCapacityProviders replaces the whole list and default strategy: both are read
+    first and kept. Returns the cluster's capacity providers."""
+    found = [c for c in ecs.describe_clusters(clusters=[cluster]).get("clusters", []) if c.get("status") == "ACTIVE"]
+    if not found:
+        ecs.create_cluster(clusterName=cluster, capacityProviders=list(FARGATE_PROVIDERS))
+        log.info("created ECS cluster %s with %s", cluster, ", ".join(FARGATE_PROVIDERS))
+        return list(FARGATE_PROVIDERS)
+    have = list(found[0].get("capacityProviders") or [])
+    missing = [p for p in FARGATE_PROVIDERS if p not in have]
+    if missing:
+        ecs.put_cluster_capacity_providers(
+            cluster=cluster, capacityProviders=have + missing,
+            defaultCapacityProviderStrategy=found[0].get("defaultCapacityProviderStrategy") or [])
+        log.info("associated %s with ECS cluster %s", ", ".join(missing), cluster)
+    return have + missing
+
+
 def ensure_ecs(ecs, settings: Settings, repository_uri: str, roles: dict[str, str], subnets: list[str]) -> dict:
-    ecs.create_cluster(clusterName=settings.ecs_cluster)  # idempotent in ECS
+    ensure_cluster(ecs, settings.ecs_cluster)
     services = ecs.describe_services(cluster=settings.ecs_cluster, services=[settings.ecs_service])["services"]
     active = [s for s in services if s.get("status") == "ACTIVE"]
     if active:
