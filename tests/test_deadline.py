@@ -79,7 +79,10 @@ def run_dag_callback(dag, reason: str, stuck: tuple[str, int] | None):
 
 
 def test_a_run_stopped_at_its_deadline_alerts_once_naming_the_stuck_task(aws, boto, monkeypatch):
-    pytest.importorskip("airflow.dag_processing.processor")
+    from recsys.compat import DAG_CALLBACK_TI_IS_RELEVANT
+
+    if not DAG_CALLBACK_TI_IS_RELEVANT:
+        pytest.skip("before Airflow 3.3 the callback's task is not the stuck one")
     monkeypatch.setenv("RECSYS_RUN_DEADLINE_MINUTES", "360")
     sqs, queue = subscribe(boto, aws["alert_topic"])
     dag = load_dag()
@@ -103,7 +106,7 @@ def test_other_run_failures_are_left_to_the_task_alert(aws, boto):
 
 
 def test_without_a_task_in_the_context_the_alert_still_goes_and_says_so():
-    """Airflow 3.0's DAG callback context is only dag, run_id and reason."""
+    """Airflow 3.0's DAG callback context may be only dag, run_id and reason."""
     class Dag:
         dag_id = DAG_ID
 

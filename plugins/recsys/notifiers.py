@@ -149,7 +149,11 @@ def stuck_task(context: dict) -> str | None:
     """The task a timed-out run was stuck in, as Airflow hands it to the DAG's failure callback:
     the callback context's task instance (3.3: the unfinished task that started last; by then
     the scheduler has marked every unfinished task skipped). None when the context has none
-    (Airflow 3.0 gives a DAG callback only ``dag``, ``run_id`` and ``reason``)."""
+    or when this Airflow's is not the stuck one (before 3.3: the run's last task by name)."""
+    from recsys.compat import DAG_CALLBACK_TI_IS_RELEVANT
+
+    if not DAG_CALLBACK_TI_IS_RELEVANT:  # the run's last task by name: naming it would mislead
+        return None
     ti = context.get("ti") or context.get("task_instance")
     task_id = _get(ti, "task_id")
     if not task_id:
@@ -165,8 +169,8 @@ def deadline_message(context: dict, settings: Settings) -> tuple[str, str]:
     run_id = _get(dag_run, "run_id") or context.get("run_id", "?")
     task = stuck_task(context)
     where = (f"It was stuck in task {task} (try {_get(context.get('ti'), 'try_number', '?')})." if task else
-             "Airflow did not say which task it was stuck in (this version gives the run's failure callback "
-             "no task): the run's page shows the tasks it marked skipped.")
+             "Airflow did not say which task it was stuck in (before Airflow 3.3 a run's failure callback "
+             "gets no task, or not the stuck one): the run's page shows the tasks it marked skipped.")
     lines = [
         f"Run {run_id} of {dag_id} did not finish within its deadline of {settings.run_deadline_minutes} minutes "
         "(RECSYS_RUN_DEADLINE_MINUTES, the DAG's dagrun_timeout): Airflow stopped it and marked its unfinished "
