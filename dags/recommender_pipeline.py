@@ -26,6 +26,8 @@ artifacts and rows are immutable.
   A stage that exits 3 (bad input, a refused write) fails at once, without retries.
 * Heavy stages of all runs run one at a time (`RECSYS_STAGE_CONCURRENCY`), so a backfill
   trains one date after another.
+* A run unfinished `RECSYS_RUN_DEADLINE_MINUTES` after it started is stopped and alerts once,
+  naming the task it was stuck in.
 * A failed run sends one alert to the SNS topic `RECSYS_ALERT_TOPIC`, with the stage's own
   reason, its last log lines, the run's version and the live version.
 
@@ -52,7 +54,7 @@ require(RELEASE, __file__)
 
 from recsys.compat import ASSET_OUTLETS, outlets  # noqa: E402
 from recsys.compute import compute_mapped, compute_task  # noqa: E402
-from recsys.notifiers import failure_notifier  # noqa: E402
+from recsys.notifiers import deadline_notifier, failure_notifier  # noqa: E402
 from recsys.operators.image import ServingImageOperator  # noqa: E402
 from recsys.settings import Settings  # noqa: E402
 
@@ -85,6 +87,10 @@ def plan_value(key: str) -> str:
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    # RECSYS_RUN_DEADLINE_MINUTES: a hung run is stopped and alerts once, naming the task it hung in
+    # (dagrun_timeout and a DAG-level callback: Airflow 3.0 has no Deadline Alerts)
+    dagrun_timeout=timedelta(minutes=settings.run_deadline_minutes) if settings.run_deadline_minutes else None,
+    on_failure_callback=deadline_notifier(settings),
     doc_md=__doc__,
     tags=["recsys", "ml", "nightly"],
     default_args={

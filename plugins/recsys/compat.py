@@ -24,6 +24,9 @@ def _major_minor(version: str) -> tuple[int, int]:
 # activated by a dag-processor (AirflowInactiveAssetInInletOrOutletException): lineage
 # (Assets as outlets) is declared from 3.1 on.
 ASSET_OUTLETS = _major_minor(AIRFLOW_VERSION) >= (3, 1)
+# A DAG failure callback's task is the relevant one (for a timed-out run: the unfinished task that
+# started last) from apache/airflow#61274; before, it is the run's last task by name. Verified on 3.3.
+DAG_CALLBACK_TI_IS_RELEVANT = _major_minor(AIRFLOW_VERSION) >= (3, 3)
 
 
 def outlets(*assets) -> list:

@@ -90,7 +90,7 @@ def _common(settings: Settings, stage: str) -> tuple[Any, dict]:
     return RecsysEcsRunTaskOperator, {
         "aws_conn_id": settings.aws_conn_id, "region_name": settings.region,
         "cluster": settings.ecs_cluster, "task_definition": RUN_JOBS_TASK_DEFINITION,
-        "launch_type": "FARGATE", "network_configuration": network, "container_name": settings.ecs_container,
+        **capacity(settings), "network_configuration": network, "container_name": settings.ecs_container,
         "awslogs_group": settings.ecs_log_group, "awslogs_region": settings.region,
         "awslogs_stream_prefix": f"jobs/{settings.ecs_container}", "reattach": True,
         # deferrable: the provider's default, Airflow's [operators] default_deferrable
@@ -102,6 +102,17 @@ def _common(settings: Settings, stage: str) -> tuple[Any, dict]:
 # The jobs task-definition revision (family:revision, with the jobs image by digest) that the run's
 # `plan` task resolved once: every ECS stage of the run runs it, whatever is pushed meanwhile.
 RUN_JOBS_TASK_DEFINITION = '{{ ti.xcom_pull(task_ids="plan")["jobs_task_definition"] }}'
+
+
+def capacity(settings: Settings) -> dict:
+    """Where a stage task runs: ``launchType`` FARGATE (on-demand), or with
+    ``RECSYS_ECS_CAPACITY=fargate-spot`` a FARGATE_SPOT capacity-provider strategy and no launch
+    type (RunTask refuses both together: "Specifying both a launch type and capacity provider
+    strategy is not supported"). The cluster needs the provider: ``recsys.infra up`` adds it."""
+    if settings.ecs_capacity == "fargate-spot":
+        return {"launch_type": None, "capacity_provider_strategy": [{"capacityProvider": "FARGATE_SPOT", "weight": 1}]}
+    return {"launch_type": "FARGATE", "capacity_provider_strategy": None}
+
 
 _FIELD = {"local": "bash_command", "docker": "command", "ecs": "overrides"}
 

@@ -357,12 +357,37 @@ def ensure_load_balancer(elbv2, ec2, settings: Settings, task_subnets: list[str]
             "endpoint": f"{'https' if https else 'http'}://{lb['DNSName']}"}
 
 
+FARGATE_PROVIDERS = ("FARGATE", "FARGATE_SPOT")
+
+
+def ensure_cluster(ecs, cluster: str) -> list[str]:
+    """Create the cluster with FARGATE and FARGATE_SPOT, or associate whichever of them an existing
+    (adopted) cluster lacks: ``RECSYS_ECS_CAPACITY=fargate-spot`` runs the stages through a
+    FARGATE_SPOT strategy, which RunTask refuses on a cluster without it. An existing cluster is
+    not passed to CreateCluster again (moto replaces it, losing its providers), and
+    PutClusterCapacityProviders replaces the whole list and default strategy: both are read
+    first and kept. Returns the cluster's capacity providers."""
+    found = [c for c in ecs.describe_clusters(clusters=[cluster]).get("clusters", []) if c.get("status") == "ACTIVE"]
+    if not found:
+        ecs.create_cluster(clusterName=cluster, capacityProviders=list(FARGATE_PROVIDERS))
+        log.info("created ECS cluster %s with %s", cluster, ", ".join(FARGATE_PROVIDERS))
+        return list(FARGATE_PROVIDERS)
+    have = list(found[0].get("capacityProviders") or [])
+    missing = [p for p in FARGATE_PROVIDERS if p not in have]
+    if missing:
+        ecs.put_cluster_capacity_providers(
+            cluster=cluster, capacityProviders=have + missing,
+            defaultCapacityProviderStrategy=found[0].get("defaultCapacityProviderStrategy") or [])
+        log.info("associated %s with ECS cluster %s", ", ".join(missing), cluster)
+    return have + missing
+
+
 def ensure_ecs(ecs, settings: Settings, repository_uri: str, roles: dict[str, str], subnets: list[str],
                alb: dict | None = None) -> dict:
     """The cluster and the serving service (behind ``alb``'s target group when given). A service
     made earlier without a load balancer is attached to it with UpdateService, which ECS allows
     for rolling-update services (it starts a new deployment whose tasks register as targets)."""
-    ecs.create_cluster(clusterName=settings.ecs_cluster)  # idempotent in ECS
+    ensure_cluster(ecs, settings.ecs_cluster)
     groups = settings.ecs_security_groups + ([alb["security_groups"]["tasks"]] if alb else [])
     network = {"awsvpcConfiguration": {"subnets": subnets, "securityGroups": groups, "assignPublicIp": "DISABLED"}}
     balancers = ([{"targetGroupArn": alb["target_group"], "containerName": settings.ecs_container,

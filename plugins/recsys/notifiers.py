@@ -146,6 +146,68 @@ class FailureAlert:
         log.info("failure alert sent to %s: %s", self.settings.alert_topic, subject)
 
 
+TIMED_OUT = "timed_out"  # the reason the scheduler gives a run that passed its dagrun_timeout
+
+
+def stuck_task(context: dict) -> str | None:
+    """The task a timed-out run was stuck in, as Airflow hands it to the DAG's failure callback:
+    the callback context's task instance (3.3: the unfinished task that started last; by then
+    the scheduler has marked every unfinished task skipped). None when the context has none
+    or when this Airflow's is not the stuck one (before 3.3: the run's last task by name)."""
+    from recsys.compat import DAG_CALLBACK_TI_IS_RELEVANT
+
+    if not DAG_CALLBACK_TI_IS_RELEVANT:  # the run's last task by name: naming it would mislead
+        return None
+    ti = context.get("ti") or context.get("task_instance")
+    task_id = _get(ti, "task_id")
+    if not task_id:
+        return None
+    map_index = _get(ti, "map_index", -1)
+    return f"{task_id}[{map_index}]" if map_index not in (None, -1) else str(task_id)
+
+
+def deadline_message(context: dict, settings: Settings) -> tuple[str, str]:
+    """(subject, message) of the alert for a run stopped at its deadline, naming where it was stuck."""
+    dag_id = _get(context.get("dag"), "dag_id", "?")
+    dag_run = context.get("dag_run")
+    run_id = _get(dag_run, "run_id") or context.get("run_id", "?")
+    task = stuck_task(context)
+    where = (f"It was stuck in task {task} (try {_get(context.get('ti'), 'try_number', '?')})." if task else
+             "Airflow did not say which task it was stuck in (before Airflow 3.3 a run's failure callback "
+             "gets no task, or not the stuck one): the run's page shows the tasks it marked skipped.")
+    lines = [
+        f"Run {run_id} of {dag_id} did not finish within its deadline of {settings.run_deadline_minutes} minutes "
+        "(RECSYS_RUN_DEADLINE_MINUTES, the DAG's dagrun_timeout): Airflow stopped it and marked its unfinished "
+        "tasks skipped.",
+        where,
+        "Nothing of this run was deployed unless its record_live task had finished; the live version keeps "
+        "serving. Find why the task hung (its log, the ECS task or container), then clear the run or trigger a "
+        "new one.",
+        f"Run: {run_url(context.get('ti'), dag_id, run_id)}",
+    ]
+    return f"[recsys] {dag_id} missed its deadline: stuck in {task or 'an unknown task'}", "\n".join(lines)
+
+
+class DeadlineAlert(FailureAlert):
+    """The DAG's own ``on_failure_callback`` (run by the dag processor, not a worker): one alert
+    when the run passes ``dagrun_timeout``, naming the task it was stuck in. Any other failed
+    run is left to the tasks' :class:`FailureAlert` (it already said why). Once per run: the same
+    S3 marker as :class:`FailureAlert`, so a re-sent callback stays quiet."""
+
+    def __call__(self, context: dict) -> None:
+        if context.get("reason") != TIMED_OUT:
+            return
+        subject, message = deadline_message(context, self.settings)
+        if not self.first_for_run(context, subject):
+            return
+        sns_notifier(self.settings, subject, message).notify(context)
+        log.info("deadline alert sent to %s: %s", self.settings.alert_topic, subject)
+
+
+def deadline_notifier(settings: Settings | None = None) -> DeadlineAlert:
+    return DeadlineAlert(settings)
+
+
 def failure_notifier(settings: Settings | None = None) -> FailureAlert:
     return FailureAlert(settings)
 

@@ -87,6 +87,9 @@ class Settings(BaseModel):
                                 "(required with `RECSYS_COMPUTE=ecs`)")
     ecs_security_groups: Csv = _setting([], "RECSYS_ECS_SECURITY_GROUPS",
                                         "comma-separated security groups of the Fargate tasks")
+    ecs_capacity: Literal["fargate", "fargate-spot"] = _setting(
+        "fargate", "RECSYS_ECS_CAPACITY", "capacity of the stage tasks: `fargate` (on-demand) or `fargate-spot` "
+        "(a FARGATE_SPOT capacity-provider strategy; an interrupted stage is retried)")
     ecs_log_group: str = _setting("/ecs/recsys", "RECSYS_ECS_LOG_GROUP", "CloudWatch log group of the tasks")
     alb_name: str = _setting("recsys-serve", "RECSYS_ALB_NAME", "load balancer, target group and security-group "
                              "name prefix `infra up` makes or adopts in front of the service")
@@ -137,6 +140,9 @@ class Settings(BaseModel):
                                 "`--min-ratings`)")
     threads: int = _setting(0, "RECSYS_THREADS", "threads of `train`/`score`, 0 = every core (stage flag "
                             "`--threads`)")
+    run_deadline_minutes: int = _setting(0, "RECSYS_RUN_DEADLINE_MINUTES", "a run still unfinished this many "
+                                         "minutes after it started is stopped and alerts once, naming the task "
+                                         "it is stuck in (the DAG's `dagrun_timeout`; 0 = no deadline)")
     notify_success: bool = _setting(False, "RECSYS_NOTIFY_SUCCESS", "also notify each successful run")
     # Heavy stages (snapshot, train, publish) of all runs together, one at a time by default:
     # a backfill's runs (REST/UI default max_active_runs 10) then train one date after another.
@@ -156,6 +162,13 @@ class Settings(BaseModel):
             raise ValueError(f"{variable(info.field_name)} must be local, docker or ecs, got {value!r}")
         return value
 
+    @field_validator("ecs_capacity", mode="before")
+    @classmethod
+    def _capacity(cls, value: Any) -> Any:
+        if value not in ("fargate", "fargate-spot"):
+            raise ValueError(f"RECSYS_ECS_CAPACITY must be fargate or fargate-spot, got {value!r}")
+        return value
+
     @field_validator("ttl_days", "retry_delay_seconds", "stage_concurrency", "score_concurrency", "serve_port")
     @classmethod
     def _positive(cls, value: int, info) -> int:
@@ -163,7 +176,7 @@ class Settings(BaseModel):
             raise ValueError(f"{variable(info.field_name)} must be at least 1, got {value}")
         return value
 
-    @field_validator("min_ratings", "threads")
+    @field_validator("min_ratings", "threads", "run_deadline_minutes")
     @classmethod
     def _not_negative(cls, value: int, info) -> int:
         if value < 0:
