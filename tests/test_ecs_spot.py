@@ -21,6 +21,7 @@ def started(capacity: str) -> dict:
     """The kwargs of the one RunTask call the stage operator makes for ``capacity``."""
     settings = Settings(compute="ecs", ecs_subnets=["subnet-1"], ecs_security_groups=["sg-1"], ecs_capacity=capacity)
     op = compute.compute_task("train", RUN[:5], settings)
+    op.task_definition = "recsys-jobs"  # what plan's pinned revision renders to (tests/test_jobs_image.py)
     client = mock.Mock()
     client.run_task.return_value = {"tasks": [{"taskArn": ARN}], "failures": []}
     with mock.patch.object(type(op), "client", new_callable=mock.PropertyMock, return_value=client):
@@ -79,6 +80,7 @@ def test_the_spot_request_is_one_ecs_accepts(aws, boto):
     out = infra.up(Settings(), ecs=True, default_subnets=True)
     settings = Settings(compute="ecs", ecs_subnets=out["subnets"], ecs_capacity="fargate-spot")
     op = compute.compute_task("train", ["python", "-m", "tasks.train", "--help"], settings)
+    op.task_definition = "recsys-jobs"  # rendered from plan's XCom in a run
     op._start_task()
     task = boto("ecs").describe_tasks(cluster="recsys", tasks=[op.arn])["tasks"][0]
     assert task["capacityProviderName"] == "FARGATE_SPOT"
