@@ -615,3 +615,34 @@ def test_a_request_answers_503_at_its_deadline_while_the_read_keeps_its_slot():
     assert got["first"].status_code == 503 and got["first"].json() == {"detail": "backend unavailable"}
     assert got["next"].status_code == 503 and got["next"].json() == {"detail": "overloaded, retry"}
     assert got["after"].status_code == 200 and reader.calls == [("v1", "u1")]
+
+
+def test_the_serving_images_files_are_enough_to_import_the_app(tmp_path):
+    """The serving Dockerfile copies a hand-picked list of tasks/ modules. A new import in one of
+    them (tasks.table importing tasks.errors) once broke the image only in the Docker tier: this
+    lays out exactly what the Dockerfile copies and imports the app from it, no engine needed."""
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    lines = (root / "tasks" / "serve" / "Dockerfile").read_text().splitlines()
+    copies = [shlex.split(line)[1:] for line in lines if line.startswith("COPY ") and "--from" not in line]
+    copied = 0
+    for *sources, dest in copies:
+        for src in sources:
+            if not src.startswith("tasks"):
+                continue
+            target = tmp_path / (dest if dest.endswith("/") and not src.endswith("/") else dest.rstrip("/"))
+            if src.endswith("/"):
+                shutil.copytree(root / src, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copy(root / src, target / Path(src).name)
+            copied += 1
+    assert copied >= 2, f"no tasks/ COPY lines found in the serving Dockerfile: {copies}"
+    res = subprocess.run([sys.executable, "-c", "import tasks.serve, tasks.serve.__main__"], cwd=tmp_path,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)}, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
