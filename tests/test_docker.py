@@ -108,6 +108,20 @@ def test_push_goes_to_the_loopback_registry_ecr_records_it_and_ecs_rolls_onto_it
             pass
 
     monkeypatch.setattr(ecs, "get_waiter", lambda name: Stable())
+    moto_describe = ecs.describe_services
+
+    def as_ecs_reports_a_completed_roll(**kwargs):
+        """moto never starts a new deployment on UpdateService (its PRIMARY keeps the old revision)
+        nor runs tasks; ECS, once the roll is steady, answers with one PRIMARY deployment of the
+        revision the service names, rolloutState COMPLETED (tests/ecs_responses.py has the rest)."""
+        out = moto_describe(**kwargs)
+        for svc in out["services"]:
+            primary = next(d for d in svc["deployments"] if d["status"] == "PRIMARY")
+            svc["deployments"] = [{**primary, "taskDefinition": svc["taskDefinition"], "rolloutState": "COMPLETED",
+                                   "runningCount": primary["desiredCount"], "pendingCount": 0}]
+        return out
+
+    monkeypatch.setattr(ecs, "describe_services", as_ecs_reports_a_completed_roll)
     rolled = deploy.deploy_ecs(ecs, settings, image, "v20261203")
     new = ecs.describe_task_definition(taskDefinition=rolled["task_definition"])["taskDefinition"]
     assert new["containerDefinitions"][0]["image"] == image
