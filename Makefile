@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup lock system run test test-docker test-fast test-unit test-real test-compat lint bench bench-train bench-score bench-parse bench-snapshot bench-serve bundle push-image push-jobs-image stop clean
+.PHONY: help setup lock system run test test-docker test-fast test-unit test-real test-compat lint docs docs-tables bench bench-train bench-score bench-parse bench-snapshot bench-serve bundle push-image push-jobs-image stop clean
 
 help:  ## this list: every target with what it does
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | \
@@ -65,12 +65,19 @@ test-compat: setup  ## the DAG layers + `airflow dags test` e2e on Airflow 3.0.6
 test-real: setup  ## the real-Airflow tier alone
 	$(TEST_ENV) $(BIN)/python -m pytest -m real_airflow $(PYTEST_ARGS)
 
-lint: setup  ## ruff, mypy and bandit (medium and high severity) on the shipped code, hadolint on the Dockerfiles
+lint: setup docs  ## ruff, mypy and bandit (medium and high severity) on the shipped code, hadolint on the Dockerfiles, the docs site
 	$(BIN)/ruff check dags plugins tasks tests scripts bench
 	$(BIN)/mypy plugins/recsys tasks
 	$(BIN)/bandit -q -r dags plugins tasks --severity-level medium
 	$(BIN)/hadolint --failure-threshold warning tasks/train/Dockerfile tasks/serve/Dockerfile Dockerfile.airflow
 	test -f .dockerignore
+
+docs: setup  ## the docs site: its generated tables checked against the settings classes, then mkdocs build --strict into site/
+	$(BIN)/python scripts/docs_tables.py --check
+	$(BIN)/mkdocs build --strict
+
+docs-tables: setup  ## rewrite the docs' generated tables (docs/configuration.md) from the settings classes
+	$(BIN)/python scripts/docs_tables.py
 
 bench: bench-train bench-score bench-parse bench-snapshot bench-serve  ## benchmarks: ratios against baselines measured in the same run
 
@@ -92,8 +99,8 @@ bench-parse: setup  ## DAG parse time against a one-task DAG (PARSE_BENCH_ARGS="
 stop:  ## stop what KEEP=1 left running
 	source scripts/env.sh && $(BIN)/python scripts/stack.py stop-serve; $(BIN)/python scripts/registry.py stop; $(BIN)/python scripts/stack.py stop-moto
 
-clean:  ## remove the embedded stack's state and the tools' caches (not the venv)
-	rm -rf .airflow .state .pytest_cache .ruff_cache
+clean:  ## remove the embedded stack's state, the built docs site and the tools' caches (not the venv)
+	rm -rf .airflow .state .pytest_cache .ruff_cache site
 
 bundle: setup  ## dist/mwaa and dist/composer: what MWAA and Cloud Composer take (MWAA_AIRFLOW=3.0.6|3.2.1|3.3.1)
 	$(BIN)/python scripts/bundle.py --mwaa-airflow $(or $(MWAA_AIRFLOW),3.3.1)

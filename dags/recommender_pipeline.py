@@ -31,8 +31,8 @@ artifacts and rows are immutable.
 * A failed run sends one alert to the SNS topic `RECSYS_ALERT_TOPIC`, with the stage's own
   reason, its last log lines, the run's version and the live version.
 
-Roll back from the UI with the `recommender_rollback` DAG. See README.md for configuration and
-backfills, docs/operations.md for rollback and the versions page.
+Roll back from the UI with the `recommender_rollback` DAG. See docs/configuration.md for settings
+and Params, docs/pipeline.md for backfills, docs/operations.md for rollback and the versions page.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 # with hashes, for every platform and every Python >= 3.11 (uv's universal resolution: where a
 # package's newest release needs a newer Python, the lock carries both pins behind markers).
 #
-#   requirements.txt         every group: the venv `make setup` builds (stack, tests, lint)
+#   requirements.txt         every group: the venv `make setup` builds (stack, tests, lint, docs)
 #   requirements/jobs.lock    group stages: the jobs image (tasks/train/Dockerfile)
 #   requirements/serve.lock   group serving: the serving image (tasks/serve/Dockerfile)
 #
@@ -29,7 +29,7 @@ compile() {
   "$TOOL/bin/uv" pip compile --no-config --quiet --universal --python-version 3.11 --generate-hashes \
     --default-index "${LOCK_INDEX_URL:-https://pypi.org/simple}" --custom-compile-command "make lock" "$@"
 }
-compile --group airflow --group stages --group serving --group test --group lint -o requirements.txt
+compile --group airflow --group stages --group serving --group test --group lint --group docs -o requirements.txt
 # requirements.txt says where torch, the one package it does not hold, comes from
 { cat <<'HEADER'
 # The pinned dependencies of the embedded default (the venv: Airflow side, stages, serving, tests,

@@ -114,7 +114,7 @@ def marker_key(version: str) -> dict:
 EXIT_NO_RETRY = 3
 ERROR_PREFIX = "RECSYS-ERROR: "
 
-# -- defaults (each overridable: README "Configuration") ------------------------------------
+# -- defaults (each overridable: docs/configuration.md) --------------------------------------
 DEFAULT_TABLE = "recommendations"
 DEFAULT_TOP_N = 10
 DEFAULT_TTL_DAYS = 30

@@ -1,6 +1,6 @@
 """The recommendations table: item encoding, a retrying parallel batch writer, reads.
 
-Schema (README "Contracts"): partition key ``user_id`` (S), sort key ``model_version`` (S),
+Schema (docs/pipeline.md, "Contracts"): partition key ``user_id`` (S), sort key ``model_version`` (S),
 ``items``, ``generated_at``, ``expires_at`` (TTL, epoch seconds).
 
 ``items`` is one String attribute holding compact columnar JSON,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from recsys import compute
-from recsys.settings import Settings, table_markdown
+from recsys.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,8 +91,3 @@ def test_the_stages_accept_the_flags_they_are_given():
         source = (ROOT / module.replace(".", "/") / "__main__.py").read_text()
         for flag, _ in flags:
             assert f'"{flag}"' in source, (module, sub, flag)
-
-
-def test_the_settings_table_in_the_docs_is_the_one_the_class_renders():
-    """docs/aws.md carries the table `python -m recsys.settings` prints: regenerate it there."""
-    assert table_markdown() in (ROOT / "docs" / "aws.md").read_text()

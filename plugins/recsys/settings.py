@@ -13,7 +13,7 @@ MWAA's preinstalled set while pydantic is: the Airflow side adds no package to t
 - An empty variable counts as unset.
 
 Reading the environment is cheap and safe at DAG parse time (no network, no DB). The table of
-every setting in docs/aws.md is rendered from this class (``python -m recsys.settings``).
+every setting in docs/configuration.md is rendered from this class (``python -m recsys.settings``).
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ def get() -> Settings:
 
 
 def table_markdown() -> str:
-    """The Markdown table of every setting (docs/aws.md carries it; a test keeps them equal)."""
+    """The Markdown table of every setting (docs/configuration.md carries it: make docs-tables)."""
     rows = ["| variable | default | what it sets |", "|---|---|---|"]
     for name, info in Settings.model_fields.items():
         default = info.default

@@ -246,8 +246,8 @@ def build_snapshot(
         raise error
 
     # Ties across files: the same (user, item, timestamp) in two files. The same rating is a
-    # re-export; different ratings are a conflict no timestamp can decide. Rule (README, docs/
-    # reliability.md): the file listed last wins (keys sort by name, so a later ds= partition,
+    # re-export; different ratings are a conflict no timestamp can decide. Rule (docs/reliability.md,
+    # "Input rules"): the file listed last wins (keys sort by name, so a later ds= partition,
     # or a later part-NNNN, wins), the same as for re-ratings at equal times; counted and logged.
     conflicts, rating = 0, None
     if same_row.any():

@@ -1,6 +1,6 @@
 """The biased matrix-factorisation model, its artifact format and the batch API.
 
-Artifact (a folder or S3 prefix; README "Contracts"):
+Artifact (a folder or S3 prefix; docs/pipeline.md, "Contracts"):
 
 - ``model.pt``  -- the ``state_dict`` (tutorial parameter names, loads with
   ``weights_only=True``);

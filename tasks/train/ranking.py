@@ -13,8 +13,8 @@ it. Two models of the binary user x item matrix ``X`` of training pairs:
   top right singular vectors of ``B`` so it is a dot product too.
 
 :func:`fit_ranking_head` blends the two (weight chosen on validation) when the
-catalogue is small enough for the dense ``B``, else returns PureSVD. README
-"Model quality" has the measured comparison with EASE^R, iALS, RP3beta and
+catalogue is small enough for the dense ``B``, else returns PureSVD. docs/model.md
+("Figures") has the measured comparison with EASE^R, iALS, RP3beta and
 item-kNN (``bench/train_bench.py``).
 """
 

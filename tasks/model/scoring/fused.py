@@ -12,7 +12,7 @@ vector FMA per user, factor and 8 items; the item vectors are loaded once for
 the 4 users), compares them with each user's threshold, and only the few items
 above it leave the registers, so it can beat torch's ``mm`` of the same shapes,
 which has to write every score (``make bench-score`` compares the whole top-k,
-this kernel alone and the reference against the bare multiply; README has figures).
+this kernel alone and the reference against the bare multiply; docs/performance.md has figures).
 
 The block is written as LLVM vector IR (:func:`_block_select`): numba does not
 vectorise a loop nest of this shape. ``llvm.fmuladd`` fuses the multiply-add

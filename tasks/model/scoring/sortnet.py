@@ -24,7 +24,7 @@ list to the best k before it passes 256).
 Why: a scalar ordering of the ~125 candidates of a top-100 (bucket counting,
 scattering and insertion sort: data-dependent branches and store-to-load chains)
 cost nearly what computing the user's scores costs. The network does more
-comparisons but no branch (README "How the ML-1M ratio came down" has the figures).
+comparisons but no branch (docs/performance.md has the scoring figures).
 """
 
 from __future__ import annotations
