@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup lock system run test test-docker test-fast test-unit test-real test-compat lint docs docs-tables bench bench-train bench-score bench-parse bench-snapshot bench-serve bundle push-image push-jobs-image stop clean
+.PHONY: help setup lock system run test test-docker test-fast test-unit test-real test-compat test-matrix lint docs docs-tables bench bench-train bench-score bench-parse bench-snapshot bench-serve bundle push-image push-jobs-image stop clean
 
 help:  ## this list: every target with what it does
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | \
@@ -59,8 +59,11 @@ test-fast: setup  ## unit and moto-server tests only (no e2e, no real Airflow)
 test-unit: setup  ## unit and moto-server tests: no e2e, real Airflow, Docker, faults, bench, PyPI or slow cold-compile runs
 	$(TEST_ENV) $(BIN)/python -m pytest -m "not e2e and not real_airflow and not docker and not faults and not slow and not bench and not pypi" $(PYTEST_ARGS)
 
-test-compat: setup  ## the DAG layers + `airflow dags test` e2e on Airflow 3.0.6 with MWAA's pins (own venv, cached)
-	bash scripts/compat.sh $(PYTEST_ARGS)
+test-matrix: setup  ## the version matrix: DAG layers + `airflow dags test` on every Airflow of deploy/platforms.toml (venvs cached)
+	bash scripts/compat_matrix.sh $(PYTEST_ARGS)
+
+test-compat: setup  ## the matrix's oldest row alone (MWAA's 3.0.6 with its pins), every matrix test
+	MATRIX_ONLY="$$($(BIN)/python scripts/platforms.py oldest)" MATRIX_SCOPE=full bash scripts/compat_matrix.sh $(PYTEST_ARGS)
 
 test-real: setup  ## the real-Airflow tier alone
 	$(TEST_ENV) $(BIN)/python -m pytest -m real_airflow $(PYTEST_ARGS)
@@ -72,12 +75,12 @@ lint: setup docs  ## ruff, mypy and bandit (medium and high severity) on the shi
 	$(BIN)/hadolint --failure-threshold warning tasks/train/Dockerfile tasks/serve/Dockerfile Dockerfile.airflow
 	test -f .dockerignore
 
-docs: setup  ## the docs site: its generated tables checked against the settings classes, then mkdocs build --strict into site/
-	$(BIN)/python scripts/docs_tables.py --check
+docs: setup  ## the docs site: its generated tables checked against the settings classes and the DAGs' Params, then mkdocs build --strict into site/
+	source scripts/env.sh && $(BIN)/python scripts/docs_tables.py --check
 	$(BIN)/mkdocs build --strict
 
-docs-tables: setup  ## rewrite the docs' generated tables (docs/configuration.md) from the settings classes
-	$(BIN)/python scripts/docs_tables.py
+docs-tables: setup  ## rewrite the docs' generated tables (docs/configuration.md) from the settings classes and the DAGs' Params
+	source scripts/env.sh && $(BIN)/python scripts/docs_tables.py
 
 bench: bench-train bench-score bench-parse bench-snapshot bench-serve  ## benchmarks: ratios against baselines measured in the same run
 

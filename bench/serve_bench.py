@@ -268,7 +268,7 @@ def seed(aws: dict, tmp: Path, users: list[str]) -> None:
     import pandas as pd
 
     from tasks import layout, storage, table
-    from tasks.score import manifest_uri
+    from tasks.shards import manifest_uri
 
     ddb = boto3.client("dynamodb", endpoint_url=aws["AWS_ENDPOINT_URL"], region_name="us-east-1",
                        aws_access_key_id="x", aws_secret_access_key="x")

@@ -215,10 +215,12 @@ def topn(df: pd.DataFrame, strong: bool = True, workdir: Path | None = None) -> 
     out["popularity"] = M.ranking_metrics(pop, rel[0], rel[1], n_items, cfg.top_k)
     if not strong:
         return {"metrics": out, "seconds": cost, "params": {}}
+    from baselines import fit_tuned
+
     x = IM.binary(u[tr], i[tr], n_users, n_items)
     params = {}
     for name in ("ease", "rp3beta", "item_knn"):
-        w, note = IM.fit_tuned(name, u[tr], i[tr], n_users, n_items, cfg.top_k)
+        w, note = fit_tuned(name, u[tr], i[tr], n_users, n_items, cfg.top_k)
         out[name] = M.ranking_metrics(IM.top_n(x, w, cfg.top_k), rel[0], rel[1], n_items, cfg.top_k)
         cost[name], params[name] = note["seconds"], note["params"]
     t0 = time.perf_counter()

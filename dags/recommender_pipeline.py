@@ -52,11 +52,14 @@ from recsys.release import require
 RELEASE = "source"
 require(RELEASE, __file__)
 
+from recsys import stages  # noqa: E402
 from recsys.compat import ASSET_OUTLETS, outlets  # noqa: E402
 from recsys.compute import compute_mapped, compute_task  # noqa: E402
+from recsys.layout import DEFAULT_TOP_N  # noqa: E402
 from recsys.notifiers import deadline_notifier, failure_notifier  # noqa: E402
 from recsys.operators.image import ServingImageOperator  # noqa: E402
 from recsys.settings import Settings  # noqa: E402
+from recsys.stages import PARAMS, PLAN  # noqa: E402
 
 settings = Settings()
 
@@ -72,11 +75,6 @@ SERVING = Asset(name="recsys_serving", extra={"location": (f"ecs://{settings.ecs
                                                            settings.smoke_url or
                                                            f"http://{settings.serve_host}:{settings.serve_port}")})
 HEAVY = {"max_active_tis_per_dag": settings.stage_concurrency}
-
-
-def plan_value(key: str) -> str:
-    """Jinja for one value of the ``plan`` task's XCom."""
-    return '{{ ti.xcom_pull(task_ids="plan")["' + key + '"] }}'
 
 
 @dag(
@@ -101,16 +99,21 @@ def plan_value(key: str) -> str:
         "on_failure_callback": failure_notifier(settings),
     },
     params={
-        "top_n": Param(10, type="integer", minimum=1, maximum=100, description="Items stored per user"),
+        "top_n": Param(DEFAULT_TOP_N, type="integer", minimum=1, maximum=100,
+                       description="Items stored per user"),
         "factors": Param(8, type="integer", minimum=1, maximum=512,
-                         description="Latent factors (k) of the rating head"),
-        "sweeps": Param(150, type="integer", minimum=2, maximum=5000,
-                        description="Gibbs sweeps of the rating head (the first 20 are burn-in)"),
-        "shards": Param(2, type="integer", minimum=1, maximum=1000, description="User shards scored in parallel"),
+                         description="Latent factors (k) of each draw of the rating head"),
+        "sweeps": Param(120, type="integer", minimum=2, maximum=5000,
+                        description="Gibbs sweeps of the rating head's estimate (the first 20 are burn-in); "
+                                    "every other training knob is a `python -m tasks.train --help` flag"),
+        "shards": Param(2, type="integer", minimum=1, maximum=1000,
+                        description="User shards scored in parallel (one score task each)"),
         "tolerance": Param(0.01, type="number", minimum=0, maximum=1,
                            description="How much worse than the live model a candidate may be (relative)"),
         "force_promote": Param(False, type="boolean", description="Promote even if the gate says no"),
-        "deploy": Param(True, type="boolean", description="Roll the serving service (latest run only)"),
+        "deploy": Param(True, type="boolean",
+                        description="Roll the serving service (manual runs and the latest scheduled run; "
+                                    "backfills never deploy)"),
     },
 )
 def recommender_pipeline():
@@ -118,66 +121,27 @@ def recommender_pipeline():
     def plan(params=None, ds=None, dag_run=None, dag=None) -> dict:
         """Every URI and value of this run: data keyed by its date, model and rows by its version."""
         from recsys import pipeline
-        from recsys.compat import fail
 
-        try:  # a typo in the trigger form's JSON ({"topn": 3}) fails here, not silently
-            pipeline.check_conf(dag_run.conf, dag.params)
-        except pipeline.UnknownParams as err:
-            raise fail(str(err)) from None
-        when = dag_run.logical_date or dag_run.run_after
-        run_ds = ds or when.strftime("%Y-%m-%d")
-        version = pipeline.model_version_for(dag_run.run_id, dag_run.run_type, when)
-        live = pipeline.read_json(settings, pipeline.LIVE_POINTER)
-        try:
-            p = pipeline.plan(run_ds, version, params, settings, live)
-        except pipeline.LiveVersionRefused as err:
-            raise fail(str(err)) from None
-        from recsys.deploy import ImageUnavailable
+        return dict(pipeline.plan_run(settings, params, ds, dag_run, dag.params))
 
-        try:  # ECS: one jobs image (by digest) for every stage of this run
-            p.update(pipeline.pin_jobs_image(settings))
-        except ImageUnavailable as err:
-            raise fail(str(err)) from None
-        return {**p, "run_id": dag_run.run_id, "run_type": pipeline.run_type_name(dag_run.run_type)}
-
-    snapshot = compute_task("snapshot", [
-        "python", "-m", "tasks.data", "snapshot", "--raw", plan_value("raw"), "--items", plan_value("items"),
-        "--ds", plan_value("ds"), "--out", plan_value("snapshot"), "--quarantine", plan_value("quarantine"),
-    ], settings, outlets=outlets(SNAPSHOT), **HEAVY)
-
-    train = compute_task("train", [
-        "python", "-m", "tasks.train", "--ratings", plan_value("snapshot"), "--out", plan_value("model"),
-        "--champion", plan_value("champion"), "--ds", plan_value("ds"),
-        "--model-version", plan_value("model_version"),
-        "--factors", "{{ params.factors }}", "--sweeps", "{{ params.sweeps }}",
-    ], settings, outlets=outlets(MODEL), **HEAVY)
+    snapshot = compute_task("snapshot", stages.snapshot(PLAN), settings, outlets=outlets(SNAPSHOT), **HEAVY)
+    train = compute_task("train", stages.train(PLAN, PARAMS), settings, outlets=outlets(MODEL), **HEAVY)
 
     @task(multiple_outputs=False)
     def gate(p: dict, params=None) -> dict:
         """Stop a model that is worse than the baselines or the live model."""
         from recsys import pipeline
-        from recsys.compat import fail
 
-        metrics = pipeline.read_json(settings, p["metrics"])
-        promote, reasons = pipeline.gate(metrics, float(params["tolerance"]), bool(params["force_promote"]))
-        pipeline.record_gate(settings, p, promote, reasons, bool(params["force_promote"]))
-        if not promote:
-            raise fail(f"model {p['model_version']} rejected: " + "; ".join(reasons)
-                       + f". The live model ({p['live_version'] or 'none'}) keeps serving.")
-        return {"candidate": metrics["candidate"], "champion": metrics.get("champion"), "overridden": reasons}
+        return pipeline.check_gate(settings, p, float(params["tolerance"]), bool(params["force_promote"]))
 
     @task(multiple_outputs=False)
     def shard_commands(p: dict) -> list:
-        from recsys import compute, pipeline
+        from recsys import compute
 
-        return compute.mapped_values(pipeline.score_argvs(p, settings.ttl_days), settings)
+        return compute.mapped_values(stages.score(p, settings.ttl_days), settings)
 
-    publish = compute_task("publish", [
-        "python", "-m", "tasks.publish", "finalize", "--model", plan_value("model"),
-        "--ratings", plan_value("snapshot"), "--model-version", plan_value("model_version"),
-        "--top-n", plan_value("top_n"), "--shards", plan_value("shards"), "--table", plan_value("table"),
-        "--ttl-days", str(settings.ttl_days),
-    ], settings, outlets=outlets(RECOMMENDATIONS), **HEAVY)
+    publish = compute_task("publish", stages.publish(PLAN, settings.ttl_days), settings,
+                           outlets=outlets(RECOMMENDATIONS), **HEAVY)
 
     # Old scheduled runs stop here (a manual run passes); deploy_enabled then stops backfills
     # (LatestOnlyOperator only compares time windows) and deploy=false.
@@ -211,34 +175,26 @@ def recommender_pipeline():
         deployed = EcsRollServiceOperator(
             task_id="deploy", cluster=settings.ecs_cluster,
             service=settings.ecs_service, container_name=settings.ecs_container,
-            image='{{ ti.xcom_pull(task_ids="build_image") }}', model_version=plan_value("model_version"),
-            table=plan_value("table"), smoke_url=settings.smoke_url or None,
+            image='{{ ti.xcom_pull(task_ids="build_image") }}', model_version=PLAN["model_version"],
+            table=PLAN["table"], smoke_url=settings.smoke_url or None,
             aws_conn_id=settings.aws_conn_id, region_name=settings.region)
     else:
         @task(task_id="deploy", multiple_outputs=False)
         def deploy_here(p: dict, ti=None) -> dict:
             """Roll the service onto the new version: a container, or the app on this machine."""
-            from recsys import deploy as rollout
             from recsys import pipeline
 
-            first_user = pipeline.first_user(settings, p)
-            if settings.deploy == "docker":
-                image = ti.xcom_pull(task_ids="build_image")
-                return rollout.deploy_container(settings, image, p["model_version"], first_user, p["table"])
-            return rollout.deploy_local(settings, p["model_version"], first_user, p["table"])
+            return pipeline.deploy_here(settings, p, ti.xcom_pull(task_ids="build_image"))
 
     @task(multiple_outputs=False, outlets=outlets(SERVING))
     def record_live(p: dict, deployed: dict, outlet_events=None) -> dict:
         from recsys import pipeline
 
-        previous = pipeline.read_json(settings, pipeline.LIVE_POINTER)
-        pointer = pipeline.live_pointer(p, deployed, previous, pendulum.now("UTC").isoformat())
-        pipeline.write_json(settings, pipeline.LIVE_POINTER, pointer)
-        pipeline.record_history(settings, pointer)
+        pointer = pipeline.record_live(settings, p, deployed, pendulum.now("UTC").isoformat())
         if outlet_events is not None and ASSET_OUTLETS:
             outlet_events[SERVING].extra = {"model_version": p["model_version"],
                                             "revision": deployed.get("task_definition") or deployed.get("url")}
-        return pointer
+        return dict(pointer)
 
     @task(trigger_rule="none_failed", multiple_outputs=False)
     def summary(p: dict, verdict: dict) -> dict:
@@ -262,15 +218,10 @@ def recommender_pipeline():
     image >> deployed
     live = record_live(p, deployed.output if hasattr(deployed, "task_id") else deployed)
     # Every night, whatever the gate said: the live and previous versions must not expire.
-    retain = compute_task("retain", [
-        "python", "-m", "tasks.publish", "retain", "--table", settings.table, "--ttl-days", str(settings.ttl_days),
-        plan_value("retain"),
-    ], settings, trigger_rule="all_done")
+    retain = compute_task("retain", stages.retain(settings, PLAN["retain"]), settings, trigger_rule="all_done")
     # Every night too: the versions page (HTML with plots + JSON in S3) shows this night, a
     # rejected or failed one included; summary and the failure alert link it.
-    versions = compute_task("versions", [
-        "python", "-m", "tasks.publish", "versions", "--root", settings.s3(), "--table", settings.table,
-    ], settings, trigger_rule="all_done")
+    versions = compute_task("versions", stages.versions(settings), settings, trigger_rule="all_done")
     done = summary(p, verdict)
     # summary is the leaf Airflow judges the run by: a failure anywhere (or in retain) fails
     # it and so the run; an all_done leaf would turn every failed run green.

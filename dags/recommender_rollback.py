@@ -38,6 +38,7 @@ from recsys.release import require
 RELEASE = "source"
 require(RELEASE, __file__)
 
+from recsys import stages  # noqa: E402
 from recsys.compute import compute_task  # noqa: E402
 from recsys.notifiers import failure_notifier  # noqa: E402
 from recsys.settings import Settings  # noqa: E402
@@ -61,8 +62,10 @@ settings = Settings()
     },
     params={
         "target": Param("", type="string", pattern=r"^(|v[0-9A-Za-z-]+)$",
-                        description="Version to serve; empty: the rollback target in models/_live.json"),
-        "reason": Param(type="string", minLength=3, description="Why (goes into the alert and the versions page)"),
+                        description="Version to serve; empty: the rollback target named in models/_live.json "
+                                    "(the version the live one replaced)"),
+        "reason": Param(type="string", minLength=3,
+                        description="Why: it goes into the alert, the live history and the versions page"),
         "min_hours": Param(24, type="number", minimum=0,
                            description="Refuse a target whose rows expire within this many hours"),
     },
@@ -100,13 +103,8 @@ def recommender_rollback():
                 "retain": " ".join(f"{v['model_version']}={v['model_uri']}" for v in (pointer, prev)
                                    if v.get("model_version") and v.get("model_uri"))}
 
-    retain = compute_task("retain", [
-        "python", "-m", "tasks.publish", "retain", "--table", settings.table, "--ttl-days", str(settings.ttl_days),
-        '{{ ti.xcom_pull(task_ids="roll")["retain"] }}',
-    ], settings)
-    versions = compute_task("versions", [
-        "python", "-m", "tasks.publish", "versions", "--root", settings.s3(), "--table", settings.table,
-    ], settings)
+    retain = compute_task("retain", stages.retain(settings, '{{ ti.xcom_pull(task_ids="roll")["retain"] }}'), settings)
+    versions = compute_task("versions", stages.versions(settings), settings)
 
     @task(multiple_outputs=False)
     def alert(plan: dict, rolled: dict) -> dict:

@@ -55,10 +55,16 @@ LOCAL_ONLY = {"RECSYS_PROJECT_ROOT", "RECSYS_STATE_DIR", "RECSYS_PYTHON", "RECSY
 MANAGED_DEFAULTS = {"RECSYS_COMPUTE": "ecs", "RECSYS_DEPLOY": "ecs"}
 
 
+# what a working tree may hold beside the package's files and no bundle should carry: bytecode, merge
+# and patch leftovers, editor backups
+STRAY = ("__pycache__", "*.pyc", "*.orig", "*.rej", "*.swp", "*~")
+
+
 def package_files() -> list[Path]:
     return sorted(p for p in PACKAGE.rglob("*")
-                  if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
-                  and p.name != deploy.BUNDLE_FILE)
+                  if p.is_file() and "__pycache__" not in p.parts
+                  and not any(p.match(pattern) for pattern in STRAY[1:])
+                  and p.name != deploy.image.BUNDLE_FILE)
 
 
 def git_commit() -> str:
@@ -160,8 +166,8 @@ done
 
 def build(out: Path, mwaa_airflow: str, environ=os.environ) -> dict:
     commit = git_commit()
-    info = {"release": release_id(commit), "serving_image_tag": deploy.image_tag(str(ROOT)),
-            "jobs_image_tag": deploy.image_tag(str(ROOT), deploy.JOBS_IMAGE_INPUTS), "commit": commit,
+    info = {"release": release_id(commit), "serving_image_tag": deploy.image.image_tag(str(ROOT)),
+            "jobs_image_tag": deploy.image.image_tag(str(ROOT), deploy.image.JOBS_IMAGE_INPUTS), "commit": commit,
             "made_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "mwaa_airflow": mwaa_airflow}
     settings = bundle_settings(environ)
     info_json = json.dumps(info, indent=2) + "\n"
@@ -177,15 +183,15 @@ def build(out: Path, mwaa_airflow: str, environ=os.environ) -> dict:
         zf.write(ROOT / "plugins" / ".airflowignore", ".airflowignore")  # recsys/ is a package, not a plugin
         for path in package_files():
             zf.write(path, path.relative_to(ROOT / "plugins").as_posix())
-        zf.writestr(f"recsys/{deploy.BUNDLE_FILE}", info_json)
+        zf.writestr(f"recsys/{deploy.image.BUNDLE_FILE}", info_json)
     (mwaa / "startup.sh").write_text(startup_script(settings, info))
     (mwaa / "startup.sh").chmod(0o755)
 
     # Composer
     shutil.copytree(PACKAGE, composer / "plugins" / "recsys",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", deploy.BUNDLE_FILE))
+                    ignore=shutil.ignore_patterns(*STRAY, deploy.image.BUNDLE_FILE))
     shutil.copy2(ROOT / "plugins" / ".airflowignore", composer / "plugins" / ".airflowignore")
-    (composer / "plugins" / "recsys" / deploy.BUNDLE_FILE).write_text(info_json)
+    (composer / "plugins" / "recsys" / deploy.image.BUNDLE_FILE).write_text(info_json)
     shutil.copy2(ROOT / "requirements" / "composer.txt", composer / "pypi-packages.txt")
     (composer / "env-variables.txt").write_text(
         "# RECSYS_* for the Composer environment (deploy.sh sets them with --update-env-variables)\n"

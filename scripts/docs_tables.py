@@ -13,12 +13,15 @@ and ``tests/test_docs.py``), so a setting added, renamed or re-described in its 
 the docs fails CI.
 
 - ``airflow-settings``: ``recsys.settings.Settings`` (the Airflow side), as ``python -m recsys.settings`` prints it;
-- ``serving-settings``: ``tasks.serve.config.Settings`` (the serving app, pydantic-settings).
+- ``serving-settings``: ``tasks.serve.config.Settings`` (the serving app, pydantic-settings);
+- ``pipeline-params`` and ``rollback-params``: the Params of ``recommender_pipeline`` and
+  ``recommender_rollback`` (the trigger form's fields), as the DAG files declare them.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 from collections.abc import Callable
@@ -52,9 +55,53 @@ def serving_settings() -> str:
     return "\n".join(rows) + "\n"
 
 
+@functools.cache
+def dag_bag():
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 3.0.x
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+def dag_params(dag_id: str) -> str:
+    """The DAG's Params: default (or "required"), what the trigger form accepts, the description."""
+    import json
+
+    bag = dag_bag()
+    if dag_id not in bag.dags:
+        raise SystemExit(f"{dag_id} does not import: {bag.import_errors}")
+    rows = ["| Param | default | accepts | what it sets |", "|---|---|---|---|"]
+    params = bag.dags[dag_id].params
+    for name in params:
+        param = params.get_param(name)
+        schema = param.schema
+        default = f"`{json.dumps(param.value)}`" if param.has_value else "required"
+        accepts = [schema.get("type", "any")]
+        if "minimum" in schema and "maximum" in schema:
+            accepts.append(f"{schema['minimum']}–{schema['maximum']}")
+        elif "minimum" in schema:
+            accepts.append(f"≥ {schema['minimum']}")
+        elif "maximum" in schema:
+            accepts.append(f"≤ {schema['maximum']}")
+        if "minLength" in schema:
+            accepts.append(f"at least {schema['minLength']} characters")
+        if "pattern" in schema:
+            pattern = schema["pattern"]
+            empty = re.fullmatch(r"\^\(\|(.*)\)\$", pattern)  # ^(|X)$: empty, or X
+            accepts.append(f"empty or matching `^{empty[1]}$`" if empty else f"matching `{pattern}`")
+        description = param.description or ""
+        assert "|" not in "".join(accepts) + description, name  # a cell may not hold the column separator
+        rows.append(f"| `{name}` | {default} | {', '.join(accepts)} | {description} |")
+    return "\n".join(rows) + "\n"
+
+
 SOURCES: dict[str, Callable[[], str]] = {
     "airflow-settings": airflow_settings,
     "serving-settings": serving_settings,
+    "pipeline-params": lambda: dag_params("recommender_pipeline"),
+    "rollback-params": lambda: dag_params("recommender_rollback"),
 }
 
 

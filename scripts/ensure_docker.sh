@@ -45,8 +45,14 @@ else
   fi
   mkdir -p "$ROOT_DIR" "$(dirname "$SOCK")"
   say "starting dockerd (socket $SOCK, data root $ROOT_DIR, log $ROOT_DIR.log)"
-  nohup dockerd --data-root "$ROOT_DIR" --host "unix://$SOCK" --exec-root "$(dirname "$SOCK")/exec" \
-    --pidfile "$(dirname "$SOCK")/docker.pid" >"$ROOT_DIR.log" 2>&1 </dev/null &
+  # a daemon of its own session that inherits no descriptor beyond its log: a caller's lock (flock)
+  # or output pipe (CI) would otherwise stay open as long as dockerd runs
+  python3 - "$ROOT_DIR.log" dockerd --data-root "$ROOT_DIR" --host "unix://$SOCK" --exec-root "$(dirname "$SOCK")/exec" \
+    --pidfile "$(dirname "$SOCK")/docker.pid" <<'PY'
+import subprocess, sys
+log = open(sys.argv[1], "ab")
+subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True, start_new_session=True)
+PY
   for _ in $(seq 60); do answers "unix://$SOCK" && break; sleep 1; done
   answers "unix://$SOCK" || { say "dockerd did not answer in 60 s: tail $ROOT_DIR.log"; tail -5 "$ROOT_DIR.log" >&2; exit 1; }
   host="unix://$SOCK"

@@ -12,21 +12,14 @@
 # only on PyTorch's index (requirements/torch.txt), and its own dependencies are listed in the
 # stages group.
 #
-# uv comes from PyPI at the version below, into .venv-lock (not the project's venv). pip's and
+# uv comes from PyPI at the version scripts/ensure_uv.sh pins, into .venv-lock (not the project's venv). pip's and
 # uv's own configuration files are ignored (--no-config, and uv never reads pip's): only PyPI,
 # or LOCK_INDEX_URL where a PyPI mirror must stand in for it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-UV_VERSION=0.13.9
-PYTHON="${PYTHON:-python3}"
-TOOL=.venv-lock
-if [ ! -x "$TOOL/bin/uv" ] || [ "$("$TOOL/bin/uv" --version | cut -d' ' -f2)" != "$UV_VERSION" ]; then
-  rm -rf "$TOOL"
-  "$PYTHON" -m venv "$TOOL"
-  "$TOOL/bin/python" -m pip install --isolated --quiet "uv==$UV_VERSION"
-fi
+UV="$(bash scripts/ensure_uv.sh)"  # the pinned uv, in .venv-lock
 compile() {
-  "$TOOL/bin/uv" pip compile --no-config --quiet --universal --python-version 3.11 --generate-hashes \
+  "$UV" pip compile --no-config --quiet --universal --python-version 3.11 --generate-hashes \
     --default-index "${LOCK_INDEX_URL:-https://pypi.org/simple}" --custom-compile-command "make lock" "$@"
 }
 compile --group airflow --group stages --group serving --group test --group lint --group docs -o requirements.txt

@@ -151,28 +151,29 @@ class RestClient:
         return json.loads(raw) if raw else {}
 
     # -- the calls the tier uses -------------------------------------------------
-    def dag(self) -> dict:
-        return self.call("GET", f"/dags/{DAG_ID}")
+    # every call is about the pipeline DAG unless dag_id names another (the rollback DAG)
+    def dag(self, dag_id: str = DAG_ID) -> dict:
+        return self.call("GET", f"/dags/{dag_id}")
 
-    def unpause(self) -> dict:
-        return self.call("PATCH", f"/dags/{DAG_ID}", {"is_paused": False})
+    def unpause(self, dag_id: str = DAG_ID) -> dict:
+        return self.call("PATCH", f"/dags/{dag_id}", {"is_paused": False})
 
-    def trigger(self, conf: dict | None = None, logical_date: str | None = None) -> dict:
-        return self.call("POST", f"/dags/{DAG_ID}/dagRuns", {"logical_date": logical_date, "conf": conf or {}})
+    def trigger(self, conf: dict | None = None, logical_date: str | None = None, dag_id: str = DAG_ID) -> dict:
+        return self.call("POST", f"/dags/{dag_id}/dagRuns", {"logical_date": logical_date, "conf": conf or {}})
 
-    def run(self, run_id: str) -> dict:
-        return self.call("GET", f"/dags/{DAG_ID}/dagRuns/{urllib.request.quote(run_id, safe='')}")
+    def run(self, run_id: str, dag_id: str = DAG_ID) -> dict:
+        return self.call("GET", f"/dags/{dag_id}/dagRuns/{urllib.request.quote(run_id, safe='')}")
 
     def runs(self) -> list[dict]:
         return self.call("GET", f"/dags/{DAG_ID}/dagRuns?limit=100&order_by=run_after")["dag_runs"]
 
-    def task_instances(self, run_id: str) -> dict[str, dict]:
-        out = self.call("GET", f"/dags/{DAG_ID}/dagRuns/{urllib.request.quote(run_id, safe='')}/taskInstances"
+    def task_instances(self, run_id: str, dag_id: str = DAG_ID) -> dict[str, dict]:
+        out = self.call("GET", f"/dags/{dag_id}/dagRuns/{urllib.request.quote(run_id, safe='')}/taskInstances"
                                "?limit=200")["task_instances"]
         return {t["task_id"] + ("" if t.get("map_index", -1) == -1 else f"[{t['map_index']}]"): t for t in out}
 
-    def xcom(self, run_id: str, task_id: str) -> object:
-        got = self.call("GET", f"/dags/{DAG_ID}/dagRuns/{urllib.request.quote(run_id, safe='')}/taskInstances/"
+    def xcom(self, run_id: str, task_id: str, dag_id: str = DAG_ID) -> object:
+        got = self.call("GET", f"/dags/{dag_id}/dagRuns/{urllib.request.quote(run_id, safe='')}/taskInstances/"
                                f"{task_id}/xcomEntries/return_value?deserialize=true")
         value = got.get("value")
         if isinstance(value, str):
@@ -195,10 +196,10 @@ class RestClient:
         return self.call("POST", f"/dags/{DAG_ID}/dagRuns/{urllib.request.quote(run_id, safe='')}/clear",
                          {"dry_run": False})
 
-    def wait_run(self, run_id: str, timeout: float = 900, states=("success", "failed")) -> dict:
+    def wait_run(self, run_id: str, timeout: float = 900, states=("success", "failed"), dag_id: str = DAG_ID) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            run = self.run(run_id)
+            run = self.run(run_id, dag_id)
             if run["state"] in states:
                 return run
             time.sleep(2)

@@ -35,6 +35,8 @@ SYNC_PORT = int(os.environ.get("RECSYS_REGISTRY_SYNC_PORT", str(PORT + 1)))
 # manifests from the registry service (``RECSYS_REGISTRY_URL=http://registry:5000``).
 SYNC_HOST = os.environ.get("RECSYS_REGISTRY_SYNC_HOST", "127.0.0.1")
 REGISTRY_URL = os.environ.get("RECSYS_REGISTRY_URL", f"http://127.0.0.1:{PORT}")
+# a file holding user:password where the registry requires them (the compose stack's)
+CREDENTIALS = os.environ.get("RECSYS_REGISTRY_CREDENTIALS", "")
 BINARIES = ("docker-registry", "registry")
 MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -72,9 +74,20 @@ def url(path: str = "/v2/") -> str:
     return f"{REGISTRY_URL.rstrip('/')}{path}"
 
 
+def auth_headers() -> dict[str, str]:
+    """Basic authentication with ``RECSYS_REGISTRY_CREDENTIALS``, where it is set."""
+    if not CREDENTIALS:
+        return {}
+    import base64
+
+    token = base64.b64encode(Path(CREDENTIALS).read_text().strip().encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
 def running() -> bool:
     try:
-        with urllib.request.urlopen(url(), timeout=2) as res:  # noqa: S310 - the registry (loopback, or the compose service)
+        req = urllib.request.Request(url(), headers=auth_headers())
+        with urllib.request.urlopen(req, timeout=2) as res:  # noqa: S310 - the registry (loopback, or the compose service)
             return res.status == 200
     except Exception:
         return False
@@ -87,7 +100,7 @@ def binary() -> str | None:
 def record_push(ecr, repository: str, tag: str, digest: str, media_type: str) -> str:
     """PutImage of one pushed tag into the ECR API (what ECR does on a push)."""
     req = urllib.request.Request(url(f"/v2/{repository}/manifests/{digest}"),
-                                 headers={"Accept": ", ".join(MANIFEST_TYPES)})
+                                 headers={"Accept": ", ".join(MANIFEST_TYPES), **auth_headers()})
     with urllib.request.urlopen(req, timeout=10) as res:  # noqa: S310 - the registry (loopback, or the compose service)
         manifest = res.read().decode()
         media_type = res.headers.get("Content-Type", media_type)

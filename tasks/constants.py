@@ -1,31 +1,9 @@
-"""The ratings schema and the user id rule, shared by the data, score and serve code."""
+"""The ratings schema and the id rule, shared by the data, score and serve code.
 
-# Where things live (S3 keys, file names, the table's schema, defaults): tasks.layout, the
-# contract the Airflow side reads too. Re-exported here for the stages' imports.
-from tasks.layout import (  # noqa: F401
-    ARTIFACT_MANIFEST,
-    ATTR_EXPIRES_AT,
-    ATTR_GENERATED_AT,
-    ATTR_ITEMS,
-    ATTR_TOP_N,
-    ATTR_USER,
-    ATTR_USERS,
-    ATTR_VERSION,
-    DEFAULT_TABLE,
-    DEFAULT_TOP_N,
-    DEFAULT_TTL_DAYS,
-    FALLBACK_USER,
-    ITEMS_FILE,
-    LIVE_POINTER,
-    MANIFEST_FILE,
-    MARKER_USER,
-    META_FILE,
-    METRICS_FILE,
-    RATINGS_FILE,
-    REPORT_FILE,
-    SEEN_FILE,
-    WEIGHTS_FILE,
-)
+Where things live (S3 keys, file names, the table's schema, defaults) and the records that cross
+the argv boundary are :mod:`tasks.layout`'s, the contract the Airflow side reads too: import them
+from there.
+"""
 
 # Canonical ratings schema (tasks.data writes these columns to every snapshot).
 USER_ID = "user_id"

@@ -1,6 +1,6 @@
 """Failures a retry cannot fix, and how a container entrypoint reports them.
 
-Every stage (``python -m tasks.data|train|score``) runs through :func:`run_cli`:
+Every stage (``python -m tasks.data|train|score|publish``) runs through :func:`run_cli`:
 
 - a :class:`PermanentError` (bad input, a refused write, an incomplete artifact)
   exits with :data:`EXIT_NO_RETRY` after printing ``RECSYS-ERROR: <message>`` as
@@ -16,7 +16,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from tasks.layout import ERROR_PREFIX, EXIT_NO_RETRY  # noqa: F401 - how a stage ends (layout)
+from tasks.layout import ERROR_PREFIX, EXIT_NO_RETRY
 
 log = logging.getLogger("tasks")
 

@@ -1,5 +1,6 @@
 """Where everything lives, written once: S3 keys and file names, the table's schema and reserved
-rows, the live pointer, defaults.
+rows, defaults, and the records that cross the argv boundary (the run plan, the live pointer, a
+score shard's manifest) with the one rule of which versions are protected.
 
 Standard library only. The stages import it as ``tasks.layout``; the Airflow side as
 ``recsys.layout`` (``plugins/recsys/layout.py`` is a symlink to this file, and the MWAA and
@@ -8,7 +9,8 @@ Composer bundles carry its content), so both halves read the same contract.
 Keys are relative to the bucket (``s3://<bucket>/<key>``).
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: the records' NotRequired keys must be known at run time.
+from typing import Any, NotRequired, TypedDict
 
 # -- S3: inputs, snapshots, models, run records -------------------------------------------
 RAW_RATINGS = "raw/ratings"  # the raw ratings prefix the snapshot validates
@@ -106,6 +108,105 @@ FALLBACK_USER = "__popular__"  # the popularity list for unknown users
 def marker_key(version: str) -> dict:
     """The DynamoDB key of a version's completion marker."""
     return {ATTR_USER: {"S": MARKER_USER}, ATTR_VERSION: {"S": version}}
+
+
+# -- records that cross the argv boundary ---------------------------------------------------
+# Written by one side, read by the other (JSON in S3 or XCom): each has this one definition.
+
+
+class RunPlan(TypedDict):
+    """One run's every URI and value (the DAG's ``plan`` task, its XCom): data keyed by the run
+    date, model and rows by the run's model version. The stages get these values as flags."""
+
+    ds: str  # the run date, YYYY-MM-DD
+    model_version: str  # v<YYYYMMDD>T<HHMMSS><type>-<run hash>
+    bucket: str
+    table: str  # the DynamoDB table the rows go to
+    raw: str  # s3:// URIs from here on
+    items: str
+    snapshot: str
+    quarantine: str
+    model: str
+    metrics: str
+    report: str
+    champion: str  # the live model's URI ("" when nothing is live)
+    live_version: str  # "" when nothing is live
+    retain: str  # "V=URI V=URI": the live and previous versions, whose rows must not expire
+    top_n: int
+    shards: int
+    shard_manifests: list[str]  # one ShardManifest per score shard, in shard order
+    summary: str
+    jobs_image: NotRequired[str]  # RECSYS_COMPUTE=ecs: the jobs image by digest, pinned for the run
+    jobs_task_definition: NotRequired[str]  # ... and the jobs task-definition revision running it
+    run_id: NotRequired[str]  # added by the DAG's plan task
+    run_type: NotRequired[str]
+
+
+class VersionRef(TypedDict):
+    """A version the live pointer names as its rollback target."""
+
+    model_version: str
+    model_uri: str
+    table: NotRequired[str]
+
+
+class LivePointer(TypedDict):
+    """``models/_live.json``: the version being served, and the one it replaced (the rollback
+    target). Written by the DAG's ``record_live`` and by a rollback; no stage writes either's
+    artifacts or rows (:func:`protected_versions`)."""
+
+    model_version: str
+    model_uri: str
+    ds: str | None  # None after a rollback
+    table: str | None
+    deployed: dict[str, Any]  # what the deploy returned (revision, URL, rollback_from)
+    deployed_at: str  # ISO 8601
+    previous: VersionRef | None
+
+
+class ShardManifest(TypedDict):
+    """What one score shard wrote (below ``<model>/shards/``): publish checks every shard's
+    against its run, the deploy smoke-tests the first user, the summary counts the users."""
+
+    model_version: str
+    shard: str  # "I/N"
+    users: int
+    ratings_uri: str
+    min_ratings: int
+    first_user: str | None  # None for a shard without users
+    top_n: int
+    score_seconds: float
+    total_seconds: float
+    generated_at: str  # ISO 8601
+
+
+def protected_versions(live: LivePointer | dict | None) -> dict[str, str]:
+    """{version: role} of the versions nothing may write: the live one and its rollback target.
+
+    Both sides refuse them with this one rule: the DAG's ``plan`` (a cleared re-run of the run that
+    wrote the live version) and every stage writing artifacts or rows (``tasks.live``)."""
+    out: dict[str, str] = {}
+    if live and live.get("model_version"):
+        out[live["model_version"]] = "live"
+    prev = (live or {}).get("previous") or {}
+    if prev.get("model_version"):
+        out.setdefault(prev["model_version"], "the rollback target")
+    return out
+
+
+def next_live_pointer(model_version: str, model_uri: str, ds: str | None, table: str | None,
+                      deployed: dict[str, Any], previous: LivePointer | dict | None, now: str) -> LivePointer:
+    """The live pointer once ``model_version`` serves: the version it replaced becomes the rollback
+    target (re-deploying the live version keeps the target it had)."""
+    prev: VersionRef | None = None
+    if previous and previous.get("model_version") and previous["model_version"] != model_version:
+        prev = {"model_version": previous["model_version"], "model_uri": previous["model_uri"]}
+        if table_before := previous.get("table"):
+            prev["table"] = table_before
+    elif previous:
+        prev = previous.get("previous")
+    return {"model_version": model_version, "model_uri": model_uri, "ds": ds, "table": table,
+            "deployed": deployed, "deployed_at": now, "previous": prev}
 
 
 # -- how a stage ends ------------------------------------------------------------------------

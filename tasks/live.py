@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 
-from tasks import storage
-from tasks.constants import LIVE_POINTER
+from tasks import layout, storage
 from tasks.errors import LiveVersionError
+from tasks.layout import LIVE_POINTER, LivePointer
 
 log = logging.getLogger(__name__)
 
@@ -22,19 +22,15 @@ def pointer_uri(model_uri: str) -> str:
     return storage.join(parent, LIVE_POINTER.rsplit("/", 1)[-1])
 
 
-def protected_versions(model_uri: str) -> dict[str, str]:
-    """{version: role} of the live version and its rollback target ('' if there is no pointer)."""
+def read_pointer(model_uri: str) -> LivePointer | None:
+    """The live pointer beside the model prefix ``model_uri``; None if nothing was deployed."""
     uri = pointer_uri(model_uri)
-    if not storage.exists(uri):
-        return {}
-    live = storage.read_json(uri) or {}
-    out = {}
-    if live.get("model_version"):
-        out[live["model_version"]] = "live"
-    prev = live.get("previous") or {}
-    if prev.get("model_version"):
-        out.setdefault(prev["model_version"], "the rollback target")
-    return out
+    return storage.read_json(uri) if storage.exists(uri) else None
+
+
+def protected_versions(model_uri: str) -> dict[str, str]:
+    """{version: role} of the live version and its rollback target ({} if there is no pointer)."""
+    return layout.protected_versions(read_pointer(model_uri))
 
 
 def refuse_protected(model_uri: str, model_version: str | None, what: str) -> None:

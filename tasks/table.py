@@ -7,8 +7,8 @@ Schema (docs/pipeline.md, "Contracts"): partition key ``user_id`` (S), sort key 
 ``{"item_id": [...], "score": [...], "title": [...]}`` in rank order. Chosen by
 measurement (bench/score_bench.py, 6,040 users x top-10 on a local moto server):
 a DynamoDB list of maps took 12.5 s to publish and 1,115 bytes per row (2 write
-units), the compact string 3.6 s and 514 bytes (1 write unit); reads halve too.
-``decode_items`` still reads the list-of-maps form written by earlier versions. Two reserved partition keys per version:
+units), the compact string 3.6 s and 514 bytes (1 write unit); reads halve too. Two reserved
+partition keys per version:
 ``__complete__`` (the completion marker) and ``__popular__`` (the fallback list).
 Shared by ``tasks.score`` (writes), ``tasks.publish`` (verification, marker, TTL) and
 ``tasks.serve`` (reads). Names and key schema: :mod:`tasks.layout`.
@@ -24,7 +24,9 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from tasks import storage
-from tasks.constants import (
+from tasks.constants import DYNAMODB_ITEM_LIMIT, MAX_ROW_BYTES
+from tasks.errors import PermanentError
+from tasks.layout import (
     ATTR_EXPIRES_AT,
     ATTR_GENERATED_AT,
     ATTR_ITEMS,
@@ -32,13 +34,10 @@ from tasks.constants import (
     ATTR_USER,
     ATTR_USERS,
     ATTR_VERSION,
-    DYNAMODB_ITEM_LIMIT,
     FALLBACK_USER,
     MARKER_USER,
-    MAX_ROW_BYTES,
+    marker_key,
 )
-from tasks.errors import PermanentError
-from tasks.layout import marker_key
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 25  # BatchWriteItem's limit
@@ -98,13 +97,9 @@ def encode_items(item_ids: Sequence[str], scores: Sequence[float], titles: Seque
 
 
 def decode_items(attr: dict) -> list[dict]:
-    if "S" in attr:
-        body = json.loads(attr["S"])
-        return [{"item_id": i, "score": s, "title": t}
-                for i, s, t in zip(body["item_id"], body["score"], body["title"], strict=True)]
-    # list of maps, as written before the compact encoding
-    return [{"item_id": m["M"]["item_id"]["S"], "score": float(m["M"]["score"]["N"]),
-             "title": m["M"]["title"]["S"]} for m in attr.get("L", [])]
+    body = json.loads(attr["S"])
+    return [{"item_id": i, "score": s, "title": t}
+            for i, s, t in zip(body["item_id"], body["score"], body["title"], strict=True)]
 
 
 def rec_item(user_id: str, version: str, items: dict, generated_at: str, expires_at: int) -> dict:

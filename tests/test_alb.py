@@ -210,7 +210,7 @@ def test_without_recsys_smoke_url_the_roll_smoke_tests_the_load_balancers_endpoi
         fake.running(task)
         fake.targets(("10.0.1.5", "healthy", None))
         endpoint_responses(fake, port)
-        deploy.deploy_ecs(fake.ecs, Settings(), "repo/recsys-serve:new", "v2", wait_delay=0, wait_attempts=2,
+        deploy.ecs.deploy_ecs(fake.ecs, Settings(), "repo/recsys-serve:new", "v2", wait_delay=0, wait_attempts=2,
                           elbv2=fake.elbv2)
         fake.assert_done()
 

@@ -38,7 +38,7 @@ try:
 except ImportError:
     has_tasks = False
 print(json.dumps({"dags": sorted(bag.dags), "errors": {k: str(v)[-1500:] for k, v in bag.import_errors.items()},
-                  "tag": deploy.serving_image_tag(s), "compute": s.compute, "deploy": s.deploy,
+                  "tag": deploy.image.serving_image_tag(s), "compute": s.compute, "deploy": s.deploy,
                   "has_tasks": has_tasks, "heavy": [m for m in HEAVY if m in sys.modules]}))
 """.replace("HEAVY", repr(HEAVY))
 
@@ -75,7 +75,7 @@ def test_mwaa_bundle_imports_with_only_itself_on_the_path(dist, tmp_path):
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert got["errors"] == {} and got["dags"] == ["recommender_pipeline", "recommender_rollback"]
     assert got["has_tasks"] is False  # the sources are not there ...
-    assert got["tag"] == made["serving_image_tag"] == deploy.image_tag(str(ROOT))  # ... the bundle's tag is
+    assert got["tag"] == made["serving_image_tag"] == deploy.image.image_tag(str(ROOT))  # ... the bundle's tag is
     assert not set(got["heavy"]) - {"boto3", "botocore"}  # the ECS operator's provider module loads botocore
 
 
@@ -214,3 +214,11 @@ def test_supported_versions_come_from_the_platform_table():
     assert rows["mwaa", "3.0.6"]["pins"] == "tests/compat/airflow-3.0.6-mwaa.txt"
     assert (ROOT / rows["mwaa", "3.0.6"]["pins"]).exists()
     assert rows["composer", "3.1.7"]["python"] == "3.11" and rows["mwaa", "3.3.1"]["python"] == "3.12"
+    for (platform, airflow), row in rows.items():  # every MWAA row installs MWAA's own pins of its Airflow
+        if platform == "mwaa":
+            assert _pins(ROOT / row["pins"])["apache-airflow"] == airflow, row
+    # the matrix runs everything on the oldest Airflow (make test does on the newest), less on the others
+    assert platforms.oldest(table) == "mwaa-3.0.6"
+    assert {f"{p}-{a}" for (p, a), r in rows.items() if r["matrix"] == "full"} == {"mwaa-3.0.6"}
+    with pytest.raises(ValueError, match="matrix = 'some'"):
+        platforms.rows({"mwaa": {"python": "3.12", "versions": [{"airflow": "3.0.6", "matrix": "some"}]}})

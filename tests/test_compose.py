@@ -11,11 +11,13 @@ scripts/ensure_docker.sh, and handed to compose through its variables.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -69,7 +71,8 @@ def compose(engine, jobs_image, tmp_path_factory):
            "RECSYS_REGISTRY_PORT": str(free_port()), "RECSYS_SERVE_PORT": str(free_port()),
            "AIRFLOW_USE_JOB_SCHEDULE": "false",  # only the run this test triggers
            "AIRFLOW_JWT_SECRET": os.urandom(16).hex(), "AIRFLOW_API_SECRET_KEY": os.urandom(16).hex(),
-           "_AIRFLOW_WWW_USER_PASSWORD": os.urandom(12).hex()}  # no default password any more
+           "_AIRFLOW_WWW_USER_PASSWORD": os.urandom(12).hex(),  # no default password any more
+           "REGISTRY_PASSWORD": os.urandom(12).hex()}  # the registry's (else generated)
     # the stack's own moto (compose's default), never AWS: `AWS_ENDPOINT_URL=` (empty) would mean AWS
     env.pop("AWS_ENDPOINT_URL", None)
     env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
@@ -137,7 +140,13 @@ def test_compose_comes_up_healthy_and_a_rest_triggered_run_builds_pushes_and_dep
     registry = f"127.0.0.1:{env['RECSYS_REGISTRY_PORT']}"
     assert image.startswith(f"{registry}/recsys-serve:"), image
     tag = image.rsplit(":", 1)[1]
-    with urllib.request.urlopen(f"http://{registry}/v2/recsys-serve/tags/list", timeout=10) as res:
+    tags = f"http://{registry}/v2/recsys-serve/tags/list"
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the registry requires its credentials
+        urllib.request.urlopen(tags, timeout=10)
+    assert refused.value.code == 401
+    basic = base64.b64encode(f"recsys:{env['REGISTRY_PASSWORD']}".encode()).decode()
+    with urllib.request.urlopen(urllib.request.Request(tags, headers={"Authorization": f"Basic {basic}"}),
+                                timeout=10) as res:
         assert tag in json.load(res)["tags"]
     import boto3
 
@@ -149,6 +158,8 @@ def test_compose_comes_up_healthy_and_a_rest_triggered_run_builds_pushes_and_dep
     # the deployed container runs that image and serves the run's version on the published port
     container = json.loads(docker(engine, "inspect", env["RECSYS_SERVE_CONTAINER"]).stdout)[0]
     assert container["Config"]["Image"] == image and container["State"]["Running"]
+    # on a network of its own: not the registry's, the API server's or the database's
+    assert set(container["NetworkSettings"]["Networks"]) == {f"{env['RECSYS_COMPOSE_NETWORK']}-serve"}
     version = rest.xcom(dag_run["dag_run_id"], "plan")["model_version"]
     with urllib.request.urlopen(f"http://127.0.0.1:{env['RECSYS_SERVE_PORT']}/readyz", timeout=10) as res:
         assert json.load(res)["model_version"] == version

@@ -11,7 +11,7 @@ except ImportError:  # Airflow 3.0.x (make test-compat)
 from airflow.providers.amazon.aws.operators.ecs import EcsRunTaskOperator
 from airflow.providers.standard.operators.bash import BashOperator
 
-from recsys import compute, pipeline
+from recsys import compute, pipeline, stages
 from recsys.notifiers import FailureAlert
 from recsys.settings import Settings
 
@@ -126,7 +126,7 @@ def test_plan_keys_data_by_date_and_model_by_version():
     assert p["shard_manifests"][0] == "s3://b/models/v20261123T020000s-bbbbbb/shards/0000-of-0003.json"
     assert p["metrics"] == p["model"] + "/metrics.json" and p["table"] == "t"
     assert p["summary"] == "s3://b/runs/ds=2026-11-23/v20261123T020000s-bbbbbb/summary.json"
-    argvs = pipeline.score_argvs(p, 30)
+    argvs = stages.score(p, 30)
     assert [a[a.index("--shard") + 1] for a in argvs] == ["0/3", "1/3", "2/3"]
     assert all(a[a.index("--table") + 1] == "t" for a in argvs)
 
@@ -144,8 +144,8 @@ def test_the_airflow_side_and_the_stages_read_one_layout():
     from tasks.live import pointer_uri
 
     assert pointer_uri(p["model"]) == s.s3(airflow_side.LIVE_POINTER)
-    score = pytest.importorskip("tasks.score", reason="the stages' libraries (make test-compat has only Airflow's)")
-    assert p["shard_manifests"] == [score.manifest_uri(p["model"], i, 4) for i in range(4)]
+    shards = pytest.importorskip("tasks.shards", reason="the stages' libraries (make test-compat has only Airflow's)")
+    assert p["shard_manifests"] == [shards.manifest_uri(p["model"], i, 4) for i in range(4)]
 
 
 def test_plan_refuses_the_live_version_and_the_rollback_target():
@@ -431,9 +431,9 @@ def test_build_image_fails_a_deploy_it_cannot_serve_and_lets_the_local_app_go_wi
 
     def unavailable(ecr, settings):
         seen.update(ecr=ecr, repository=settings.ecr_repository)
-        raise deploy.ImageUnavailable("serving image r:t is not in ECR ... make push-image")
+        raise deploy.image.ImageUnavailable("serving image r:t is not in ECR ... make push-image")
 
-    monkeypatch.setattr(deploy, "ensure_image", unavailable)
+    monkeypatch.setattr(deploy.image, "ensure_image", unavailable)
     task.repository = "rendered-repo"  # what rendering the template gives
     if deploy_mode == "local":
         assert task.execute({}) is None
@@ -471,7 +471,12 @@ def test_failure_alerts_and_run_summaries_link_the_versions_page(monkeypatch):
     monkeypatch.setattr(notifiers.FailureAlert, "first_for_run", lambda self, context, subject: True)
     monkeypatch.setattr(notifiers, "sns_notifier", lambda settings, subject, message: type(
         "N", (), {"notify": lambda self, context: sent.append(message)})())
-    notifiers.FailureAlert(Settings(bucket="b"))({"exception": "boom"})
+    # a task's failure context as Airflow passes it: Airflow 3.0's BaseNotifier reads context["dag"]
+    # to render its template fields before notify()
+    from airflow.sdk import DAG
+
+    context = {"exception": "boom", "dag": DAG("recommender_pipeline", schedule=None)}
+    notifiers.FailureAlert(Settings(bucket="b"))(context)
     assert "s3://b/versions/index.html" in sent[0]
 
 
@@ -494,7 +499,7 @@ def test_plan_carries_the_pinned_jobs_revision_and_fails_without_retries_when_un
     assert out["jobs_task_definition"] == pin["jobs_task_definition"] and out["jobs_image"] == pin["jobs_image"]
 
     def unpushed(settings):
-        raise deploy.ImageUnavailable("jobs image r:t is not in ECR ... Push it (`make push-jobs-image` ...)")
+        raise deploy.image.ImageUnavailable("jobs image r:t is not in ECR ... Push it (`make push-jobs-image` ...)")
 
     monkeypatch.setattr(pipeline, "pin_jobs_image", unpushed)
     with pytest.raises(AirflowFailException, match="jobs image r:t is not in ECR.*make push-jobs-image"):

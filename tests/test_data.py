@@ -11,7 +11,7 @@ import pytest
 
 from tasks import storage
 from tasks.data import DataValidationError, build_snapshot, generate
-from tasks.data.schema import read_items, read_ratings, validate_ratings
+from tasks.schema import read_items, read_ratings, validate_ratings
 
 DS = "2026-11-23"
 HEADER = "user_id,item_id,rating,timestamp\n"
@@ -238,7 +238,7 @@ def test_every_unreadable_file_is_a_clear_quarantined_rejection(tmp_path, capsys
 def test_streamed_chunks_keep_line_numbers_and_find_duplicates_across_chunks(aws, monkeypatch, gz):
     """Large files are read in chunks (here 4 rows): the line of a problem in a later chunk, and a
     duplicate whose twin is in another chunk, are still found; the snapshot equals a one-chunk read."""
-    from tasks.data import schema
+    from tasks import schema
 
     base = f"s3://{aws['bucket']}"
     good, _ = generate(30, 40, 600, seed=2)
@@ -275,9 +275,11 @@ def test_snapshot_equals_a_pandas_reference_across_files_rerating_and_ties(tmp_p
     per (user, item), the latest timestamp, a tie between files going to the later file; the same
     row in two files is a re-export (kept once), the same row twice in one file (in different
     chunks) is rejected with the later line."""
-    from tasks.data import schema
+    from tasks import schema
+    from tasks.data import snapshot
 
     monkeypatch.setattr(schema.iter_ratings, "__defaults__", (7,))  # several chunks per file
+    monkeypatch.setattr(snapshot, "BUCKET_ROWS", 8, raising=False)  # and several sort buckets
     rng = np.random.default_rng(5)
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -495,7 +497,7 @@ def test_line_numbers_are_physical_and_the_real_cause_is_named(tmp_path, body, l
 
 
 def test_physical_lines_survive_chunking(tmp_path, monkeypatch):
-    from tasks.data import schema
+    from tasks import schema
 
     monkeypatch.setattr(schema.iter_ratings, "__defaults__", (2,))
     raw = tmp_path / "raw"
@@ -544,7 +546,7 @@ def test_item_catalogue_types_nulls_and_title_limit(tmp_path):
 
 def test_parquet_on_s3_is_read_by_row_group_through_a_temporary_file(aws, monkeypatch):
     """The streamed Parquet path against S3 (several batches): the same snapshot as a whole read."""
-    from tasks.data import schema
+    from tasks import schema
 
     base = f"s3://{aws['bucket']}"
     ratings, _ = generate(30, 40, 600, seed=4)
@@ -556,3 +558,45 @@ def test_parquet_on_s3_is_read_by_row_group_through_a_temporary_file(aws, monkey
     assert chunked["rows"] == whole["rows"] == len(ratings.drop_duplicates(["user_id", "item_id"]))
     pd.testing.assert_frame_equal(storage.read_parquet(f"{base}/datasets/ds={DS}/ratings.parquet"),
                                   storage.read_parquet(f"{base}/datasets/ds=2026-11-24/ratings.parquet"))
+
+
+def test_snapshot_memory_is_bounded_by_a_chunk_and_a_bucket_not_by_the_input(tmp_path, monkeypatch):
+    """Parquet read whole (then every row held until one global sort) peaked at 25x the file. The
+    rows now wait on disk and are sorted a bucket at a time: with 2^15-row chunks and buckets the
+    Python/NumPy heap (tracemalloc: pandas' and NumPy's buffers, not Arrow's pool) peaks at a
+    fraction of what holding 1M rows costs (28 bytes a row with the sort order), and the result is
+    the same as with one bucket."""
+    import tracemalloc
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tasks import schema
+    from tasks.data import snapshot
+
+    rows = 1 << 20
+    rng = np.random.default_rng(3)
+    user, item = rng.integers(0, 2000, rows), rng.integers(0, 500, rows)
+    ts = np.arange(rows, dtype=np.int64) + 1_000_000  # unique: no duplicate rows
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    pq.write_table(pa.table({"user_id": pa.array(user.astype(str)), "item_id": pa.array(item, pa.int64()),
+                             "rating": pa.array(rng.integers(1, 11, rows) / 2), "timestamp": pa.array(ts)}),
+                   raw / "part.parquet")
+    monkeypatch.setattr(schema.iter_ratings, "__defaults__", (1 << 15,))
+    monkeypatch.setattr(snapshot, "BUCKET_ROWS", 1 << 15, raising=False)
+    tracemalloc.start()
+    try:
+        small = build_snapshot(str(raw), DS, str(tmp_path / "small"), str(tmp_path / "q"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    held = rows * 28
+    print(f"peak traced {peak / 2**20:.1f} MiB; holding every row: {held / 2**20:.1f} MiB")
+    assert peak < held / 3
+    monkeypatch.setattr(snapshot, "BUCKET_ROWS", 1 << 30, raising=False)
+    whole = build_snapshot(str(raw), DS, str(tmp_path / "whole"), str(tmp_path / "q2"))
+    same = [k for k in small if k != "created_at"]
+    assert {k: small[k] for k in same} == {k: whole[k] for k in same}
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "small" / "ratings.parquet"),
+                                  pd.read_parquet(tmp_path / "whole" / "ratings.parquet"))

@@ -48,7 +48,7 @@ def test_deploy_registers_revision_and_rolls_service(ecs_env, monkeypatch):
     monkeypatch.setattr(ecs, "get_waiter", lambda name: stable if name == "services_stable" else None)
     monkeypatch.setattr(ecs_rollout, "settle", lambda *a, **k: ecs_rollout.Verdict("serving", "stubbed"))
     image = f"{out['repository']}:abc123"
-    result = deploy.deploy_ecs(ecs, settings, image, "v20261123")
+    result = deploy.ecs.deploy_ecs(ecs, settings, image, "v20261123")
     service = ecs.describe_services(cluster="recsys", services=["recsys-serve"])["services"][0]
     assert service["taskDefinition"] == result["task_definition"] != result["previous"]
     new = ecs.describe_task_definition(taskDefinition=result["task_definition"])["taskDefinition"]
@@ -66,14 +66,14 @@ def test_deploy_rolls_back_when_service_never_stabilises(ecs_env):
     from recsys.ecs_rollout import RollFailed
 
     with pytest.raises(RollFailed, match="does not serve.*Max attempts exceeded.*rolled back"):
-        deploy.deploy_ecs(ecs, settings, f"{out['repository']}:bad", "v2", wait_delay=1, wait_attempts=2)
+        deploy.ecs.deploy_ecs(ecs, settings, f"{out['repository']}:bad", "v2", wait_delay=1, wait_attempts=2)
     after = ecs.describe_services(cluster="recsys", services=["recsys-serve"])["services"][0]["taskDefinition"]
     assert after == before
 
 
 def test_new_task_definition_requires_the_named_container():
     with pytest.raises(ValueError, match="container 'recsys' not in task definition"):
-        deploy.new_task_definition({"family": "f", "containerDefinitions": [{"name": "web"}]}, "recsys", "i", "v")
+        deploy.ecs.new_task_definition({"family": "f", "containerDefinitions": [{"name": "web"}]}, "recsys", "i", "v")
 
 
 def test_new_task_definition_points_serving_at_the_version_table_when_given():
@@ -82,21 +82,21 @@ def test_new_task_definition_points_serving_at_the_version_table_when_given():
                                                            {"name": "RECSYS_TABLE", "value": "recs"},
                                                            {"name": "OTHER", "value": "kept"}]}]}
     env = {e["name"]: e["value"] for e in
-           deploy.new_task_definition(current, "recsys", "img", "v2", "recs-v2")["containerDefinitions"][0][
+           deploy.ecs.new_task_definition(current, "recsys", "img", "v2", "recs-v2")["containerDefinitions"][0][
                "environment"]}
     assert env == {"MODEL_VERSION": "v2", "RECSYS_TABLE": "recs-v2", "OTHER": "kept"}
     env = {e["name"]: e["value"] for e in
-           deploy.new_task_definition(current, "recsys", "img", "v2")["containerDefinitions"][0]["environment"]}
+           deploy.ecs.new_task_definition(current, "recsys", "img", "v2")["containerDefinitions"][0]["environment"]}
     assert env["RECSYS_TABLE"] == "recs"  # batch path: the one table stays
 
 
 def test_image_tag_is_a_content_hash(tmp_path):
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "a.py").write_text("x = 1\n")
-    first = deploy.image_tag(str(tmp_path))
-    assert deploy.image_tag(str(tmp_path)) == first
+    first = deploy.image.image_tag(str(tmp_path))
+    assert deploy.image.image_tag(str(tmp_path)) == first
     (tmp_path / "tasks" / "a.py").write_text("x = 2\n")
-    assert deploy.image_tag(str(tmp_path)) != first
+    assert deploy.image.image_tag(str(tmp_path)) != first
 
 
 class FakeTI:
@@ -237,7 +237,7 @@ def test_local_app_gets_an_allow_listed_environment_and_no_inherited_stdin(tmp_p
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "postgresql://secret")
     monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "jwt-secret")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    env = deploy.serving_env(__import__("os").environ)
+    env = deploy.local.serving_env(__import__("os").environ)
     assert "AWS_DEFAULT_REGION" in env and not any(k.startswith("AIRFLOW") for k in env)
     seen = {}
 
@@ -248,9 +248,9 @@ def test_local_app_gets_an_allow_listed_environment_and_no_inherited_stdin(tmp_p
         seen.update(kwargs)
         return Proc()
 
-    monkeypatch.setattr(deploy.subprocess, "Popen", popen)
-    deploy.LocalServer(Settings(state_dir=str(tmp_path))).start("v1")
-    assert seen["stdin"] is deploy.subprocess.DEVNULL and seen["start_new_session"] and seen["close_fds"]
+    monkeypatch.setattr(deploy.local.subprocess, "Popen", popen)
+    deploy.local.LocalServer(Settings(state_dir=str(tmp_path))).start("v1")
+    assert seen["stdin"] is deploy.local.subprocess.DEVNULL and seen["start_new_session"] and seen["close_fds"]
     assert seen["env"]["MODEL_VERSION"] == "v1" and "AIRFLOW__API_AUTH__JWT_SECRET" not in seen["env"]
     assert seen["stdout"].name.endswith("serve.log")
 
@@ -260,16 +260,16 @@ def test_ensure_image_reuses_an_existing_tag_and_explains_a_missing_engine(ecs_e
     import boto3
 
     ecr = boto3.client("ecr", region_name="us-east-1")
-    monkeypatch.setattr(deploy, "docker_engine_available", lambda **kw: (False, "no Docker engine reachable"))
-    with pytest.raises(deploy.NoDockerEngine, match=r"serving image .*:[0-9a-f]{16} is not in ECR and cannot be "
+    monkeypatch.setattr(deploy.image, "docker_engine_available", lambda **kw: (False, "no Docker engine reachable"))
+    with pytest.raises(deploy.image.NoDockerEngine, match=r"serving image .*:[0-9a-f]{16} is not in ECR and cannot be "
                                                     r"built here: no Docker engine reachable. .*make push-image"):
-        deploy.ensure_image(ecr, settings)
-    tag = deploy.image_tag(settings.project_root)
+        deploy.image.ensure_image(ecr, settings)
+    tag = deploy.image.image_tag(settings.project_root)
     ecr.put_image(repositoryName=settings.ecr_repository, imageTag=tag,
                   imageManifest=json.dumps({"schemaVersion": 2, "layers": [],
                                             "config": {"digest": "sha256:" + "0" * 64}}),
                   imageManifestMediaType="application/vnd.docker.distribution.manifest.v2+json")
-    assert deploy.ensure_image(ecr, settings) == f"{out['repository']}:{tag}"
+    assert deploy.image.ensure_image(ecr, settings) == f"{out['repository']}:{tag}"
 
 
 def test_registry_override_keeps_the_repository_path_and_builds_can_be_turned_off(ecs_env, monkeypatch):
@@ -277,13 +277,13 @@ def test_registry_override_keeps_the_repository_path_and_builds_can_be_turned_of
     import boto3
 
     uri = out["repository"]
-    assert deploy.push_target(settings, uri, "t1") == f"{uri}:t1"
+    assert deploy.image.push_target(settings, uri, "t1") == f"{uri}:t1"
     local = Settings(registry="127.0.0.1:5001/")
-    assert deploy.push_target(local, uri, "t1") == f"127.0.0.1:5001/{uri.split('/', 1)[1]}:t1"
+    assert deploy.image.push_target(local, uri, "t1") == f"127.0.0.1:5001/{uri.split('/', 1)[1]}:t1"
     monkeypatch.setenv("RECSYS_BUILD_IMAGE", "0")
-    monkeypatch.setattr(deploy, "docker_engine_available", lambda **kw: pytest.fail("looked for an engine"))
-    with pytest.raises(deploy.ImageUnavailable, match=r"image builds are off here \(RECSYS_BUILD_IMAGE=0\)"):
-        deploy.ensure_image(boto3.client("ecr", region_name="us-east-1"), Settings())
+    monkeypatch.setattr(deploy.image, "docker_engine_available", lambda **kw: pytest.fail("looked for an engine"))
+    with pytest.raises(deploy.image.ImageUnavailable, match=r"image builds are off here \(RECSYS_BUILD_IMAGE=0\)"):
+        deploy.image.ensure_image(boto3.client("ecr", region_name="us-east-1"), Settings())
 
 
 def test_image_tag_comes_from_the_variable_then_the_bundle_then_the_sources(tmp_path, monkeypatch):
@@ -292,24 +292,24 @@ def test_image_tag_comes_from_the_variable_then_the_bundle_then_the_sources(tmp_
     (tmp_path / "tasks" / "a.py").write_text("x = 1\n")
     (tmp_path / "requirements" / "serve.lock").write_text("fastapi==0.136.3\n")
     settings = Settings(project_root=str(tmp_path))
-    assert deploy.serving_image_tag(settings) == deploy.image_tag(str(tmp_path))
-    monkeypatch.setattr(deploy, "bundle_info", lambda: {"serving_image_tag": "fromthebundle01"})
-    assert deploy.serving_image_tag(settings) == "fromthebundle01"
-    assert deploy.serving_image_tag(Settings(project_root=str(tmp_path), image_tag="pinned")) == "pinned"
+    assert deploy.image.serving_image_tag(settings) == deploy.image.image_tag(str(tmp_path))
+    monkeypatch.setattr(deploy.image, "bundle_info", lambda: {"serving_image_tag": "fromthebundle01"})
+    assert deploy.image.serving_image_tag(settings) == "fromthebundle01"
+    assert deploy.image.serving_image_tag(Settings(project_root=str(tmp_path), image_tag="pinned")) == "pinned"
 
 
 def test_a_worker_without_sources_or_bundle_never_hashes_nothing(tmp_path, ecs_env, monkeypatch):
     """An MWAA worker has no tasks/: the old code deployed the hash of nothing (e3b0c442...)."""
     import boto3
 
-    monkeypatch.setattr(deploy, "bundle_info", lambda: {})
-    with pytest.raises(deploy.ImageUnavailable, match="RECSYS_IMAGE_TAG is unset.*make bundle"):
-        deploy.serving_image_tag(Settings(project_root=str(tmp_path)))
-    monkeypatch.setattr(deploy, "bundle_info", lambda: {"serving_image_tag": "0123456789abcdef"})
-    monkeypatch.setattr(deploy, "docker_engine_available", lambda: (True, "engine"))  # an engine does not help
-    with pytest.raises(deploy.ImageUnavailable, match=r"recsys-serve:0123456789abcdef is not in ECR, and this "
+    monkeypatch.setattr(deploy.image, "bundle_info", lambda: {})
+    with pytest.raises(deploy.image.ImageUnavailable, match="RECSYS_IMAGE_TAG is unset.*make bundle"):
+        deploy.image.serving_image_tag(Settings(project_root=str(tmp_path)))
+    monkeypatch.setattr(deploy.image, "bundle_info", lambda: {"serving_image_tag": "0123456789abcdef"})
+    monkeypatch.setattr(deploy.image, "docker_engine_available", lambda: (True, "engine"))  # an engine does not help
+    with pytest.raises(deploy.image.ImageUnavailable, match=r"recsys-serve:0123456789abcdef is not in ECR, and this "
                                                       r"worker cannot build it .*make push-image"):
-        deploy.ensure_image(boto3.client("ecr", region_name="us-east-1"), Settings(project_root=str(tmp_path)))
+        deploy.image.ensure_image(boto3.client("ecr", region_name="us-east-1"), Settings(project_root=str(tmp_path)))
 
 
 def test_docker_stage_forwards_aws_settings_privately(monkeypatch):
@@ -369,8 +369,9 @@ class FakeEngine:
         self.fail_create = fail_create
         self.calls: list[tuple] = []
 
-    def pull(self, repository, tag, stream, decode):
+    def pull(self, repository, tag, stream, decode, auth_config=None):
         self.calls.append(("pull", f"{repository}:{tag}"))
+        self.pull_auth = auth_config
         return iter([{"status": "Downloaded"}])
 
     def inspect_container(self, ref):
@@ -413,9 +414,10 @@ def test_container_deploy_that_cannot_start_puts_the_running_container_back(monk
     running = {"Config": {"Image": "r/recsys-serve:old", "Labels": {"recsys.model_version": "v1"}}}
     engine = FakeEngine(running, fail_create=True)
     waited = []
-    monkeypatch.setattr(deploy, "smoke_test", lambda url, version, *a, **k: waited.append(version))
+    monkeypatch.setattr(deploy.smoke, "smoke_test", lambda url, version, *a, **k: waited.append(version))
     with pytest.raises(Exception, match="port is already allocated"):
-        deploy.deploy_container(Settings(docker_network="recsys"), "r/recsys-serve:new", "v2", "42", client=engine)
+        deploy.container.deploy_container(Settings(docker_network="recsys"), "r/recsys-serve:new", "v2", "42",
+                                          client=engine)
     assert ("rename", "recsys-serve", "recsys-serve-previous") in engine.calls
     assert engine.calls[-2:] == [("rename", "recsys-serve-previous", "recsys-serve"), ("start", "recsys-serve")]
     assert engine.containers["recsys-serve"] is running and waited == ["v1"]
@@ -425,7 +427,7 @@ def test_container_deploy_passes_only_aws_and_recsys_variables(monkeypatch):
     pytest.importorskip("docker")
     monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "s3cret")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    env = deploy.container_env(dict(__import__("os").environ), "v9", "recs")
+    env = deploy.container.container_env(dict(__import__("os").environ), "v9", "recs")
     assert env["MODEL_VERSION"] == "v9" and env["RECSYS_TABLE"] == "recs" and env["AWS_DEFAULT_REGION"] == "eu-west-1"
     assert not [k for k in env if k.startswith("AIRFLOW") or k in ("PATH", "HOME", "PYTHONPATH")]
 

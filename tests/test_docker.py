@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def test_serving_image_is_small_non_root_and_serves_from_dynamodb(engine, serve_
 
 def test_push_goes_to_the_loopback_registry_ecr_records_it_and_ecs_rolls_onto_it(engine, registry_stack, boto,
                                                                                 monkeypatch):
-    """The DAG's build_image path (deploy.ensure_image) with RECSYS_REGISTRY: build, login with
+    """The DAG's build_image path (deploy.image.ensure_image) with RECSYS_REGISTRY: build, login with
     ECR's token, push; ECR's describe_images then finds the tag (not rebuilt the second time),
     the image pulls back from the registry, and the ECS roll registers exactly that reference."""
     from recsys import deploy
@@ -88,18 +89,18 @@ def test_push_goes_to_the_loopback_registry_ecr_records_it_and_ecs_rolls_onto_it
     registry = registry_stack
     settings = Settings()
     ecr, ecs = boto("ecr"), boto("ecs")
-    image = deploy.ensure_image(ecr, settings)
-    tag = deploy.serving_image_tag(settings)
+    image = deploy.image.ensure_image(ecr, settings)
+    tag = deploy.image.serving_image_tag(settings)
     assert image == f"{registry}/{settings.ecr_repository}:{tag}"
     uri = ecr.describe_repositories(repositoryNames=[settings.ecr_repository])["repositories"][0]["repositoryUri"]
     assert uri.split("/", 1)[0].endswith("amazonaws.com")  # what a push without the override targets
     for _ in range(100):  # the registry notifies asynchronously
-        if deploy.image_exists(ecr, settings.ecr_repository, tag):
+        if deploy.image.image_exists(ecr, settings.ecr_repository, tag):
             break
         time.sleep(0.1)
-    assert deploy.image_exists(ecr, settings.ecr_repository, tag)
-    monkeypatch.setattr(deploy, "build_and_push", lambda *a: pytest.fail("rebuilt an image ECR already has"))
-    assert deploy.ensure_image(ecr, settings) == image
+    assert deploy.image.image_exists(ecr, settings.ecr_repository, tag)
+    monkeypatch.setattr(deploy.image, "build_and_push", lambda *a: pytest.fail("rebuilt an image ECR already has"))
+    assert deploy.image.ensure_image(ecr, settings) == image
     docker(engine, "rmi", image)
     docker(engine, "pull", image)
 
@@ -122,7 +123,7 @@ def test_push_goes_to_the_loopback_registry_ecr_records_it_and_ecs_rolls_onto_it
         return out
 
     monkeypatch.setattr(ecs, "describe_services", as_ecs_reports_a_completed_roll)
-    rolled = deploy.deploy_ecs(ecs, settings, image, "v20261203")
+    rolled = deploy.ecs.deploy_ecs(ecs, settings, image, "v20261203")
     new = ecs.describe_task_definition(taskDefinition=rolled["task_definition"])["taskDefinition"]
     assert new["containerDefinitions"][0]["image"] == image
 
@@ -136,7 +137,7 @@ def test_a_failed_docker_build_says_why_in_the_error(engine, aws, boto, monkeypa
     monkeypatch.setenv("DOCKER_HOST", engine["DOCKER_HOST"])
     settings = Settings(docker_cli=engine["RECSYS_DOCKER_CLI"], project_root=str(tmp_path), registry="127.0.0.1:9")
     with pytest.raises(RuntimeError, match=r"docker build failed \(exit \d+\): .*(exit code: 7|non-zero code: 7)"):
-        deploy.build_and_push(boto("ecr"), settings, "123456789012.dkr.ecr.us-east-1.amazonaws.com/r", "t1")
+        deploy.image.build_and_push(boto("ecr"), settings, "123456789012.dkr.ecr.us-east-1.amazonaws.com/r", "t1")
 
 
 def test_jobs_image_runs_each_stage_against_moto_with_its_compiled_kernels(engine, jobs_image, aws):
@@ -183,7 +184,7 @@ def test_dags_test_with_docker_compute_builds_pushes_and_deploys(engine, jobs_im
     the docker provider's DockerOperator; build_image pushes the serving image to the loopback
     registry (ECR's API on moto records it); the local app serves the new version."""
     from recsys import infra
-    from recsys.deploy import LocalServer
+    from recsys.deploy.local import LocalServer
     from recsys.settings import Settings
 
     infra.up(Settings(), ecs=True, default_subnets=True)
@@ -217,7 +218,7 @@ def test_dags_test_with_docker_compute_builds_pushes_and_deploys(engine, jobs_im
 
 def test_container_deploy_runs_the_pushed_image_and_puts_the_previous_one_back_on_failure(
         engine, registry_stack, aws, boto, tmp_path, monkeypatch):
-    """RECSYS_DEPLOY=docker (deploy.deploy_container): the serving container runs exactly the
+    """RECSYS_DEPLOY=docker (deploy.container.deploy_container): the serving container runs exactly the
     pushed reference, pulled back from the registry; a second version replaces it and keeps the
     first as <name>-previous; a version that never becomes ready is removed and the running one
     is started again, serving what it served."""
@@ -234,7 +235,7 @@ def test_container_deploy_runs_the_pushed_image_and_puts_the_previous_one_back_o
     monkeypatch.setenv("RECSYS_SERVE_CREDENTIALS", str(creds))
     settings = Settings(serve_container=name, docker_network="host", serve_port=free_port(),
                         docker_url=engine["DOCKER_HOST"])
-    image = deploy.ensure_image(boto("ecr"), settings)
+    image = deploy.image.ensure_image(boto("ecr"), settings)
     docker(engine, "rmi", image)  # the deploy must pull it from the registry
     for version in ("v1", "v2"):
         table.write_items(aws["table"], [table.rec_item("42", version, table.encode_items(["7"], [4.5], ["S"]),
@@ -247,7 +248,7 @@ def test_container_deploy_runs_the_pushed_image_and_puts_the_previous_one_back_o
             return json.load(res)["model_version"]
 
     try:
-        first = deploy.deploy_container(settings, image, "v1", "42")
+        first = deploy.container.deploy_container(settings, image, "v1", "42")
         assert served() == "v1" and first["previous"] is None
         running = json.loads(docker(engine, "inspect", name).stdout)[0]
         assert running["Config"]["Image"] == image and running["Config"]["User"] == "10001"
@@ -255,13 +256,13 @@ def test_container_deploy_runs_the_pushed_image_and_puts_the_previous_one_back_o
         assert "AWS_SECRET_ACCESS_KEY" not in env and "AWS_ACCESS_KEY_ID" not in env
         assert env["AWS_SHARED_CREDENTIALS_FILE"] == "/run/recsys-aws/credentials"
         assert [(m["Source"], m["RW"]) for m in running["Mounts"]] == [(str(creds), False)]
-        second = deploy.deploy_container(settings, image, "v2", "42")
+        second = deploy.container.deploy_container(settings, image, "v2", "42")
         assert served() == "v2" and second["previous"] == "v1"
         kept = json.loads(docker(engine, "inspect", f"{name}-previous").stdout)[0]
         assert kept["Config"]["Labels"]["recsys.model_version"] == "v1" and not kept["State"]["Running"]
-        assert deploy.current_container_image(settings) == image
+        assert deploy.container.current_container_image(settings) == image
         with pytest.raises(RuntimeError, match="did not report v3-unpublished"):
-            deploy.deploy_container(settings, image, "v3-unpublished", "42", smoke_timeout=8)
+            deploy.container.deploy_container(settings, image, "v3-unpublished", "42", smoke_timeout=8)
         assert served() == "v2"
         assert docker(engine, "ps", "-a", "--filter", f"name=^{name}$", "--format", "{{.Labels}}").stdout.count(
             "recsys.model_version=v2") == 1
@@ -281,11 +282,11 @@ def test_jobs_image_push_lands_in_ecr_as_the_ecs_job_task_definition_names_it(en
     registry = registry_stack
     settings = Settings()
     ecr = boto("ecr")
-    refs = deploy.push_jobs_image(ecr, settings, jobs_image)
-    tag = deploy.image_tag(settings.project_root, deploy.JOBS_IMAGE_INPUTS)
+    refs = deploy.image.push_jobs_image(ecr, settings, jobs_image)
+    tag = deploy.image.image_tag(settings.project_root, deploy.image.JOBS_IMAGE_INPUTS)
     repo = f"{registry}/{settings.ecr_jobs_repository}"
     assert refs == [f"{repo}:{tag}", f"{repo}:latest"]
-    assert tag != deploy.image_tag(settings.project_root)  # not the serving image's tag
+    assert tag != deploy.image.image_tag(settings.project_root)  # not the serving image's tag
     for _ in range(200):  # the registry notifies asynchronously
         found = {t for d in ecr.describe_images(repositoryName=settings.ecr_jobs_repository)["imageDetails"]
                  for t in d.get("imageTags", [])}
@@ -300,3 +301,91 @@ def test_jobs_image_push_lands_in_ecr_as_the_ecs_job_task_definition_names_it(en
     docker(engine, "pull", refs[0])
     assert docker(engine, "run", "--rm", refs[0], "id", "-u").stdout.strip() == "10001"
     docker(engine, "rmi", refs[0], check=False)
+
+
+def test_the_compose_registry_refuses_pushes_without_the_credentials_secrets_init_generates(engine, tmp_path,
+                                                                                            monkeypatch):
+    """The compose stack's registry had no authentication. With deploy/compose/registry.yml's auth and
+    the htpasswd secrets-init writes (Debian's build of the registry, as in the registry stand-in): a
+    push without login is refused; the push path's login (RECSYS_REGISTRY_CREDENTIALS through `docker
+    login`) pushes; ecr-sync's manifest read (scripts/registry.py) authenticates with the same file."""
+    import importlib.util
+    import shutil
+
+    import yaml
+
+    from recsys import deploy
+    from recsys.settings import Settings
+    from tests.conftest import free_port
+
+    exe = shutil.which("docker-registry") or shutil.which("registry")
+    if exe is None:
+        pytest.skip("no registry binary (apt-get install docker-registry)")
+    secrets_dir, auth_dir = tmp_path / "secrets", tmp_path / "auth"
+    auth_dir.mkdir()
+    for key, value in {"RECSYS_SECRETS_DIR": secrets_dir, "RECSYS_REGISTRY_AUTH_DIR": auth_dir,
+                       "RECSYS_SERVE_CREDENTIALS_DIR": tmp_path / "none"}.items():
+        monkeypatch.setenv(key, str(value))
+    monkeypatch.delenv("REGISTRY_PASSWORD", raising=False)
+    spec = importlib.util.spec_from_file_location("compose_secrets", ROOT / "deploy" / "compose" / "secrets.py")
+    secrets_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(secrets_mod)
+    assert secrets_mod.main() == 0
+    creds = secrets_dir / "registry_credentials"
+
+    port = free_port()
+    config = yaml.safe_load((ROOT / "deploy" / "compose" / "registry.yml").read_text())
+    config.pop("notifications")  # no ecr-sync here
+    config["storage"]["filesystem"]["rootdirectory"] = str(tmp_path / "data")
+    config["http"]["addr"] = f"127.0.0.1:{port}"
+    config["auth"]["htpasswd"]["path"] = str(auth_dir / "htpasswd")
+    (tmp_path / "config.yml").write_text(yaml.safe_dump(config))
+    log = open(tmp_path / "registry.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([exe, "serve", str(tmp_path / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+                pytest.fail("the registry answered /v2/ without credentials")
+            except urllib.error.HTTPError as err:
+                assert err.code == 401
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail((tmp_path / "registry.log").read_text()[-2000:])
+
+        env = {**engine, "DOCKER_CONFIG": str(tmp_path / "docker-config")}
+        ref = f"127.0.0.1:{port}/recsys-serve:t1"
+        (tmp_path / "ctx").mkdir()
+        (tmp_path / "ctx" / "x").write_text("x")
+        docker(env, "build", "-t", ref, "-f", "-", str(tmp_path / "ctx"), input="FROM scratch\nCOPY x /x\n")
+        refused = docker(env, "push", ref, check=False)
+        assert refused.returncode and ("no basic auth credentials" in refused.stderr
+                                       or "unauthorized" in refused.stderr.lower()), refused.stderr[-1000:]
+
+        for key in ("DOCKER_HOST", "DOCKER_CONFIG"):
+            monkeypatch.setenv(key, env[key])
+
+        class NoEcr:
+            def get_authorization_token(self):
+                raise AssertionError("the registry's own credentials are given: no ECR token")
+
+        settings = Settings(docker_cli=engine["RECSYS_DOCKER_CLI"], registry=f"127.0.0.1:{port}",
+                            registry_credentials=str(creds))
+        deploy.image.login(NoEcr(), settings)
+        deploy.image._docker(settings, ["push", ref], "push")
+
+        monkeypatch.setenv("RECSYS_REGISTRY_URL", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("RECSYS_REGISTRY_CREDENTIALS", str(creds))
+        spec = importlib.util.spec_from_file_location("registry_script", ROOT / "scripts" / "registry.py")
+        registry = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(registry)
+        assert registry.running()
+        req = urllib.request.Request(registry.url("/v2/recsys-serve/tags/list"), headers=registry.auth_headers())
+        with urllib.request.urlopen(req, timeout=5) as res:
+            assert json.load(res)["tags"] == ["t1"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()

@@ -45,7 +45,7 @@ def stack(aws, tmp_path, boto):
 
     yield {"run": dags_test, "env": env, "bucket": aws["bucket"], "table": aws["table"], **aws}
     subprocess.run([STAGE_PYTHON, str(ROOT / "scripts" / "stack.py"), "stop-serve"], env=env, check=False)
-    from recsys.deploy import LocalServer
+    from recsys.deploy.local import LocalServer
 
     LocalServer(Settings(state_dir=str(tmp_path / "state"))).stop()
 
@@ -107,14 +107,24 @@ def test_pipeline_end_to_end_each_run_its_own_version_and_the_live_one_immutable
 
     # roll back to v1 with the command, then forward again
     env = {**stack["env"], "PYTHONPATH": f"{ROOT}:{ROOT / 'plugins'}"}
-    back = subprocess.run([sys.executable, "-m", "recsys.rollback"], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    unexplained = subprocess.run([sys.executable, "-m", "recsys.rollback"], env=env, cwd=ROOT, capture_output=True,
+                                 text=True, timeout=300)
+    assert unexplained.returncode == 2 and "--reason WHY is required" in unexplained.stderr
+    back = subprocess.run([sys.executable, "-m", "recsys.rollback", "--reason", "v2 looks off"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
     assert back.returncode == 0, back.stderr[-3000:]
     live = s3_json(s3, stack["bucket"], "models/_live.json")
     assert live["model_version"] == v1 and live["previous"]["model_version"] == v2
+    # recorded as the rollback DAG records it: who and why, for the versions page
+    [record] = [s3_json(s3, stack["bucket"], o["Key"]) for o in
+                s3.list_objects_v2(Bucket=stack["bucket"], Prefix="runs/live/")["Contents"]
+                if o["Key"].endswith(f"-{v1}.json") and "rollback" in s3_json(s3, stack["bucket"], o["Key"])]
+    assert record["rollback"]["from"] == v2 and record["rollback"]["reason"] == "v2 looks off"
+    assert record["rollback"]["by"].endswith("(python -m recsys.rollback)")
     with urllib.request.urlopen(f"{state['url']}/readyz", timeout=5) as resp:
         assert json.loads(resp.read())["model_version"] == v1
-    refused = subprocess.run([sys.executable, "-m", "recsys.rollback", "--to", "v19990101T000000m-000000"], env=env,
+    refused = subprocess.run([sys.executable, "-m", "recsys.rollback", "--to", "v19990101T000000m-000000",
+                              "--reason", "try an old one"], env=env,
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 3 and "is incomplete" in refused.stderr
     # every AWS call made above, by the worker, the stages and the serving app, is one its role's

@@ -297,7 +297,7 @@ def test_the_deferred_roll_verifies_too():
 
 
 def test_the_rollback_cli_rolls_through_the_same_verification(monkeypatch):
-    """deploy.deploy_ecs (python -m recsys.rollback) is the same roll: a circuit-breaker undo fails it."""
+    """deploy.ecs.deploy_ecs (python -m recsys.rollback) is the same roll: a circuit-breaker undo fails it."""
     settings = Settings()
     with r.Ecs() as fake:
         fake.register()
@@ -305,5 +305,5 @@ def test_the_rollback_cli_rolls_through_the_same_verification(monkeypatch):
         fake.describe(stable(r.OLD))
         fake.stopped()
         with pytest.raises(RollFailed, match="ECS rolled the service back"):
-            deploy.deploy_ecs(fake.ecs, settings, "repo/recsys-serve:new", "v2", wait_delay=0, wait_attempts=2)
+            deploy.ecs.deploy_ecs(fake.ecs, settings, "repo/recsys-serve:new", "v2", wait_delay=0, wait_attempts=2)
         fake.assert_done()

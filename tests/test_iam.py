@@ -108,7 +108,7 @@ def test_every_call_of_the_ecs_paths_is_allowed_by_the_worker_role(ecs_stack, bo
 
     # 1. plan pins the jobs image by digest in a jobs revision; a stage on Fargate runs it through the
     # provider's operator (reattach lookup, RunTask, DescribeTasks, logs)
-    boto("ecr").put_image(repositoryName=settings.ecr_jobs_repository, imageTag=deploy.jobs_image_tag(settings),
+    boto("ecr").put_image(repositoryName=settings.ecr_jobs_repository, imageTag=deploy.image.jobs_image_tag(settings),
                           imageManifest=json.dumps({"schemaVersion": 2, "config": {"digest": "sha256:" + "1" * 64},
                                                     "layers": [{"digest": "sha256:" + "2" * 64}]}),
                           imageManifestMediaType="application/vnd.docker.distribution.manifest.v2+json")
@@ -125,11 +125,11 @@ def test_every_call_of_the_ecs_paths_is_allowed_by_the_worker_role(ecs_stack, bo
 
     # 2. the serving image lookup and the service roll, through the provider's hooks
     ecr = EcrHook(aws_conn_id="aws_default", region_name="us-east-1").conn
-    tag = deploy.serving_image_tag(settings)
+    tag = deploy.image.serving_image_tag(settings)
     boto("ecr").put_image(repositoryName=settings.ecr_repository, imageTag=tag, imageManifest=json.dumps(
         {"schemaVersion": 2, "layers": [], "config": {"digest": "sha256:" + "0" * 64}}),
         imageManifestMediaType="application/vnd.docker.distribution.manifest.v2+json")
-    image = deploy.ensure_image(ecr, settings)
+    image = deploy.image.ensure_image(ecr, settings)
     # the DAG's deploy task in ECS mode: EcsRollServiceOperator (its waiter stubbed: moto never
     # stabilises, and its verification then finds the deployment not started and rolls back)
     from recsys.operators.ecs_roll import EcsRollServiceOperator, RollFailed

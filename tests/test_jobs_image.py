@@ -40,8 +40,9 @@ def image_of(boto, task_definition: str) -> str:
 
 def test_plan_pins_the_code_tag_by_digest_in_a_new_revision_and_reuses_it(ecs_stack, boto):
     settings = Settings(compute="ecs")
-    tag = deploy.jobs_image_tag(settings)
-    assert tag == deploy.image_tag(settings.project_root, deploy.JOBS_IMAGE_INPUTS)  # what push-jobs-image pushes
+    tag = deploy.image.jobs_image_tag(settings)
+    # what push-jobs-image pushes
+    assert tag == deploy.image.image_tag(settings.project_root, deploy.image.JOBS_IMAGE_INPUTS)
     digest = push(boto, tag, "1")
     push(boto, "latest", "1")
     pinned = pipeline.pin_jobs_image(settings)
@@ -63,14 +64,14 @@ def test_plan_pins_the_code_tag_by_digest_in_a_new_revision_and_reuses_it(ecs_st
 
 def test_pushes_after_plan_change_nothing_for_the_running_run(ecs_stack, boto):
     settings = Settings(compute="ecs")
-    tag = deploy.jobs_image_tag(settings)
+    tag = deploy.image.jobs_image_tag(settings)
     push(boto, tag, "1")
     pinned = pipeline.pin_jobs_image(settings)
     # mid-run: a new `latest` and a new code's tag are pushed, and another run of new code pins its own
     push(boto, "latest", "2")
     new_digest = push(boto, "f" * 16, "3")
     settings_new = Settings(compute="ecs")
-    other = deploy.jobs_task_definition(boto("ecs"), settings_new, f"{ecs_stack['jobs_repository']}@{new_digest}")
+    other = deploy.ecs.jobs_task_definition(boto("ecs"), settings_new, f"{ecs_stack['jobs_repository']}@{new_digest}")
     assert other != pinned["jobs_task_definition"]
     # the running run's revision still runs its digest: a digest names one image for good
     assert image_of(boto, pinned["jobs_task_definition"]) == pinned["jobs_image"]
@@ -94,11 +95,11 @@ def test_every_stage_runs_the_pinned_revision(ecs_stack, boto, aws_calls):
     """The RunTask call carries the plan's revision (family:revision), not the family (whose latest
     revision a push-and-`infra up` may change) and not `latest`."""
     settings = Settings(compute="ecs")
-    push(boto, deploy.jobs_image_tag(settings), "1")
+    push(boto, deploy.image.jobs_image_tag(settings), "1")
     pinned = pipeline.pin_jobs_image(settings)
     push(boto, "latest", "2")  # after plan
     # and a newer revision of the family, on `latest` (as `infra up` would register)
-    newer = deploy.jobs_task_definition(boto("ecs"), settings, f"{ecs_stack['jobs_repository']}:latest")
+    newer = deploy.ecs.jobs_task_definition(boto("ecs"), settings, f"{ecs_stack['jobs_repository']}:latest")
     assert newer.endswith(":3")
     for stage in ("snapshot", "train"):
         ti = FakeTI(pinned, stage)  # its own task id: the provider reattaches to a task of the same one
@@ -117,16 +118,16 @@ def test_every_stage_runs_the_pinned_revision(ecs_stack, boto, aws_calls):
 def test_a_jobs_image_never_pushed_fails_plan_naming_the_fix(ecs_stack, boto):
     settings = Settings(compute="ecs")
     push(boto, "latest", "1")  # `latest` alone is not this code
-    tag = deploy.jobs_image_tag(settings)
-    with pytest.raises(deploy.ImageUnavailable, match=f"jobs image .*:{tag} is not in ECR.*make push-jobs-image"):
+    tag = deploy.image.jobs_image_tag(settings)
+    with pytest.raises(deploy.image.ImageUnavailable, match=f"jobs image .*:{tag} is not in ECR.*make push-jobs-image"):
         pipeline.pin_jobs_image(settings)
     arns = boto("ecs").list_task_definitions(familyPrefix=settings.ecs_job_task_definition)["taskDefinitionArns"]
     assert len(arns) == 1  # nothing registered
 
 
 def test_bundle_tag_wins_over_the_sources(monkeypatch):
-    monkeypatch.setattr(deploy, "bundle_info", lambda: {"jobs_image_tag": "abc123"})
-    assert deploy.jobs_image_tag(Settings()) == "abc123"
+    monkeypatch.setattr(deploy.image, "bundle_info", lambda: {"jobs_image_tag": "abc123"})
+    assert deploy.image.jobs_image_tag(Settings()) == "abc123"
 
 
 def test_other_backends_pin_nothing():

@@ -6,15 +6,9 @@ from __future__ import annotations
 import pytest
 
 from tasks import storage, table
-from tasks.constants import (
-    DYNAMODB_ITEM_LIMIT,
-    FALLBACK_USER,
-    MAX_ID_LENGTH,
-    MAX_ROW_BYTES,
-    MAX_TITLE_LENGTH,
-    MAX_TOP_N,
-)
+from tasks.constants import DYNAMODB_ITEM_LIMIT, MAX_ID_LENGTH, MAX_ROW_BYTES, MAX_TITLE_LENGTH, MAX_TOP_N
 from tasks.errors import PermanentError
+from tasks.layout import FALLBACK_USER
 
 # The costliest characters: a control character is 6 bytes once JSON-escaped (\u0001), an emoji 4
 # bytes of UTF-8; ids may not hold control characters (tasks.constants.USER_ID_PATTERN).

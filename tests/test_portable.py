@@ -15,10 +15,11 @@ BOUNDED = [sys.executable, str(ROOT / "scripts" / "bounded.py")]
 # Scripts on the path of make run / make test for any user (ensure_docker.sh's root-only install
 # branch and .ci/as_user.sh are Linux and root by nature, and are not on it).
 USER_SCRIPTS = ["Makefile", "scripts/env.sh", "scripts/run_embedded.sh", "scripts/docker_test_env.sh",
-                "scripts/compat.sh", "scripts/lock.sh", "scripts/ensure_postgres.sh"]
+                "scripts/compat_matrix.sh", "scripts/ensure_uv.sh", "scripts/lock.sh", "scripts/ensure_postgres.sh"]
 GNU_ONLY = {r"\bstat -c\b": "stat -c (BSD stat has -f)", r"(^|[\s;(|&])timeout\s": "GNU timeout (not on macOS)",
             r"\bsha256sum\b": "sha256sum (macOS has shasum)", r"\breadlink -f\b": "readlink -f",
-            r"\bsed -i\b": "sed -i (BSD sed wants a suffix)", r"\bdate -d\b": "date -d"}
+            r"\bsed -i\b": "sed -i (BSD sed wants a suffix)", r"\bdate -d\b": "date -d",
+            r"\b(mapfile|readarray)\b": "mapfile (bash 4; macOS ships bash 3.2)"}
 
 
 @pytest.mark.parametrize("script", USER_SCRIPTS)

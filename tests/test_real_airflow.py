@@ -9,7 +9,10 @@ file order and build on each other's runs:
 3. a backfill over three dates *including the latest interval* deploys nothing;
 4. clearing a backfill run rewrites its own version; clearing the live run is refused;
 5. ``deploy=false`` still runs ``summary`` and ``retain``;
-6. a malformed ratings file fails at once (no retries) and the alert says why.
+6. a malformed ratings file fails at once (no retries) and the alert says why;
+7. ``recommender_rollback``, triggered with Params as the UI's trigger form sends them: an incomplete
+   target is refused before anything changes; then the default target (the version the live one
+   replaced) is served, the pointer moves, its rows' retention is extended and the alert says who and why.
 """
 
 from __future__ import annotations
@@ -280,3 +283,89 @@ def test_malformed_ratings_fail_at_once_and_the_alert_says_why(stack):
         assert live(stack)["model_version"] == st["manual"] and served(stack) == st["manual"]
     finally:
         s3.delete_object(Bucket="recsys", Key=key)
+
+
+ROLLBACK = "recommender_rollback"
+
+
+def expiry(ddb, version, user="__complete__"):
+    item = ddb.get_item(TableName="recommendations", ConsistentRead=True,
+                        Key={"user_id": {"S": user}, "model_version": {"S": version}})["Item"]
+    return int(item["expires_at"]["N"])
+
+
+def test_rollback_dag_through_rest_refuses_an_incomplete_target_then_rolls_back(stack):
+    rest, s3, ddb, st = stack["rest"], stack["s3"], stack["ddb"], stack["state"]
+    deadline = time.monotonic() + 120
+    while True:  # parsed by the dag-processor (start() waits for the pipeline DAG only)
+        try:
+            rest.dag(ROLLBACK)
+            break
+        except RuntimeError:
+            assert time.monotonic() < deadline, f"{ROLLBACK} never appeared"
+            time.sleep(2)
+    rest.unpause(ROLLBACK)
+    if "manual" not in st:  # run alone (-k rollback): the nightly run and a manual one, as above
+        rest.unpause()
+        deadline = time.monotonic() + 120
+        while not (runs := [r for r in rest.runs() if r["run_type"] == "scheduled"]):
+            assert time.monotonic() < deadline, "the scheduler created no run on unpause"
+            time.sleep(2)
+        finished(rest, runs[0]["dag_run_id"])
+        finished(rest, rest.trigger({})["dag_run_id"])
+    pointer = live(stack)
+    now, target = pointer["model_version"], pointer["previous"]["model_version"]
+    if "manual" in st:  # after the scenario above: its manual run is live, the scheduled one its rollback target
+        assert (now, target) == (st["manual"], st["scheduled"])
+    before = etags(stack["s3"], now)
+    alerts(stack, wait=0)  # drain
+
+    # Params are checked by the API before a run exists: a malformed target, or no reason
+    for conf in ({"target": "../models/x", "reason": "path games"}, {"target": target}):
+        with pytest.raises(RuntimeError, match=r"-> 400"):
+            rest.trigger(conf, dag_id=ROLLBACK)
+
+    # an incomplete target: the run fails in check, at once, and nothing changes
+    missing = "v19990101T000000m-000000"
+    run = rest.trigger({"target": missing, "reason": "try the old one"}, dag_id=ROLLBACK)
+    assert rest.wait_run(run["dag_run_id"], dag_id=ROLLBACK)["state"] == "failed"
+    ti = rest.task_instances(run["dag_run_id"], dag_id=ROLLBACK)
+    assert ti["check"]["state"] == "failed" and ti["check"]["try_number"] == 1, ti["check"]  # not retried
+    assert ti["roll"]["state"] == "upstream_failed", ti["roll"]
+    assert live(stack) == pointer and served(stack) == now
+    got = [a["Message"] for a in alerts(stack, wait=5) if "Task check of recommender_rollback" in a["Message"]]
+    assert len(got) == 1 and f"rollback refused: version {missing} is incomplete" in got[0], got
+
+    # the target's rows are close to expiring (but not within min_hours): the rollback must keep them
+    soon = int(time.time()) + 2 * 86400
+    ddb.update_item(TableName="recommendations", Key={"user_id": {"S": "__complete__"},
+                                                      "model_version": {"S": target}},
+                    UpdateExpression="SET expires_at = :e", ExpressionAttributeValues={":e": {"N": str(soon)}})
+    triggered = time.time()
+    run = rest.trigger({"reason": "odd recommendations since last night"}, dag_id=ROLLBACK)  # target: default
+    done = rest.wait_run(run["dag_run_id"], dag_id=ROLLBACK)
+    ti = {k: t["state"] for k, t in rest.task_instances(run["dag_run_id"], dag_id=ROLLBACK).items()}
+    assert done["state"] == "success", ti
+    assert ti == dict.fromkeys(("check", "roll", "retain", "versions", "alert"), "success")
+    assert rest.xcom(run["dag_run_id"], "check", dag_id=ROLLBACK)["by"] == "admin"  # the REST caller
+    pointer = live(stack)
+    assert pointer["model_version"] == target and pointer["previous"]["model_version"] == now
+    assert served(stack) == target
+    # retention: the target's rows (marker and users alike) now live a full TTL from the rollback
+    ttl = 30 * 86400
+    assert expiry(ddb, target) >= int(triggered) + ttl - 60, (expiry(ddb, target), triggered)
+    assert expiry(ddb, target, user="1") == expiry(ddb, target)
+    history = [json.loads(s3.get_object(Bucket="recsys", Key=o["Key"])["Body"].read())
+               for o in s3.list_objects_v2(Bucket="recsys", Prefix="runs/live/")["Contents"]]
+    rolled = [h for h in history if h.get("rollback")]
+    assert [(h["model_version"], h["rollback"]["from"], h["rollback"]["by"]) for h in rolled] == \
+        [(target, now, "admin")]
+    page = s3_json(s3, "versions/versions.json")
+    assert page["live"]["model_version"] == target and page["served"][-1]["how"] == "rollback"
+    got = [a for a in alerts(stack, wait=5) if a["Message"].startswith(f"The recommender now serves {target}")]
+    assert len(got) == 1, got
+    assert f"(was {now})" in got[0]["Message"] and "By: admin" in got[0]["Message"]
+    assert "Reason: odd recommendations since last night" in got[0]["Message"]
+    assert got[0]["Subject"] == f"[recsys] rolled back to {target} by admin"
+    # the version it replaced stays intact: a second rollback can return to it
+    assert etags(s3, now) == before

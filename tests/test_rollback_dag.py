@@ -54,6 +54,20 @@ def test_a_reason_is_required():
     assert ok.validate()["reason"] == "bad recs"
 
 
+def test_the_cli_needs_a_reason_too_unless_it_only_checks(capsys, monkeypatch):
+    """``python -m recsys.rollback`` records who and why as the DAG does: no reason, no change (exit 2,
+    before any AWS call); ``--dry-run`` changes nothing, so it needs none."""
+    from recsys import rollback
+
+    for argv in ([], ["--reason", "  x "]):
+        with pytest.raises(SystemExit) as exit_:
+            rollback.main(argv)
+        assert exit_.value.code == 2 and "--reason WHY is required" in capsys.readouterr().err
+    monkeypatch.setattr(rollback, "rollback", lambda settings, to, min_hours, dry_run: {"dry_run": dry_run})
+    assert rollback.main(["--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"dry_run": True}
+
+
 def test_structure(dag):
     edges = {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
     assert edges == {"check": ["alert", "roll"], "roll": ["alert", "retain"], "retain": ["versions"],
@@ -113,7 +127,7 @@ def stack(aws, boto, tmp_path):
                               capture_output=True, text=True, timeout=600)
 
     yield {"run": dags_test, "env": env, **aws}
-    from recsys.deploy import LocalServer
+    from recsys.deploy.local import LocalServer
     from recsys.settings import Settings
 
     LocalServer(Settings(state_dir=str(tmp_path / "state"))).stop()

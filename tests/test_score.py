@@ -8,7 +8,8 @@ import pytest
 from tasks import storage, table
 from tasks.data import generate
 from tasks.publish import finalize, retain
-from tasks.score import parse_shard, score_shard, shard_users
+from tasks.score import parse_shard, score_shard
+from tasks.shards import shard_users
 from tasks.train import TrainConfig, train
 
 
@@ -139,12 +140,10 @@ def test_score_to_parquet_for_inspection(trained, tmp_path):
     assert df.groupby("user_id").size().eq(3).all() and df.user_id.nunique() == 60
 
 
-def test_items_encoding_roundtrip_and_legacy_list_of_maps():
+def test_items_encoding_roundtrip():
     items = [{"item_id": "7", "score": 4.25, "title": "Amélie, \"2001\""}, {"item_id": "9", "score": 3.5, "title": "B"}]
     attr = table.encode_items([i["item_id"] for i in items], [i["score"] for i in items], [i["title"] for i in items])
     assert set(attr) == {"S"} and table.decode_items(attr) == items
-    legacy = {"L": [{"M": {"item_id": {"S": "7"}, "score": {"N": "4.25"}, "title": {"S": "A"}}}]}
-    assert table.decode_items(legacy) == [{"item_id": "7", "score": 4.25, "title": "A"}]
     with pytest.raises(ValueError, match="differ in length"):
         table.encode_items(["1"], [1.0, 2.0], ["a"])
 
@@ -257,11 +256,10 @@ def test_item_ids_round_trip_as_trained_through_recommend_dynamodb_and_the_api(a
     assert [i["item_id"] for i in body["items"]] == [str(i) for i in got[0]]
 
 
-def test_an_older_dag_bundles_finalize_and_retain_command_lines_still_publish(trained, capsys):
-    """`tasks.score --finalize` / `--retain` (DAG bundles from before tasks.publish, driving a newer
-    jobs image on MWAA until the bundle is uploaded) publish as `tasks.publish` does; the removed
-    import path's flags fail without retries, naming the fix."""
-    from tasks.errors import run_cli
+def test_scoring_writes_rows_without_the_marker_and_refuses_publishing_flags(trained, capsys):
+    """Scoring alone never marks a version complete (``tasks.publish finalize`` does); the
+    pre-release shims that published through ``tasks.score`` (``--finalize``, ``--retain``, the
+    import path's flags) are gone: its parser refuses them, changing nothing."""
     from tasks.score.__main__ import main
 
     args = ["--model", trained["model"], "--ratings", trained["snapshot"], "--model-version", "v20261123",
@@ -269,15 +267,9 @@ def test_an_older_dag_bundles_finalize_and_retain_command_lines_still_publish(tr
     assert main([*args, "--table", trained["table"]]) == 0
     assert table.get_marker(trained["table"], "v20261123") is None
     capsys.readouterr()
-    # the command lines as the DAG of December 3 built them
-    assert main(["--finalize", *args, "--shards", "1", "--table", trained["table"], "--ttl-days", "30"]) == 0
-    finalized = capsys.readouterr().out
-    assert '"complete": true' in finalized
-    assert table.get_marker(trained["table"], "v20261123")["users"] == trained["ratings"].user_id.nunique()
-    assert main(["--table", trained["table"], "--ttl-days", "30", "--retain",
-                 f"v20261123={trained['model']} v19990101={trained['model']}"]) == 0
-    kept = capsys.readouterr().out
-    assert "v20261123" in kept and "no marker: nothing to keep" in kept
-    for removed in (["--finalize", "--shards", "1", "--import-from", "s3://b/p"], ["--import-out", "s3://b/p"]):
-        assert run_cli(main, [*args, *removed]) == 3
-        assert "RECSYS_PUBLISH=import" in capsys.readouterr().err.splitlines()[-1]
+    for removed in (["--finalize", "--shards", "1"], ["--retain", "v20261123=s3://b/models/v20261123"],
+                    ["--import-out", "s3://b/p"], ["--import-from", "s3://b/p"], ["--table-per-version"]):
+        with pytest.raises(SystemExit) as exit_:
+            main([*args, "--table", trained["table"], *removed])
+        assert exit_.value.code == 2 and "unrecognized arguments: " + removed[0] in capsys.readouterr().err
+    assert table.get_marker(trained["table"], "v20261123") is None

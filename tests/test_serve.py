@@ -214,7 +214,7 @@ def test_one_id_rule_in_the_schema_the_server_and_the_snapshot(seeded, user_id, 
     import pandas as pd
 
     from tasks.constants import USER_ID_PATTERN
-    from tasks.data.schema import DataValidationError, validate_ratings
+    from tasks.schema import DataValidationError, validate_ratings
 
     c = client(seeded, "v1")
     spec = c.get("/openapi.json").json()

@@ -37,13 +37,16 @@ def test_train_writes_artifact_beats_baseline_and_is_deterministic(tmp_path):
     # predict (rating head) beats every rating baseline, recommend (ranking head) the popular list
     assert m1["candidate"]["rmse"] < min(base["global_mean"]["rmse"], base["bias"]["rmse"], base["svd"]["rmse"])
     assert m1["candidate"]["ndcg@10"] > base["popularity"]["ndcg@10"] > base["svd"]["ndcg@10"]
-    # the ranking head: EASE^R's rank-128 projection (300 items: all 128), with PureSVD k=16
-    # beside it unless validation gave PureSVD no weight (or all of it)
+    # the ranking head: EASE^R's rank-128 projection (300 items: all 128), with PureSVD k=16 and
+    # the low-pass part beside it unless validation gave them no weight (or PureSVD all of it)
     head = m1["ranking_head"]
     assert head["factors"] == meta_rank_k(tmp_path / "a")
-    assert head["factors"] == {"puresvd": cfg.rank_factors, 0.0: cfg.ease_rank}.get(
-        head["ease"]["weight"], cfg.rank_factors + cfg.ease_rank)
-    assert base["ease"]["lambda"] == head["ease"]["lambda"]
+    choice = head["ease"]
+    assert head["factors"] == (cfg.rank_factors if choice["weight"] == "puresvd" else
+                               cfg.ease_rank + (cfg.rank_factors if choice["weight"] else 0)
+                               + (choice["lowpass_factors"] if choice["lowpass_weight"] else 0))
+    assert choice["val_ndcg"] == max(choice["val_ndcg_best_10"].values()) >= choice["val_ndcg_without_lowpass"]
+    assert base["ease"]["lambda"] == choice["binary_lambda"]  # the baseline is EASE^R on the binary matrix
     # within the nightly gate's margin of exact EASE^R (300 items, a flat spectrum: rank 128 loses ~3%)
     assert m1["candidate"]["ndcg@10"] >= base["ease"]["ndcg@10"] * (1 - EASE_MARGIN)
     assert m1["holdout"]["users"] == 200
@@ -52,6 +55,9 @@ def test_train_writes_artifact_beats_baseline_and_is_deterministic(tmp_path):
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
     meta = json.loads((tmp_path / "a" / "meta.json").read_text())
     assert meta["model_version"] == "v20261123" and meta["config"]["factors"] == cfg.factors
+    # the rating head: rank-8 draws, their average kept at rank keep_rank in model.pt, noise levels on
+    assert meta["constructor"]["k"] == cfg.keep_rank == m1["rating_head"]["factors"] > cfg.factors
+    assert meta["config"]["noise_prior"] == cfg.noise_prior > 0
     assert meta["constructor"]["n_user"] == 200 and len(meta["user_ids"]) == 200
 
 
@@ -128,14 +134,15 @@ def test_shipped_model_recommends_from_the_users_latest_ratings(tmp_path):
     fits = metrics["fits"]
     assert fits["estimate"]["ratings"] + metrics["holdout"]["ratings"] == fits["shipped"]["ratings"] == len(ratings)
     assert fits["shipped"]["rating_head"]["warm_start"] and not fits["estimate"]["rating_head"]["warm_start"]
-    assert fits["shipped"]["ranking_head"]["ease"]["lambda"] == metrics["ranking_head"]["ease"]["lambda"]
+    shipped_choice, estimate_choice = fits["shipped"]["ranking_head"]["ease"], metrics["ranking_head"]["ease"]
+    assert shipped_choice["reused"] and {k: v for k, v in shipped_choice.items() if k != "reused"} == estimate_choice
     assert "fitted on every rating of the snapshot" in (tmp_path / "shipped" / "report.html").read_text()
     meta = json.loads((tmp_path / "shipped" / "meta.json").read_text())
     assert meta["fitted_on"] == "every rating" and meta["max_timestamp"] == int(ratings.timestamp.max())
 
 
 def test_schedules_shrink_both_fits_above_the_rating_budget():
-    cfg = TrainConfig(sweeps=150, burn_in=20, refit_sweeps=150, refit_burn_in=10, max_rating_sweeps=3e9)
+    cfg = TrainConfig(sweeps=150, burn_in=20, thin=2, refit_sweeps=150, refit_burn_in=10, max_rating_sweeps=3e9)
     assert schedules(cfg, 100_000) == (Schedule(150, 20, 2), Schedule(150, 10, 2))
     assert schedules(cfg, 25_000_000) == (Schedule(60, 8, 2), Schedule(60, 4, 2))  # 25M x 120 sweeps = 3e9
     assert schedules(dataclasses.replace(cfg, refit_sweeps=0), 100_000) == (Schedule(150, 20, 2), None)

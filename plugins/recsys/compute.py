@@ -6,7 +6,7 @@ Every stage is an argv such as ``["python", "-m", "tasks.train", "--ratings", UR
 - ``docker`` -> ``DockerOperator`` running it in ``RECSYS_JOB_IMAGE``;
 - ``ecs``    -> ``EcsRunTaskOperator`` running it on Fargate as a container override
   of the jobs task-definition revision the run's ``plan`` task pinned (one image digest for
-  every stage of a run: :func:`recsys.deploy.jobs_task_definition`), logs fetched from CloudWatch.
+  every stage of a run: :func:`recsys.deploy.ecs.jobs_task_definition`), logs fetched from CloudWatch.
 
 Arguments may hold Jinja (rendered by each operator's templated field). For a
 mapped stage, :func:`mapped_values` turns literal argvs into what the backend's
@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from recsys.settings import Settings
+from recsys.stages import PLAN
 
 # The settings a stage takes from the Airflow side, always as flags on its command line (never
 # through the worker's environment, which ECS does not pass on): added here, for every backend,
@@ -101,7 +102,7 @@ def _common(settings: Settings, stage: str) -> tuple[Any, dict]:
 
 # The jobs task-definition revision (family:revision, with the jobs image by digest) that the run's
 # `plan` task resolved once: every ECS stage of the run runs it, whatever is pushed meanwhile.
-RUN_JOBS_TASK_DEFINITION = '{{ ti.xcom_pull(task_ids="plan")["jobs_task_definition"] }}'
+RUN_JOBS_TASK_DEFINITION = PLAN["jobs_task_definition"]
 
 
 def capacity(settings: Settings) -> dict:

@@ -1,6 +1,6 @@
 """The one ECS service roll (plain boto3, no Airflow): used by the DAG's
 :class:`recsys.operators.ecs_roll.EcsRollServiceOperator` (blocking and deferrable) and by
-``python -m recsys.rollback`` (through :func:`recsys.deploy.deploy_ecs`).
+``python -m recsys.rollback`` (through :func:`recsys.deploy.ecs.deploy_ecs`).
 
 A roll is green only when ECS says the new revision serves, not when boto's
 ``services_stable`` waiter returns. That waiter only checks "one deployment, running =
@@ -74,7 +74,7 @@ def start(ecs, cluster: str, service: str, container: str, image: str, model_ver
     needs (JSON-safe: it travels through the triggerer): ``task_definition``, ``previous``, ``image``."""
     from recsys import deploy
 
-    new_arn, previous = deploy.register_revision(ecs, cluster, service, container, image, model_version, table)
+    new_arn, previous = deploy.ecs.register_revision(ecs, cluster, service, container, image, model_version, table)
     return {"task_definition": new_arn, "previous": previous, "image": image}
 
 
@@ -251,7 +251,7 @@ def finish(ecs, cluster: str, service: str, rolled: dict, *, wait_error: str | N
     elif previous:
         from recsys import deploy
 
-        deploy.restore_revision(ecs, cluster, service, previous, new)
+        deploy.ecs.restore_revision(ecs, cluster, service, previous, new)
         parts.append(f"rolled back to {_short(previous)}")
     raise RollFailed("; ".join(parts))
 

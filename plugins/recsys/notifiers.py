@@ -1,8 +1,8 @@
 """Failure alerts (and, optionally, success summaries) through the amazon provider's ``SnsNotifier``.
 
-:class:`FailureAlert` is the DAG's ``on_failure_callback``. It is cheap to build
-at parse time (the provider, and boto3 with it, are imported only when an alert is
-sent) and writes one alert per failed run (a second failing task of the same
+:class:`FailureAlert` is the DAG's ``on_failure_callback``, a ``BaseNotifier``. It is cheap
+to build at parse time (the provider, and boto3 with it, are imported only when an alert is
+sent: :mod:`recsys.sns`) and writes one alert per failed run (a second failing task of the same
 try of the run finds the first alert's marker in S3 and stays quiet). The message
 says what the stage itself said: :mod:`recsys.operators` puts the stage's
 ``RECSYS-ERROR`` line and its last log lines into the exception.
@@ -15,31 +15,22 @@ import logging
 import re
 from typing import Any
 
+from airflow.sdk.bases.notifier import BaseNotifier  # the Task SDK's since Airflow 3.0
+
+from recsys.layout import RunPlan
 from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
 ALERT_MARKERS = "runs/alerts"
 
 
-def _topic_notifier_class():
-    from airflow.providers.amazon.aws.notifications.sns import SnsNotifier
-
-    class TopicSnsNotifier(SnsNotifier):
-        """``SnsNotifier`` whose target may be a topic *name*: the ARN is resolved when the
-        alert is sent (``CreateTopic`` is idempotent), so DAG files need no account id."""
-
-        def notify(self, context):
-            if not self.target_arn.startswith("arn:"):
-                self.target_arn = self.hook.get_conn().create_topic(Name=self.target_arn)["TopicArn"]
-            super().notify(context)
-
-    return TopicSnsNotifier
-
-
 def sns_notifier(settings: Settings, subject: str, message: str):
-    """The provider's ``SnsNotifier`` for the alert topic, with a plain subject and message."""
-    return _topic_notifier_class()(aws_conn_id=settings.aws_conn_id, region_name=settings.region,
-                                   target_arn=settings.alert_topic, subject=subject[:100], message=message)
+    """The provider's ``SnsNotifier`` for the alert topic (:class:`recsys.sns.TopicSnsNotifier`),
+    with a plain subject and message."""
+    from recsys.sns import TopicSnsNotifier
+
+    return TopicSnsNotifier(aws_conn_id=settings.aws_conn_id, region_name=settings.region,
+                            target_arn=settings.alert_topic, subject=subject[:100], message=message)
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
@@ -77,7 +68,7 @@ def failure_message(context: dict, versions_page: str | None = None) -> tuple[st
     from recsys.pipeline import run_type_name
 
     run_type = run_type_name(_get(dag_run, "run_type", "?"))
-    plan: dict = {}
+    plan: RunPlan | dict = {}
     try:
         plan = (ti.xcom_pull(task_ids="plan") if ti is not None and task_id != "plan" else None) or {}
     except Exception:  # noqa: BLE001 - the plan may not exist (plan itself failed)
@@ -105,13 +96,14 @@ def failure_message(context: dict, versions_page: str | None = None) -> tuple[st
     return f"[recsys] {dag_id} failed: {task} ({reason[:40]})", "\n".join(lines)
 
 
-class FailureAlert:
+class FailureAlert(BaseNotifier):
     """``on_failure_callback``: one SNS alert per failed run, saying why.
 
     :param settings: topic, connection and bucket (for the once-per-run marker).
     """
 
     def __init__(self, settings: Settings | None = None):
+        super().__init__()
         self.settings = settings or Settings()
 
     def marker_key(self, context: dict) -> str:
@@ -136,7 +128,7 @@ class FailureAlert:
             log.warning("could not check the once-per-run alert marker; sending anyway", exc_info=True)
         return True
 
-    def __call__(self, context: dict) -> None:
+    def notify(self, context) -> None:
         from recsys.pipeline import versions_page
 
         subject, message = failure_message(context, versions_page(self.settings))
@@ -194,7 +186,7 @@ class DeadlineAlert(FailureAlert):
     run is left to the tasks' :class:`FailureAlert` (it already said why). Once per run: the same
     S3 marker as :class:`FailureAlert`, so a re-sent callback stays quiet."""
 
-    def __call__(self, context: dict) -> None:
+    def notify(self, context) -> None:
         if context.get("reason") != TIMED_OUT:
             return
         subject, message = deadline_message(context, self.settings)

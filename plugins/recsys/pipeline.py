@@ -11,10 +11,11 @@ import datetime as dt
 import hashlib
 import json
 import logging
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from recsys import layout
-from recsys.layout import LIVE_POINTER
+from recsys.layout import LIVE_POINTER, LivePointer, RunPlan, ShardManifest
 from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,14 +69,13 @@ def check_conf(conf: dict | None, known) -> None:
             + f"; the DAG's Params are {', '.join(known)}. Trigger the run again with those names")
 
 
-def plan(ds: str, version: str, params: dict, settings: Settings, live: dict | None) -> dict[str, Any]:
+def plan(ds: str, version: str, params: dict, settings: Settings, live: LivePointer | None) -> RunPlan:
     """Every URI and value of one run: data keyed by its date, model and rows by its version."""
     dt.date.fromisoformat(ds)  # validates
     shards = int(params.get("shards", 1))
     if shards < 1:
         raise ValueError(f"param shards must be >= 1, got {shards}")
-    roles = ((live or {}, "live"), ((live or {}).get("previous") or {}, "the rollback target"))
-    protected = {v.get("model_version"): role for v, role in roles if v.get("model_version")}
+    protected = layout.protected_versions(live)
     if version in protected:
         raise LiveVersionRefused(
             f"model version {version} is {protected[version]} ({settings.s3(LIVE_POINTER)}): a cleared re-run of "
@@ -83,16 +83,15 @@ def plan(ds: str, version: str, params: dict, settings: Settings, live: dict | N
             "trigger a new run instead (every run writes its own version), or roll back first.")
     champion = live["model_uri"] if live and live.get("model_uri") else ""
     model = layout.model_key(version)
+    kept = [live, live.get("previous")] if live else []  # rows that must not expire: live and rollback target
     return {
         "ds": ds, "model_version": version, "bucket": settings.bucket, "table": settings.table,
         "raw": settings.s3(layout.RAW_RATINGS), "items": settings.s3(layout.RAW_ITEMS),
         "snapshot": settings.s3(layout.snapshot_key(ds)), "quarantine": settings.s3(layout.quarantine_key(ds)),
         "model": settings.s3(model), "metrics": settings.s3(model, layout.METRICS_FILE),
         "report": settings.s3(model, layout.REPORT_FILE), "champion": champion,
-        "live_version": (live or {}).get("model_version", ""),
-        # versions whose rows must not expire: the live one and the one before it (rollback)
-        "retain": " ".join(f"{v['model_version']}={v['model_uri']}" for v in (live, (live or {}).get("previous"))
-                           if v and v.get("model_version")),
+        "live_version": live.get("model_version", "") if live else "",
+        "retain": " ".join(f"{v['model_version']}={v['model_uri']}" for v in kept if v and v.get("model_version")),
         "top_n": int(params.get("top_n", layout.DEFAULT_TOP_N)), "shards": shards,
         # what the score shards will write (the deploy smoke-tests the first one's first user;
         # the summary counts their users)
@@ -101,10 +100,37 @@ def plan(ds: str, version: str, params: dict, settings: Settings, live: dict | N
     }
 
 
+def plan_run(settings: Settings, params: dict, ds: str | None, dag_run: Any, dag_params: Any) -> RunPlan:
+    """The DAG's ``plan`` task: this run's :class:`RunPlan`, or a failure without retries naming why
+    (an unknown conf key, a version that is live, an unpushed jobs image)."""
+    from recsys.compat import fail
+    from recsys.deploy.image import ImageUnavailable
+
+    try:  # a typo in the trigger form's JSON ({"topn": 3}) fails here, not silently
+        check_conf(dag_run.conf, dag_params)
+    except UnknownParams as err:
+        raise fail(str(err)) from None
+    when = dag_run.logical_date or dag_run.run_after
+    run_ds = ds or when.strftime("%Y-%m-%d")
+    version = model_version_for(dag_run.run_id, dag_run.run_type, when)
+    try:
+        p = plan(run_ds, version, params, settings, read_live(settings))
+    except LiveVersionRefused as err:
+        raise fail(str(err)) from None
+    try:  # ECS: one jobs image (by digest) for every stage of this run
+        pin = pin_jobs_image(settings)
+    except ImageUnavailable as err:
+        raise fail(str(err)) from None
+    if pin:
+        p["jobs_image"], p["jobs_task_definition"] = pin["jobs_image"], pin["jobs_task_definition"]
+    p["run_id"], p["run_type"] = dag_run.run_id, run_type_name(dag_run.run_type)
+    return p
+
+
 def pin_jobs_image(settings: Settings) -> dict[str, str]:
     """With ECS stages: this code's jobs image by digest and the jobs task-definition revision running
     it, resolved once by ``plan`` so every stage of the run runs the same image (a push during the run
-    changes nothing for it). ``{}`` for the other backends. Raises ``recsys.deploy.ImageUnavailable``
+    changes nothing for it). ``{}`` for the other backends. Raises ``recsys.deploy.image.ImageUnavailable``
     when the image was never pushed."""
     if settings.compute != "ecs":
         return {}
@@ -115,8 +141,22 @@ def pin_jobs_image(settings: Settings) -> dict[str, str]:
     def client(kind: str):
         return AwsBaseHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region, client_type=kind).conn
 
-    image = deploy.resolve_jobs_image(client("ecr"), settings)
-    return {"jobs_image": image, "jobs_task_definition": deploy.jobs_task_definition(client("ecs"), settings, image)}
+    image = deploy.image.resolve_jobs_image(client("ecr"), settings)
+    return {"jobs_image": image,
+            "jobs_task_definition": deploy.ecs.jobs_task_definition(client("ecs"), settings, image)}
+
+
+def check_gate(settings: Settings, p: RunPlan, tolerance: float, force: bool) -> dict:
+    """The DAG's ``gate`` task: record the verdict; fail (without retries) a model that may not serve."""
+    from recsys.compat import fail
+
+    metrics = read_json(settings, p["metrics"])
+    promote, reasons = gate(metrics, tolerance, force)
+    record_gate(settings, p, promote, reasons, force)
+    if not promote:
+        raise fail(f"model {p['model_version']} rejected: " + "; ".join(reasons)
+                   + f". The live model ({p['live_version'] or 'none'}) keeps serving.")
+    return {"candidate": metrics["candidate"], "champion": metrics.get("champion"), "overridden": reasons}
 
 
 def should_deploy(run_type, deploy_param: bool) -> tuple[bool, str]:
@@ -132,24 +172,28 @@ def should_deploy(run_type, deploy_param: bool) -> tuple[bool, str]:
     return True, f"{kind} run with deploy=true"
 
 
-def live_pointer(p: dict, deployed: dict, previous: dict | None, now: str) -> dict:
-    """The new ``models/_live.json``: this version, and the one it replaced (kept for rollback)."""
-    prev = None
-    if previous and previous.get("model_version") and previous["model_version"] != p["model_version"]:
-        prev = {"model_version": previous["model_version"], "model_uri": previous["model_uri"]}
-        if previous.get("table"):
-            prev["table"] = previous["table"]
-    elif previous:
-        prev = previous.get("previous")
-    return {"model_version": p["model_version"], "model_uri": p["model"], "ds": p["ds"], "table": p.get("table"),
-            "deployed": deployed, "deployed_at": now, "previous": prev}
+def deploy_here(settings: Settings, p: RunPlan, image: Any) -> dict:
+    """Roll the service onto the run's version without ECS: a container (``RECSYS_DEPLOY=docker``,
+    ``image``) or the app on this machine (``local``), smoke-tested with the first scored user."""
+    from recsys import deploy
+
+    user = first_user(shard_manifests(settings, p["shard_manifests"]))
+    if settings.deploy == "docker":
+        return deploy.container.deploy_container(settings, image, p["model_version"], user, p["table"])
+    return deploy.local.deploy_local(settings, p["model_version"], user, p["table"])
 
 
-def score_argvs(p: dict, ttl_days: int) -> list[list[str]]:
-    """One command per shard, each writing its users' rows to the table."""
-    return [["python", "-m", "tasks.score", "--model", p["model"], "--ratings", p["snapshot"],
-             "--model-version", p["model_version"], "--top-n", str(p["top_n"]), "--shard", f"{i}/{p['shards']}",
-             "--table", p["table"], "--ttl-days", str(ttl_days)] for i in range(p["shards"])]
+def record_live(settings: Settings, p: RunPlan, deployed: dict, now: str) -> LivePointer:
+    """Point ``models/_live.json`` at the deployed version and record the change in its history."""
+    pointer = live_pointer(p, deployed, read_live(settings), now)
+    write_live(settings, pointer)
+    record_history(settings, pointer)
+    return pointer
+
+
+def live_pointer(p: RunPlan, deployed: dict, previous: LivePointer | None, now: str) -> LivePointer:
+    """The new ``models/_live.json`` once this run's version serves (:func:`layout.next_live_pointer`)."""
+    return layout.next_live_pointer(p["model_version"], p["model"], p["ds"], p.get("table"), deployed, previous, now)
 
 
 def gate(metrics: dict, tolerance: float, force: bool = False, ease_margin: float = 0.05) -> tuple[bool, list[str]]:
@@ -215,7 +259,7 @@ def _where(settings: Settings, key_or_uri: str) -> tuple[str, str]:
     return settings.bucket, key_or_uri
 
 
-def read_json(settings: Settings, key_or_uri: str) -> dict | None:
+def read_json(settings: Settings, key_or_uri: str) -> Any:
     """The JSON object at an ``s3://`` URI (or a key in the pipeline's bucket); None if absent."""
     bucket, key = _where(settings, key_or_uri)
     hook = s3_hook(settings)
@@ -224,25 +268,39 @@ def read_json(settings: Settings, key_or_uri: str) -> dict | None:
     return json.loads(hook.read_key(key, bucket_name=bucket))
 
 
-def write_json(settings: Settings, key_or_uri: str, obj: dict) -> None:
+def write_json(settings: Settings, key_or_uri: str, obj: dict[str, Any]) -> None:
     bucket, key = _where(settings, key_or_uri)
     s3_hook(settings).load_string(json.dumps(obj, indent=2, sort_keys=True, default=str), key,
                                   bucket_name=bucket, replace=True)
 
 
-def first_user(settings: Settings, p: dict) -> str | None:
+def read_live(settings: Settings) -> LivePointer | None:
+    """``models/_live.json``; None before anything was deployed."""
+    return read_json(settings, LIVE_POINTER)
+
+
+def write_live(settings: Settings, pointer: LivePointer) -> None:
+    write_json(settings, LIVE_POINTER, dict(pointer))
+
+
+def shard_manifests(settings: Settings, uris: Iterable[str]) -> Iterator[ShardManifest | None]:
+    """The score shards' manifests, in shard order, each read when it is needed (None for a shard
+    that wrote none)."""
+    return (read_json(settings, uri) for uri in uris)
+
+
+def first_user(manifests: Iterable[ShardManifest | None]) -> str | None:
     """The first user of the first score shard with one (the deploy's smoke test asks for it)."""
-    for uri in p["shard_manifests"]:
-        user = (read_json(settings, uri) or {}).get("first_user")
-        if user:
-            return user
+    for m in manifests:
+        if m and m.get("first_user"):
+            return m["first_user"]
     return None
 
 
-def summarize(settings: Settings, p: dict, verdict: dict) -> dict:
+def summarize(settings: Settings, p: RunPlan, verdict: dict) -> dict:
     """Write the run's summary record (``p["summary"]``) and log it as one line."""
-    users = sum((read_json(settings, uri) or {}).get("users", 0) for uri in p["shard_manifests"])
-    live = read_json(settings, LIVE_POINTER) or {}
+    users = sum(m.get("users", 0) for m in shard_manifests(settings, p["shard_manifests"]) if m)
+    live: LivePointer | dict = read_live(settings) or {}
     out = {"ds": p["ds"], "model_version": p["model_version"], "run_id": p.get("run_id"),
            "run_type": p.get("run_type"), "users_written": users,
            "holdout": verdict["candidate"], "champion": verdict.get("champion"),
@@ -260,7 +318,7 @@ def versions_page(settings: Settings) -> str:
     return settings.s3(layout.VERSIONS_PAGE)
 
 
-def record_gate(settings: Settings, p: dict, promote: bool, reasons: list[str], forced: bool) -> dict:
+def record_gate(settings: Settings, p: RunPlan, promote: bool, reasons: list[str], forced: bool) -> dict:
     """The gate's verdict on this run's version, for the versions page (``runs/ds=<ds>/<v>/gate.json``)."""
     verdict = {"model_version": p["model_version"], "ds": p["ds"], "promote": promote, "reasons": reasons,
                "forced": forced and bool(reasons)}
@@ -268,11 +326,12 @@ def record_gate(settings: Settings, p: dict, promote: bool, reasons: list[str], 
     return verdict
 
 
-def record_history(settings: Settings, pointer: dict, rollback: dict | None = None) -> str:
+def record_history(settings: Settings, pointer: LivePointer, rollback: dict | None = None) -> str:
     """One record of a change of the live version (``runs/live/<when>-<version>.json``, never
     rewritten: the key carries the time): the versions page draws which version served when."""
     entry = {k: pointer.get(k) for k in ("model_version", "model_uri", "ds", "table", "deployed_at")}
-    entry["previous"] = (pointer.get("previous") or {}).get("model_version")
+    previous = pointer.get("previous")
+    entry["previous"] = previous.get("model_version") if previous else None
     if rollback:
         entry["rollback"] = rollback
     key = layout.live_history_key(pointer["deployed_at"], pointer["model_version"])

@@ -1,4 +1,4 @@
-"""``python -m recsys.rollback [--to VERSION]``: serve the previous (or a named) complete version.
+"""``python -m recsys.rollback --reason WHY [--to VERSION]``: serve the previous (or a named) complete version.
 
 Re-points serving the same way a run deploys: ``RECSYS_DEPLOY=ecs`` registers a
 task-definition revision (the service's current image, ``MODEL_VERSION`` = the
@@ -7,7 +7,10 @@ verify ECS's deployment record, smoke test, automatic roll-back); ``docker`` run
 container's current image with the target; ``local`` restarts the app on this machine and
 smoke-tests it. Then
 ``models/_live.json`` points at the target, with the version it replaced as the
-new rollback target (so a second rollback undoes the first).
+new rollback target (so a second rollback undoes the first), and ``runs/live/`` records the
+change with who (the shell's user) and why, as the ``recommender_rollback`` DAG does. The DAG
+also extends the target's rows' retention and redraws the versions page (stages this shell may
+not have); the command prints how.
 
 Refused, before anything changes: a version whose model artifact is incomplete
 (no completion manifest), whose rows have no completion marker, or whose rows
@@ -17,6 +20,7 @@ have expired (or will within ``--min-hours``).
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import sys
@@ -25,7 +29,7 @@ import time
 import pendulum
 
 from recsys import layout, pipeline
-from recsys.layout import ARTIFACT_MANIFEST
+from recsys.layout import ARTIFACT_MANIFEST, VersionRef
 from recsys.settings import Settings
 
 log = logging.getLogger("recsys.rollback")
@@ -65,32 +69,31 @@ def check_complete(settings: Settings, version: str, table: str, min_hours: floa
 
 
 def smoke_user(settings: Settings, version: str) -> str | None:
-    hook = pipeline.s3_hook(settings)
+    """The first user of ``version``'s first score shard with one (the smoke test asks for it)."""
     prefix = f"{layout.model_key(version)}/{layout.SHARDS_DIR}/"
-    keys = sorted(hook.list_keys(bucket_name=settings.bucket, prefix=prefix) or [])
-    for key in keys:
-        if key.endswith(".json"):
-            first = json.loads(hook.read_key(key, bucket_name=settings.bucket)).get("first_user")
-            if first:
-                return first
-    return None
+    keys = sorted(k for k in pipeline.s3_hook(settings).list_keys(bucket_name=settings.bucket, prefix=prefix) or []
+                  if k.endswith(".json"))
+    return pipeline.first_user(pipeline.shard_manifests(settings, keys))
 
 
 def current_image(ecs, settings: Settings) -> str:
+    """The serving image the service runs now (a rollback changes only ``MODEL_VERSION``)."""
+    from recsys.deploy.ecs import container_image
+
     service = ecs.describe_services(cluster=settings.ecs_cluster, services=[settings.ecs_service])["services"][0]
     taskdef = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
-    for container in taskdef["containerDefinitions"]:
-        if container["name"] == settings.ecs_container:
-            return container["image"]
-    raise RollbackRefused(f"container {settings.ecs_container!r} not in {service['taskDefinition']}")
+    try:
+        return container_image(taskdef, settings.ecs_container)
+    except ValueError as err:
+        raise RollbackRefused(f"{err} (the service's {service['taskDefinition']})") from None
 
 
 def rollback(settings: Settings, to: str | None = None, min_hours: float = 24.0, dry_run: bool = False) -> dict:
-    live = pipeline.read_json(settings, pipeline.LIVE_POINTER)
+    live = pipeline.read_live(settings)
     if not live or not live.get("model_version"):
         raise RollbackRefused(f"nothing is live ({settings.s3(pipeline.LIVE_POINTER)} is missing): "
                               "nothing to roll back")
-    previous = live.get("previous") or {}
+    previous: VersionRef | dict = live.get("previous") or {}
     target = to or previous.get("model_version")
     if not target:
         raise RollbackRefused(f"live version {live['model_version']} has no previous version; name one with --to")
@@ -110,16 +113,16 @@ def rollback(settings: Settings, to: str | None = None, min_hours: float = 24.0,
 
         ecs = EcsHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region).conn
         elbv2 = AwsBaseHook(aws_conn_id=settings.aws_conn_id, region_name=settings.region, client_type="elbv2").conn
-        deployed = rollout.deploy_ecs(ecs, settings, current_image(ecs, settings), target, table=table, elbv2=elbv2)
+        deployed = rollout.ecs.deploy_ecs(ecs, settings, current_image(ecs, settings), target, table=table, elbv2=elbv2)
     elif settings.deploy == "docker":
-        deployed = rollout.deploy_container(settings, rollout.current_container_image(settings), target,
-                                            smoke_user(settings, target), table)
+        deployed = rollout.container.deploy_container(settings, rollout.container.current_container_image(settings),
+                                                      target, smoke_user(settings, target), table)
     else:
-        deployed = rollout.deploy_local(settings, target, smoke_user(settings, target), table)
-    p = {"model_version": target, "model": facts["model_uri"], "ds": None, "table": table}
-    pointer = pipeline.live_pointer(p, {**deployed, "rollback_from": live["model_version"]}, live,
-                                    pendulum.now("UTC").isoformat())
-    pipeline.write_json(settings, pipeline.LIVE_POINTER, pointer)
+        deployed = rollout.local.deploy_local(settings, target, smoke_user(settings, target), table)
+    pointer = layout.next_live_pointer(target, facts["model_uri"], None, table,
+                                       {**deployed, "rollback_from": live["model_version"]}, live,
+                                       pendulum.now("UTC").isoformat())
+    pipeline.write_live(settings, pointer)
     return {"from": live["model_version"], "to": target, "table": table, "deployed": deployed}
 
 
@@ -129,15 +132,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--to", help="version to serve (default: the previous one in models/_live.json)")
     parser.add_argument("--min-hours", type=float, default=24.0,
                         help="refuse a version whose rows expire within this many hours (default 24)")
+    parser.add_argument("--reason", default="", help="why (at least 3 characters; recorded in runs/live/ and "
+                        "on the versions page); required unless --dry-run")
     parser.add_argument("--dry-run", action="store_true", help="check the target, change nothing")
     args = parser.parse_args(argv)
+    if not args.dry_run and len(args.reason.strip()) < 3:
+        parser.error("--reason WHY is required (at least 3 characters): it is recorded with the change")
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        out = rollback(Settings(), args.to, args.min_hours, args.dry_run)
+        settings = Settings()
+        out = rollback(settings, args.to, args.min_hours, args.dry_run)
     except RollbackRefused as err:
         # stderr directly: Airflow's logging config may have claimed the root logger already
         print(f"rollback refused: {err}", file=sys.stderr, flush=True)
         return 3
+    if not args.dry_run:
+        pointer = pipeline.read_live(settings)
+        if pointer is None:  # rollback() has just written it
+            raise RuntimeError(f"{settings.s3(pipeline.LIVE_POINTER)} vanished after the rollback")
+        by = f"{getpass.getuser()} (python -m recsys.rollback)"
+        out["history"] = pipeline.record_history(settings, pointer, {"from": out["from"],
+                                                                     "reason": args.reason.strip(), "by": by})
+        print(f"rows of {out['to']} keep their expiry: to extend it and redraw the versions page, "
+              "trigger recommender_rollback instead, or run the retain and versions stages", file=sys.stderr)
     print(json.dumps(out, default=str))
     return 0
 

@@ -115,6 +115,9 @@ class Settings(BaseModel):
     ecs_jobs_memory: str = _setting("8192", "RECSYS_ECS_JOBS_MEMORY", "Fargate memory (MiB) of a stage task")
     registry: str = _setting("", "RECSYS_REGISTRY", "registry the serving image is pushed to (unset: the ECR "
                              "repository's own)")
+    registry_credentials: str = _setting("", "RECSYS_REGISTRY_CREDENTIALS", "file holding `user:password` of "
+                                         "`RECSYS_REGISTRY` (the compose stack's registry; unset: ECR's "
+                                         "authorization token)")
     build_image: bool = _setting(True, "RECSYS_BUILD_IMAGE", "build and push a missing serving image here")
     docker_cli: str = _setting("docker", "RECSYS_DOCKER_CLI", "docker client used for builds")
     docker_build_flags: str = _setting("", "RECSYS_DOCKER_BUILD_FLAGS", "extra `docker build` flags, shell-split")
@@ -122,7 +125,10 @@ class Settings(BaseModel):
                               "`RECSYS_COMPUTE=docker`")
     docker_url: str = _setting("unix://var/run/docker.sock", "RECSYS_DOCKER_URL", "Docker engine of the "
                                "docker backend")
-    docker_network: str = _setting("host", "RECSYS_DOCKER_NETWORK", "network of stage and serving containers")
+    docker_network: str = _setting("host", "RECSYS_DOCKER_NETWORK", "network of stage and serving containers "
+                               "(serving: unless `RECSYS_SERVE_NETWORK` is set)")
+    serve_network: str = _setting("", "RECSYS_SERVE_NETWORK", "network of the serving container (unset: "
+                                  "`RECSYS_DOCKER_NETWORK`)")
     serve_container: str = _setting("recsys-serve", "RECSYS_SERVE_CONTAINER", "serving container's name "
                                     "(`RECSYS_DEPLOY=docker`)")
     serve_host: str = _setting("127.0.0.1", "RECSYS_SERVE_HOST", "address the local/docker serving app listens on")
@@ -203,10 +209,6 @@ def variable(field_name: str) -> str:
     alias = Settings.model_fields[field_name].validation_alias
     assert isinstance(alias, AliasChoices)
     return str(alias.choices[0])
-
-
-def get() -> Settings:
-    return Settings()
 
 
 def table_markdown() -> str:

@@ -13,7 +13,8 @@ from tasks.errors import run_cli
 log = logging.getLogger("tasks.data")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the Airflow side's argvs are checked against it: tests/test_stage_argv.py)."""
     parser = argparse.ArgumentParser(prog="python -m tasks.data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -41,8 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     syn.add_argument("--seed", type=int, default=0)
     syn.add_argument("--out", required=True, help="ratings file (.csv or .parquet)")
     syn.add_argument("--items-out", help="item catalogue file (.csv or .parquet)")
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     storage.setup_logging()
     from tasks.data import DataValidationError, build_snapshot, generate_preset
     from tasks.data.bootstrap import bootstrap

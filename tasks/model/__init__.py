@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from tasks import storage
-from tasks.constants import ARTIFACT_MANIFEST, META_FILE, SEEN_FILE, WEIGHTS_FILE
 from tasks.errors import IncompleteArtifactError
+from tasks.layout import ARTIFACT_MANIFEST, META_FILE, SEEN_FILE, WEIGHTS_FILE
 from tasks.model.scoring import Items, Seen, top_n
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,10 @@ import time
 import pandas as pd
 
 from tasks import storage, table
-from tasks.constants import FALLBACK_USER, ITEM_ID, META_FILE, USER_ID
+from tasks.constants import ITEM_ID, USER_ID
+from tasks.layout import FALLBACK_USER, META_FILE, ShardManifest
 from tasks.live import refuse_protected
-from tasks.score import eligible_users, expiry, load_inputs, manifest_uri
+from tasks.shards import eligible_users, expiry, load_inputs, manifest_uri
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,9 @@ def finalize(model_uri: str, ratings_uri: str, model_version: str, top_n: int, s
             missing.append(i)
             continue
         # a manifest from an earlier run of this version (another snapshot, n or threshold) is not this run's
-        m = storage.read_json(uri)
-        got = {k: m.get(k) for k in ("model_version", "ratings_uri", "top_n", "min_ratings")}
+        m: ShardManifest = storage.read_json(uri)
+        got = {"model_version": m.get("model_version"), "ratings_uri": m.get("ratings_uri"), "top_n": m.get("top_n"),
+               "min_ratings": m.get("min_ratings")}
         want = {"model_version": model_version, "ratings_uri": ratings_uri, "top_n": top_n, "min_ratings": min_ratings}
         if got != want:
             diff = ", ".join(f"{k}={got[k]!r}, expected {want[k]!r}" for k in want if got[k] != want[k])

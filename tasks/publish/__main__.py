@@ -17,11 +17,12 @@ import os
 import sys
 
 from tasks import storage
-from tasks.constants import DEFAULT_TABLE, DEFAULT_TOP_N, DEFAULT_TTL_DAYS
 from tasks.errors import run_cli
+from tasks.layout import DEFAULT_TABLE, DEFAULT_TOP_N, DEFAULT_TTL_DAYS
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the Airflow side's argvs are checked against it: tests/test_stage_argv.py)."""
     parser = argparse.ArgumentParser(prog="python -m tasks.publish", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     common = argparse.ArgumentParser(add_help=False)
@@ -43,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     ver = sub.add_parser("versions", parents=[common], help="regenerate the versions page and its JSON")
     ver.add_argument("--root", required=True, help="the pipeline's bucket (s3://BUCKET) or a local folder")
     ver.add_argument("--out", default=None, help="where index.html and versions.json go (default <root>/versions)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     storage.setup_logging()
     from tasks.publish import finalize, retain

@@ -95,8 +95,9 @@ def collect(root: str, table_name: str | None = None, now: str | None = None) ->
     """Every version below ``root`` (``s3://bucket`` or a local folder) and every night's input."""
     now = now or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     live_uri = storage.join(root, layout.LIVE_POINTER)
-    live = _read(live_uri) if storage.exists(live_uri) else None
-    previous = ((live or {}).get("previous") or {}).get("model_version")
+    live: layout.LivePointer | None = _read(live_uri) if storage.exists(live_uri) else None
+    rollback_target = live.get("previous") if live else None
+    previous = rollback_target.get("model_version") if rollback_target else None
 
     models = _children(root, layout.MODELS)
     runs = _children(root, "runs")
@@ -173,7 +174,7 @@ def collect(root: str, table_name: str | None = None, now: str | None = None) ->
         "generated_at": now, "root": root, "table": table_name,
         "live": {"model_version": live.get("model_version"), "since": live.get("deployed_at"),
                  "previous": previous} if live else None,
-        "served": served_intervals(history, live, now),
+        "served": served_intervals(history, dict(live) if live else None, now),
         "versions": versions,
         "nights": [{"ds": ds, "input": n.get("input"), "quarantined_files": len((n.get("quarantine") or {})
                                                                                   .get("files", [])),

@@ -11,12 +11,12 @@ import datetime as dt
 import logging
 import time
 
-import numpy as np
 import pandas as pd
 
 from tasks import layout, storage, table
-from tasks.constants import ITEM_ID, ITEMS_FILE, RATINGS_FILE, TITLE, USER_ID
+from tasks.constants import ITEM_ID, USER_ID
 from tasks.live import refuse_protected
+from tasks.shards import expiry, load_inputs, manifest_uri, shard_users
 
 log = logging.getLogger(__name__)
 
@@ -32,47 +32,19 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def eligible_users(user_ids: np.ndarray, min_ratings: int = 1) -> np.ndarray:
-    """Sorted distinct users with at least ``min_ratings`` ratings; the others get the fallback list."""
-    import pandas as pd
-
-    counts = pd.Series(user_ids).value_counts(sort=False)  # distinct raw ids first: cheap at 25M
-    users = counts.index.to_numpy()[counts.to_numpy() >= max(1, min_ratings)]
-    users = users.astype(str)
-    if len(np.unique(users)) != len(users):  # e.g. 1 and "1" in one object column
-        return eligible_users(np.asarray(user_ids).astype(str), min_ratings)
-    return np.sort(users)
 
 
-def shard_users(user_ids: np.ndarray, index: int, count: int, min_ratings: int = 1) -> np.ndarray:
-    """Users of one shard: every count-th of the sorted eligible ids (balanced, stable)."""
-    return eligible_users(user_ids, min_ratings)[index::count]
 
 
-def manifest_uri(model_uri: str, index: int, count: int) -> str:
-    """Shard ``index`` of ``count``'s manifest below the model (``tasks.layout``)."""
-    return storage.join(model_uri, layout.SHARDS_DIR, layout.shard_manifest_name(index, count))
 
 
-def load_inputs(ratings_uri: str) -> tuple[pd.DataFrame, dict[str, str]]:
-    if ratings_uri.endswith(".parquet"):
-        return storage.read_parquet(ratings_uri, [USER_ID, ITEM_ID]), {}
-    ratings = storage.read_parquet(storage.join(ratings_uri, RATINGS_FILE), [USER_ID, ITEM_ID])
-    titles: dict[str, str] = {}
-    items_uri = storage.join(ratings_uri, ITEMS_FILE)
-    if storage.exists(items_uri):
-        items = storage.read_parquet(items_uri, [ITEM_ID, TITLE])
-        titles = dict(zip(items[ITEM_ID].astype(str), items[TITLE].astype(str), strict=True))
-    return ratings, titles
 
 
-def expiry(days: int) -> int:
-    return int(time.time() + days * 86400)
 
 
 def score_shard(model_uri: str, ratings_uri: str, model_version: str, top_n: int,
                 shard: tuple[int, int] = (0, 1), table_name: str | None = None, out: str | None = None,
-                ttl_days: int = 30, chunk_size: int = 4096, min_ratings: int = 1) -> dict:
+                ttl_days: int = 30, chunk_size: int = 4096, min_ratings: int = 1) -> layout.ShardManifest:
     from tasks.model import load, set_threads
 
     if top_n <= 0:
@@ -114,10 +86,11 @@ def score_shard(model_uri: str, ratings_uri: str, model_version: str, top_n: int
     if out:
         storage.write_parquet(storage.join(out, f"part-{shard[0]:04d}-of-{shard[1]:04d}.parquet"),
                               pd.DataFrame(parquet_rows))
-    result = {"model_version": model_version, "shard": f"{shard[0]}/{shard[1]}", "users": int(len(users)),
-              "ratings_uri": ratings_uri, "min_ratings": min_ratings,
-              "first_user": str(users[0]) if len(users) else None, "top_n": top_n, "score_seconds": round(t_score, 3),
-              "total_seconds": round(time.perf_counter() - t0, 3), "generated_at": generated}
+    result: layout.ShardManifest = {
+        "model_version": model_version, "shard": f"{shard[0]}/{shard[1]}", "users": int(len(users)),
+        "ratings_uri": ratings_uri, "min_ratings": min_ratings, "first_user": str(users[0]) if len(users) else None,
+        "top_n": top_n, "score_seconds": round(t_score, 3), "total_seconds": round(time.perf_counter() - t0, 3),
+        "generated_at": generated}
     storage.write_json(manifest_uri(model_uri, *shard), result)
     log.info("shard %s: %d users scored in %.2fs", result["shard"], len(users), t_score)
     return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tasks.constants import DEFAULT_TABLE
+from tasks.layout import DEFAULT_TABLE
 
 # The request line and headers may hold this much; more is refused (431). h11's knob
 # (tasks.serve.__main__.uvicorn_options) bounds what the server buffers while headers are incomplete;

@@ -20,7 +20,7 @@ import anyio.to_thread
 from fastapi import Depends, Request
 
 from tasks import table
-from tasks.constants import FALLBACK_USER
+from tasks.layout import FALLBACK_USER
 from tasks.serve.cache import MISS, Bulkhead, DeadlineExceeded, RowCache
 from tasks.serve.config import Settings
 

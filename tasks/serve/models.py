@@ -9,7 +9,8 @@ from pydantic import BaseModel, Field
 
 class Item(BaseModel):
     item_id: str
-    score: float = Field(description="predicted rating, or the rating count for the fallback list")
+    score: float = Field(description="the ranking score (higher ranks first; not a predicted rating), "
+                                     "or the rating count for the fallback list")
     title: str
 
 

@@ -10,11 +10,11 @@ run depends on is in :class:`TrainConfig`, whose defaults are the tuned values
 (``bench/train_bench.py`` measures them); ``meta.json`` records the config
 actually used.
 
-The model has two heads (see :class:`tasks.model.MF`): the tutorial's biased MF
-fitted to rating values as the posterior mean of a Gibbs sampler
-(:mod:`tasks.train.bayes`) carries ``predict``;
-a PureSVD ranking head fitted to which items users rated
-(:mod:`tasks.train.ranking`) carries ``recommend``.
+The model has two heads (see :class:`tasks.model.MF`): a biased MF (the seed
+tutorial's model) fitted to rating values as the posterior mean of a Gibbs sampler
+(:mod:`tasks.train.bayes`) carries ``predict``; a ranking head fitted to which
+items users rated (PureSVD, blended with EASE^R where the catalogue is small
+enough: :mod:`tasks.train.ranking`) carries ``recommend``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ import pandas as pd
 import torch
 
 from tasks import storage
-from tasks.constants import ITEM_ID, METRICS_FILE, RATING, RATINGS_FILE, REPORT_FILE, TIMESTAMP, USER_ID
+from tasks.constants import ITEM_ID, RATING, TIMESTAMP, USER_ID
+from tasks.layout import METRICS_FILE, RATINGS_FILE, REPORT_FILE
 from tasks.live import refuse_protected
 from tasks.model import MF, Recommender, load, save, set_threads
 from tasks.model import metrics as M
@@ -45,15 +46,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    factors: int = 8  # k of the rating head (each draw's, and the averaged model's)
-    sweeps: int = 150  # Gibbs sweeps of the rating head fitted without the holdout (the estimate)
+    factors: int = 8  # k of each Gibbs draw of the rating head
+    keep_rank: int = 32  # rank of the draws' average that the artifact keeps (model.pt's k)
+    # per-user and per-item noise levels (robust BPMF): their Gamma(a, a) prior's a; 0 = one noise level
+    noise_prior: float = 15.0
+    sweeps: int = 120  # Gibbs sweeps of the rating head fitted without the holdout (the estimate)
     burn_in: int = 20  # first sweeps not averaged (at most half of sweeps)
-    thin: int = 2  # average every thin-th draw after burn-in
+    thin: int = 1  # average every thin-th draw after burn-in
     # Gibbs sweeps of the shipped refit on every rating, warm-started from the estimate's chain;
     # 0 = ship the estimate's model (fitted without the holdout), as before issue 27
-    refit_sweeps: int = 150
+    refit_sweeps: int = 120
     refit_burn_in: int = 10  # the warm chain is already near the posterior: a short burn-in
-    # cap on ratings x sweeps of both rating-head fits together: above it (about 8M ratings with the
+    # cap on ratings x sweeps of both rating-head fits together: above it (about 10M ratings with the
     # defaults) both schedules shrink in proportion, so ML-25M's night fits its budget (docs/model.md)
     max_rating_sweeps: float = 2.5e9
     rank_factors: int = 16  # k of the ranking head's PureSVD part; 0 = rank by predicted rating
@@ -84,8 +88,8 @@ def read_ratings(uri: str) -> pd.DataFrame:
         return storage.read_parquet(uri)
     if not any(uri.endswith(ext) for ext in (".csv", ".tsv", ".dat", ".data", ".gz")):
         return storage.read_parquet(storage.join(uri, RATINGS_FILE))
-    from tasks.data.schema import read_ratings as read_raw
-    from tasks.data.schema import validate_ratings
+    from tasks.schema import read_ratings as read_raw
+    from tasks.schema import validate_ratings
 
     raw, first = read_raw(uri)
     return validate_ratings(uri, raw, first, rating_min=-np.inf, rating_max=np.inf, max_timestamp=None)
@@ -190,8 +194,8 @@ def fit(u: np.ndarray, i: np.ndarray, r: np.ndarray, val: tuple, n_users: int, n
     """Both heads on internal indexes.
 
     The rating head reports its RMSE on ``val`` (when not empty) and never fits
-    it; the ranking head sees every training pair, ``val`` included (it never
-    looks at rating values). ``schedule``: the Gibbs run (default: ``cfg``'s
+    it; the ranking head sees every training pair, ``val`` included (their ratings
+    only as the weights of its rating-weighted EASE^R input). ``schedule``: the Gibbs run (default: ``cfg``'s
     estimate schedule, unshrunk); ``init``: a chain to start from; ``ranking_choice``:
     an earlier ranking head's EASE^R choices to reuse (see :func:`fit_ranking_head`);
     ``seed_offset``: a refit draws its own random numbers, not the estimate's again.
@@ -201,6 +205,7 @@ def fit(u: np.ndarray, i: np.ndarray, r: np.ndarray, val: tuple, n_users: int, n
     t0, c0 = time.perf_counter(), time.process_time()
     params, history = fit_bayes(u, i, r, n_users, n_items, factors=cfg.factors, sweeps=sched.sweeps,
                                 burn_in=sched.burn_in, thin=sched.thin, seed=cfg.seed + seed_offset,
+                                keep_rank=cfg.keep_rank or None, noise_prior=cfg.noise_prior,
                                 val=val if len(val[2]) else None, rating_range=rating_range, init=init, chain=chain)
     rating_info = {"factors": int(params["p"].shape[1]), **dataclasses.asdict(sched), "warm_start": init is not None,
                    "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
@@ -211,7 +216,9 @@ def fit(u: np.ndarray, i: np.ndarray, r: np.ndarray, val: tuple, n_users: int, n
         rank_p, rank_q, info = fit_ranking_head(all_u, all_i, n_users, n_items, factors=cfg.rank_factors,
                                                 ease_rank=cfg.ease_rank, ease_max_items=cfg.ease_max_items,
                                                 popularity_damping=cfg.popularity_damping, top_k=cfg.top_k,
-                                                seed=cfg.seed, choice=ranking_choice)
+                                                seed=cfg.seed, choice=ranking_choice,
+                                                r=np.concatenate([r, val[2]]) if cfg.ease_rank and
+                                                n_items <= cfg.ease_max_items else None)  # PureSVD: no copy
     model = MF(n_users, n_items, k=params["p"].shape[1], rank_k=info["factors"])
     with torch.no_grad():
         model.bias.copy_(torch.from_numpy(params["mu"]))
@@ -277,6 +284,12 @@ def surprise_svd(u: np.ndarray, i: np.ndarray, r: np.ndarray, n_users: int, n_it
         model.user_bias.weight[users, 0] = torch.from_numpy(algo.bu).float()
         model.item_bias.weight[items, 0] = torch.from_numpy(algo.bi).float()
     return model.eval(), fit_seconds, cpu_seconds
+
+
+def _binary_lambda(ranking: dict) -> float | None:
+    """The EASE^R ``lambda`` the ranking head validated on the binary input: the EASE^R baseline's."""
+    ease = ranking.get("ease", {})
+    return ease.get("binary_lambda", ease.get("lambda"))
 
 
 def baselines(train_u, train_i, train_r, hold_u, hold_i, hold_r, seen, rel, user_ids, item_ids,
@@ -362,7 +375,7 @@ def train(ratings_uri: str, out: str, cfg: TrainConfig, champion: str | None = N
     if len(ho):
         metrics["baselines"] = baselines(uu[fitted], ii[fitted], rr[fitted], uu[ho], ii[ho], rr[ho], seen_train,
                                          rel, user_ids, item_ids, rating_range, cfg,
-                                         ease_lambda=estimate.ranking.get("ease", {}).get("lambda"))
+                                         ease_lambda=_binary_lambda(estimate.ranking))
     if champion and len(ho):
         metrics["champion"] = champion_metrics(champion, rec, uu, ii, rr, fitted, ho, ts_ho, cfg)
     metrics["holdout"] = {"ratings": int(len(ho)), "users": int((np.diff(rel[0]) > 0).sum())}

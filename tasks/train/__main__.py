@@ -13,7 +13,8 @@ from tasks.errors import run_cli
 from tasks.train import TrainConfig, train
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (the Airflow side's argvs are checked against it: tests/test_stage_argv.py)."""
     parser = argparse.ArgumentParser(prog="python -m tasks.train", description=__doc__)
     parser.add_argument("--ratings", required=True, help="snapshot prefix or ratings file (s3:// or path)")
     parser.add_argument("--out", required=True, help="model prefix, e.g. s3://bucket/models/v20261123T020000s-4f1c2a")
@@ -25,12 +26,14 @@ def main(argv: list[str] | None = None) -> int:
         flag = "--" + f.name.replace("_", "-")
         parser.add_argument(flag, type=type(getattr(defaults, f.name)), default=getattr(defaults, f.name),
                             help=f"default {getattr(defaults, f.name)}")
-    parser.add_argument("--holdout", type=float, dest="holdout_fraction", help="alias of --holdout-fraction")
-    parser.add_argument("--epochs", type=int, dest="sweeps",
-                        help="alias of --sweeps (DAG files before the Gibbs rating head pass it)")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads of torch and the scoring kernel (0: every core; default $RECSYS_THREADS)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    defaults = TrainConfig()
     storage.setup_logging()
     if args.threads is not None:  # the flag wins; set_threads() reads the one variable
         os.environ["RECSYS_THREADS"] = str(args.threads)

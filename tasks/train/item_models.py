@@ -1,19 +1,20 @@
-"""Strong simple top-N baselines on the binary "has rated" matrix (Dacrema et al.,
-"Are we really making much progress?", RecSys 2019): EASE^R, RP3beta and item-kNN.
+"""EASE^R on the binary "has rated" matrix (Steck 2019), the strongest of the simple
+top-N baselines (Dacrema et al., "Are we really making much progress?", RecSys 2019):
+the ranking head's item-item part and the gate's EASE^R baseline.
 
-Each is an item-item model ``scores = X W``; :func:`top_n` ranks a user's unseen
-items by it, in blocks of users so no (users x items) matrix is held whole.
-Hyper-parameters are chosen on a validation split carved from the training pairs
-(:func:`tune`), never on the evaluation holdout. The dense item-item matrix costs
-``8 * n_items^2`` bytes, so :func:`affordable` caps the catalogue size.
+An item-item model scores ``X W``; :func:`top_n` ranks a user's unseen items by it,
+in blocks of users so no (users x items) matrix is held whole. ``lambda`` is chosen on
+a validation split carved from the training pairs (:class:`Validation`,
+:func:`tune_ease`), never on the evaluation holdout. The dense item-item matrix costs
+``8 * n_items^2`` bytes (``TrainConfig.ease_max_items`` caps the catalogue size).
+The baselines only the benchmark runs (RP3beta, item-kNN, their grids) are in
+``bench/baselines.py``: the jobs image does not ship them.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,8 +25,6 @@ log = logging.getLogger(__name__)
 
 GRAM_BLOCK = 4096  # users per dense block of the Gram product
 EASE_LAMBDAS = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)
-KNN_GRID = tuple((k, shrink) for k in (50, 100, 200, 400) for shrink in (0.0, 10.0, 50.0))
-RP3_GRID = tuple((alpha, beta) for alpha in (0.6, 0.8, 1.0) for beta in (0.0, 0.2, 0.4, 0.6))
 
 
 def binary(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
@@ -34,8 +33,23 @@ def binary(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int) -> sp.csr_m
     return x
 
 
-def affordable(n_items: int, max_items: int) -> bool:
-    return n_items <= max_items
+def rating_weighted(u: np.ndarray, i: np.ndarray, r: np.ndarray, n_users: int, n_items: int,
+                    weight: float) -> sp.csr_matrix:
+    """The "has rated" matrix with each pair weighted by its rating: ``1 + weight * (r - mean) /
+    (max - min)`` (a pair rated twice: its mean rating), so the entries average 1 and ``weight``
+    0 is :func:`binary`. A user's well-liked items then count more in EASE^R's regression, both
+    as inputs and as targets. ``weight`` < 1 keeps every entry positive."""
+    if not weight:
+        return binary(u, i, n_users, n_items)
+    r = np.asarray(r, dtype=np.float64)
+    spread = float(r.max() - r.min()) or 1.0
+    w = 1.0 + weight * (r - r.mean()) / spread
+    x = sp.csr_matrix((w, (u, i)), shape=(n_users, n_items))
+    counts = sp.csr_matrix((np.ones(len(u)), (u, i)), shape=(n_users, n_items))
+    x.sum_duplicates()
+    counts.sum_duplicates()
+    x.data /= counts.data  # same sparsity pattern and order: the mean weight of a repeated pair
+    return x
 
 
 def gram(x: sp.csr_matrix) -> np.ndarray:
@@ -59,37 +73,6 @@ def ease(x: sp.csr_matrix, lam: float) -> np.ndarray:
     b = p / -np.diag(p)
     b[np.diag_indices_from(b)] = 0.0
     return b
-
-
-def item_knn(x: sp.csr_matrix, k: int, shrink: float) -> np.ndarray:
-    """Cosine item-item similarity with shrinkage, each item's ``k`` nearest neighbours kept."""
-    g = gram(x)
-    norms = np.sqrt(np.diag(g))
-    sim = g / (np.outer(norms, norms) + shrink + 1e-9)
-    np.fill_diagonal(sim, 0.0)
-    return _keep_top(sim, k)
-
-
-def rp3beta(x: sp.csr_matrix, alpha: float, beta: float, k: int = 200) -> np.ndarray:
-    """RP3beta (Paudel et al. 2017): item->user->item transition probabilities to the power
-    ``alpha``, divided by the target's popularity to the ``beta``, top ``k`` per item."""
-    user_deg = np.asarray(x.sum(1)).ravel()
-    item_deg = np.asarray(x.sum(0)).ravel()
-    p_ui = sp.diags(1.0 / np.maximum(user_deg, 1)) @ x
-    p_iu = sp.diags(1.0 / np.maximum(item_deg, 1)) @ x.T
-    w = (p_iu @ p_ui).toarray() ** alpha
-    w /= np.maximum(item_deg, 1)[None, :] ** beta
-    np.fill_diagonal(w, 0.0)
-    return _keep_top(w, k)
-
-
-def _keep_top(w: np.ndarray, k: int) -> np.ndarray:
-    """Zero all but each row's ``k`` largest entries (row ``i``: item ``i``'s neighbours)."""
-    if k >= w.shape[1]:
-        return w
-    cut = np.argpartition(-w, k, axis=1)[:, k:]
-    np.put_along_axis(w, cut, 0.0, axis=1)
-    return w
 
 
 def top_n(x: sp.csr_matrix, w: np.ndarray, n: int, block: int = 2048) -> np.ndarray:
@@ -152,12 +135,16 @@ class Validation:
     """A validation split of training pairs, built once for every choice made on it:
     ``mask`` (the held-out pairs), ``x`` (the binary matrix of the rest), ``users`` (at most
     :data:`VALIDATION_USERS` users with held-out pairs), their rows ``x_users`` and held-out
-    items ``rel``. :meth:`ndcg` scores recommendations for ``users``."""
+    items ``rel``. :meth:`ndcg` scores recommendations for ``users``. With ratings ``r`` and a
+    ``rating_weight``, ``x`` is :func:`rating_weighted` (same split: it depends on ``u`` and
+    ``seed`` only)."""
 
-    def __init__(self, u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, seed: int = 0):
+    def __init__(self, u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, seed: int = 0,
+                 r: np.ndarray | None = None, rating_weight: float = 0.0):
         self.mask = validation_split(u, seed=seed)
         self.n_items = n_items
-        self.x = binary(u[~self.mask], i[~self.mask], n_users, n_items)
+        self.x = (rating_weighted(u[~self.mask], i[~self.mask], r[~self.mask], n_users, n_items, rating_weight)
+                  if rating_weight and r is not None else binary(u[~self.mask], i[~self.mask], n_users, n_items))
         self.users = validation_users(u, self.mask, n_users, seed)
         keep = self.mask & np.isin(u, self.users)
         self.rel = holdout_csr(np.searchsorted(self.users, u[keep]), i[keep], len(self.users))
@@ -165,19 +152,6 @@ class Validation:
 
     def ndcg(self, recs: np.ndarray, k: int) -> float:
         return M.ranking_metrics(recs, *self.rel, self.n_items, k)[f"ndcg@{k}"]
-
-
-def tune(fit: Callable[..., np.ndarray], grid, u: np.ndarray, i: np.ndarray, n_users: int, n_items: int,
-         k: int = 10, seed: int = 0) -> tuple[tuple, dict]:
-    """The grid point with the best validation NDCG@k, on a split of the training pairs
-    (scored for at most :data:`VALIDATION_USERS` users), and each point's score."""
-    v = Validation(u, i, n_users, n_items, seed)
-    scores: dict = {}
-    for point in grid:
-        args = point if isinstance(point, tuple) else (point,)
-        scores[point] = v.ndcg(top_n(v.x_users, fit(v.x, *args), k), k)
-    best = max(scores, key=lambda p: scores[p])
-    return best, scores
 
 
 def tune_ease(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, k: int = 10, seed: int = 0,
@@ -202,20 +176,3 @@ def tune_ease(u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, k: int =
     return max(scores, key=lambda p: scores[p]), scores
 
 
-def fit_tuned(name: str, u: np.ndarray, i: np.ndarray, n_users: int, n_items: int, k: int = 10,
-              seed: int = 0) -> tuple[np.ndarray, dict]:
-    """One baseline, tuned on validation, refitted on all of ``(u, i)``: its W and a note
-    (chosen parameters, validation scores, seconds)."""
-    choices: dict[str, tuple[Any, Any]] = {"ease": (ease, EASE_LAMBDAS), "item_knn": (item_knn, KNN_GRID),
-                                           "rp3beta": (rp3beta, RP3_GRID)}
-    fit, grid = choices[name]
-    t0 = time.perf_counter()
-    best, scores = (tune_ease(u, i, n_users, n_items, k, seed) if name == "ease"
-                    else tune(fit, grid, u, i, n_users, n_items, k, seed))
-    args = best if isinstance(best, tuple) else (best,)
-    w = fit(binary(u, i, n_users, n_items), *args)
-    note = {"params": list(args), "val_ndcg": {str(p): round(v, 4) for p, v in scores.items()},
-            "seconds": time.perf_counter() - t0}
-    log.info("%s baseline: params %s (validation NDCG@%d %.4f) in %.1fs", name, args, k, scores[best],
-             note["seconds"])
-    return w, note

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from recsys.layout import ERROR_PREFIX, EXIT_NO_RETRY  # noqa: F401 - the stages' convention
+from recsys.layout import ERROR_PREFIX, EXIT_NO_RETRY
 
 TAIL_LINES = 20
 

@@ -8,14 +8,8 @@ import re
 from airflow.providers.docker.exceptions import DockerContainerFailedException
 from airflow.providers.docker.operators.docker import DockerOperator
 
+from recsys import environment
 from recsys.operators import stage_failure
-
-# Environment variables a job container needs; resolved on the worker at run time
-# (never at parse time, so credentials do not end up in the serialized DAG).
-PASSTHROUGH_ENV = (
-    "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN", "RECSYS_BUCKET", "RECSYS_TABLE", "RECSYS_TTL_DAYS", "RECSYS_THREADS", "RECSYS_MIN_RATINGS",
-)
 
 
 class RecsysDockerOperator(DockerOperator):
@@ -26,10 +20,11 @@ class RecsysDockerOperator(DockerOperator):
     """
 
     def execute(self, context):
-        # The provider keeps private_environment in ``_private_environment`` (never
-        # rendered or serialized); setting ``private_environment`` would be ignored.
+        # Resolved on the worker at run time (never at parse time, so credentials do not end up in
+        # the serialized DAG). The provider keeps private_environment in ``_private_environment``
+        # (never rendered or serialized); setting ``private_environment`` would be ignored.
         self._private_environment = {
-            **{k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ},
+            **environment.for_stage(os.environ),
             **self._private_environment,
         }
         try:

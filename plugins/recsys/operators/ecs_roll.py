@@ -123,7 +123,7 @@ class EcsRollServiceOperator(AwsBaseOperator[EcsHook]):
     def _finish(self, rolled: dict, wait_error: str | None) -> dict:
         from recsys import deploy, ecs_rollout
 
-        smoke = deploy.smoke_check(self.smoke_url or None, self.model_version, self.smoke_timeout)
+        smoke = deploy.smoke.smoke_check(self.smoke_url or None, self.model_version, self.smoke_timeout)
 
         try:
             return ecs_rollout.finish(self.hook.conn, self.cluster, self.service, rolled, wait_error=wait_error,

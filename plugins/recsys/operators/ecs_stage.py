@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from airflow.providers.amazon.aws.operators.ecs import EcsRunTaskOperator
 
-from recsys.operators import EXIT_NO_RETRY, TAIL_LINES, stage_failure
+from recsys.layout import EXIT_NO_RETRY
+from recsys.operators import TAIL_LINES, stage_failure
 
 
 def stop_story(task: dict) -> str | None:

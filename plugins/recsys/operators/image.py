@@ -10,7 +10,7 @@ from recsys.compat import BaseOperator, fail
 
 class ServingImageOperator(BaseOperator):
     """The serving image in ECR, built and pushed unless its tag is there already; returns its
-    reference. The tag hashes the image's inputs (``recsys.deploy.image_tag``, or the one the
+    reference. The tag hashes the image's inputs (``recsys.deploy.image.image_tag``, or the one the
     bundle recorded), so an unchanged image is never rebuilt.
 
     :param repository: the ECR repository's name. (templated)
@@ -40,9 +40,9 @@ class ServingImageOperator(BaseOperator):
 
         settings = Settings().model_copy(update={"ecr_repository": self.repository})
         try:
-            return deploy.ensure_image(EcrHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name).conn,
+            return deploy.image.ensure_image(EcrHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name).conn,
                                        settings)
-        except deploy.ImageUnavailable as err:
+        except deploy.image.ImageUnavailable as err:
             if self.require:
                 raise fail(str(err)) from None
             self.log.warning("serving image not built: %s (the local app runs from source)", err)

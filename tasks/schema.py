@@ -201,11 +201,12 @@ def _arrow_column(uri: str, name: str, arr, first_row: int) -> pd.Series:
     if name in (USER_ID, ITEM_ID):
         if pa.types.is_decimal(t) and t.scale == 0:
             arr, t = arr.cast(pa.int64()), pa.int64()
-        # to_pandas, not to_pylist: no Python object per row (a batch is 500,000 rows)
-        if pa.types.is_integer(t):
-            return arr.cast(pa.string()).to_pandas()
-        if stringy:
-            return arr.to_pandas()
+        if pa.types.is_integer(t) or stringy:
+            # a categorical: one string per distinct id, a code per row (a batch is 500,000 rows)
+            if isinstance(arr, pa.ChunkedArray):
+                arr = arr.combine_chunks()
+            coded = pc.dictionary_encode(arr)
+            return pa.DictionaryArray.from_arrays(coded.indices, coded.dictionary.cast(pa.string())).to_pandas()
         if pa.types.is_floating(t):  # 12.0 -> "12"; 12.5 is rejected by the validator, by row
             return arr.to_pandas()
     elif name == RATING:
@@ -261,6 +262,9 @@ def _local_file(uri: str) -> Iterator[str]:
         yield tmp.name
 
 
+PARQUET_BATCH_ROWS = 1 << 17
+
+
 def iter_parquet(uri: str, chunk_rows: int) -> Iterator[tuple[pd.DataFrame, int]]:
     """A Parquet file as ``(frame, row number of its first row)`` chunks of at most ``chunk_rows``,
     read one row group (batch) at a time: never the whole file decoded at once."""
@@ -268,8 +272,11 @@ def iter_parquet(uri: str, chunk_rows: int) -> Iterator[tuple[pd.DataFrame, int]
 
     with _local_file(uri) as path:
         try:
-            pf = pq.ParquetFile(path)
-            batches = pf.iter_batches(batch_size=chunk_rows)
+            # Measured (docs/reliability.md, "Snapshot memory"): Arrow's decoding buffers grow with
+            # the batch and with a reader thread per column; batches of 2^17 rows in this thread
+            # keep the read to a few tens of MiB, whatever the row group size.
+            pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+            batches = pf.iter_batches(batch_size=min(chunk_rows, PARQUET_BATCH_ROWS), use_threads=False)
         except Exception as err:  # pyarrow raises many types for corrupt files
             raise _unreadable_parquet(uri, err) from None
         row, any_rows = 1, False
@@ -450,7 +457,42 @@ def _first(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
-def validate_ratings(
+@dataclass
+class ValidRatings:
+    """One validated chunk, ids as codes into the chunk's distinct (stripped) ids: no string per row."""
+
+    user_codes: np.ndarray  # int32, row -> position in user_ids
+    user_ids: np.ndarray  # object, distinct
+    item_codes: np.ndarray
+    item_ids: np.ndarray
+    rating: np.ndarray  # float32
+    timestamp: np.ndarray  # int64, Unix seconds
+
+    def __len__(self) -> int:
+        return len(self.rating)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame({USER_ID: self.user_ids[self.user_codes], ITEM_ID: self.item_ids[self.item_codes],
+                             RATING: self.rating, TIMESTAMP: self.timestamp})
+
+
+def _factorized(values: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """``values`` as (codes, distinct values); -1 for a null. A categorical column (a Parquet
+    batch's ids) is already factorized."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values.cat.codes.to_numpy(), pd.Series(values.cat.categories)
+    codes, uniques = pd.factorize(values)
+    return codes, pd.Series(uniques)
+
+
+def validate_ratings(uri: str, raw: pd.DataFrame, first_line: int, *, rating_min: float, rating_max: float,
+                     max_timestamp: int | None) -> pd.DataFrame:
+    """Check and convert one file's raw ratings; raise with every problem class found."""
+    return validate_chunk(uri, raw, first_line, rating_min=rating_min, rating_max=rating_max,
+                          max_timestamp=max_timestamp).frame()
+
+
+def validate_chunk(
     uri: str,
     raw: pd.DataFrame,
     first_line: int,
@@ -458,8 +500,10 @@ def validate_ratings(
     rating_min: float,
     rating_max: float,
     max_timestamp: int | None,
-) -> pd.DataFrame:
-    """Check and convert one file's raw ratings; raise with every problem class found."""
+) -> ValidRatings:
+    """Check and convert one chunk of raw ratings; raise with every problem class found. Ids are
+    checked once per distinct value (a chunk of 500,000 rows holds far fewer), each problem
+    mapped back to its rows for the first line and the count."""
     check_columns(uri, raw, RATING_COLUMNS)
     problems: list[Problem] = []
 
@@ -467,47 +511,63 @@ def validate_ratings(
         mask = np.asarray(mask, dtype=bool)
         if mask.any():
             first = _first(mask)
-            value = None if values is None else values.iloc[first]
+            value = None if values is None else values(first) if callable(values) else values.iloc[first]
             problems.append(Problem(uri, problem, line=first_line + first, column=column, count=int(mask.sum()),
                                     value=value.item() if hasattr(value, "item") else value))
 
     if len(raw) == 0:
         raise DataValidationError([Problem(uri, "no rating rows")])
 
-    out = pd.DataFrame(index=raw.index)
+    codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for col in (USER_ID, ITEM_ID):
-        null = raw[col].isna().to_numpy()
-        report(null, col, "missing id (null)")
-        if pd.api.types.is_float_dtype(raw[col]):  # Parquet with float ids, e.g. 12.0
-            frac = raw[col].notna() & (raw[col] % 1 != 0)
-            report(frac, col, "expected an integer or string id, got a fractional number", raw[col])
-            ids = raw[col].where(~frac & raw[col].notna() & raw[col].abs().lt(2 ** 53)).astype("Int64").astype(str)
-        else:
-            ids = raw[col].astype(str).str.strip()
-        ids = ids.where(~null, "")
-        empty = ~null & ids.isin(["", "nan", "None", "<NA>"]).to_numpy()
-        report(empty, col, "empty id")
-        long = (ids.str.len() > MAX_ID_LENGTH).to_numpy()
-        report(long, col, f"id longer than {MAX_ID_LENGTH} characters", raw[col])
-        reserved = ids.str.startswith("__").to_numpy(dtype=bool)
-        report(reserved, col, "ids may not start with '__' (reserved)", raw[col])
-        # One rule for user and item ids: the serving API's (tasks.constants.USER_ID_PATTERN).
-        bad = (~null & ~empty & ~long & ~reserved
-               & ~ids.str.fullmatch(ID_PATTERN).fillna(False).to_numpy(dtype=bool))
-        report(bad, col, f"expected {'a user' if col == USER_ID else 'an item'} id the API can serve: "
-                         f"{USER_ID_RULE}", raw[col])
-        out[col] = ids
+        row_of, uniq = _factorized(raw[col])
+        null = row_of < 0
 
+        def rows(mask_u, row_of=row_of, null=null):  # a mask over the distinct values, over the rows
+            mask_u = np.asarray(mask_u, dtype=bool)
+            return np.zeros(len(row_of), dtype=bool) if not len(mask_u) else ~null & mask_u[row_of]
+
+        def value(i, row_of=row_of, uniq=uniq):
+            return uniq.iloc[row_of[i]]
+
+        report(null, col, "missing id (null)")
+        if pd.api.types.is_float_dtype(uniq):  # Parquet with float ids, e.g. 12.0
+            frac = (uniq % 1 != 0).to_numpy()
+            report(rows(frac), col, "expected an integer or string id, got a fractional number", value)
+            ids = uniq.where(~frac & uniq.abs().lt(2 ** 53)).astype("Int64").astype(str)
+        else:
+            ids = uniq.astype(str).str.strip()
+        empty_u = ids.isin(["", "nan", "None", "<NA>"]).to_numpy()
+        empty = rows(empty_u)
+        report(empty, col, "empty id")
+        long_u = (ids.str.len() > MAX_ID_LENGTH).to_numpy()
+        report(rows(long_u), col, f"id longer than {MAX_ID_LENGTH} characters", value)
+        reserved_u = ids.str.startswith("__").to_numpy(dtype=bool)
+        report(rows(reserved_u), col, "ids may not start with '__' (reserved)", value)
+        # One rule for user and item ids: the serving API's (tasks.constants.USER_ID_PATTERN).
+        bad_u = ~empty_u & ~long_u & ~reserved_u & ~ids.str.fullmatch(ID_PATTERN).fillna(False).to_numpy(dtype=bool)
+        report(rows(bad_u), col, f"expected {'a user' if col == USER_ID else 'an item'} id the API can serve: "
+                                 f"{USER_ID_RULE}", value)
+        # " 7" and "7" are one id once stripped
+        id_of, distinct = pd.factorize(ids.to_numpy(dtype=object))
+        codes[col] = (np.where(null, -1, id_of[row_of] if len(id_of) else -1).astype(np.int32), distinct)
+
+    numeric = pd.api.types.is_numeric_dtype
     rating = pd.to_numeric(raw[RATING], errors="coerce")
-    blank = raw[RATING].isna() | raw[RATING].astype(str).str.strip().isin(["", "nan", "NaN", "None"])
+    blank = raw[RATING].isna()
+    if not numeric(raw[RATING]):  # text: a blank or "nan" field is missing too
+        blank |= raw[RATING].astype(str).str.strip().isin(["", "nan", "NaN", "None"])
     report(rating.isna() & ~blank, RATING, "not a number", raw[RATING])
     report(blank, RATING, "missing rating (empty, null or NaN)")
     report(rating.notna() & ((rating < rating_min) | (rating > rating_max)), RATING,
            f"rating outside the declared scale [{rating_min}, {rating_max}]", raw[RATING])
-    out[RATING] = rating.astype("float32")
+    rating32 = rating.to_numpy(dtype=np.float32, na_value=np.nan)
+    del rating, blank
 
     ts = pd.to_numeric(raw[TIMESTAMP], errors="coerce").astype("float64")
-    missing = raw[TIMESTAMP].isna() | raw[TIMESTAMP].astype(str).str.strip().eq("")
+    missing = raw[TIMESTAMP].isna()
+    if not numeric(raw[TIMESTAMP]):
+        missing |= raw[TIMESTAMP].astype(str).str.strip().eq("")
     report(missing, TIMESTAMP, "missing timestamp (empty or null)")
     report(ts.isna() & ~missing, TIMESTAMP, "expected Unix seconds (an integer)", raw[TIMESTAMP])
     report(ts.notna() & (ts % 1 != 0), TIMESTAMP, "expected Unix seconds (an integer), got a fraction", raw[TIMESTAMP])
@@ -526,14 +586,17 @@ def validate_ratings(
                             f"{dt.datetime.fromtimestamp(upper, dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC)",
            raw[TIMESTAMP])
     # only whole seconds in [MIN_TIMESTAMP, upper] reach the cast (anything else raised above)
-    out[TIMESTAMP] = ts.where(ts.between(MIN_TIMESTAMP, upper) & (ts % 1 == 0), 0).astype("int64")
+    seconds = ts.where(ts.between(MIN_TIMESTAMP, upper) & (ts % 1 == 0), 0).to_numpy(dtype=np.int64)
+    del ts
 
-    dup = out.duplicated([USER_ID, ITEM_ID, TIMESTAMP], keep="first").to_numpy()
-    report(dup, None, "duplicate (user_id, item_id, timestamp) row")
+    (user_codes, user_ids), (item_codes, item_ids) = codes[USER_ID], codes[ITEM_ID]
+    dup = pd.DataFrame({USER_ID: user_codes, ITEM_ID: item_codes, TIMESTAMP: seconds}).duplicated(keep="first")
+    report(dup.to_numpy(), None, "duplicate (user_id, item_id, timestamp) row")
 
     if problems:
         raise DataValidationError(problems)
-    return out.reset_index(drop=True)
+    return ValidRatings(user_codes, np.asarray(user_ids, dtype=object), item_codes, np.asarray(item_ids, dtype=object),
+                        rating32, seconds)
 
 
 def read_items(uri: str) -> pd.DataFrame:

@@ -1,0 +1,7 @@
+"""``python -m recsys.deploy``: :mod:`recsys.deploy.cli`."""
+
+import sys
+
+from recsys.deploy.cli import main
+
+sys.exit(main())
