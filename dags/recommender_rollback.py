@@ -10,7 +10,8 @@ the alert and the versions page with the user who triggered the run.
 
 * `check` refuses, before anything changes, a target whose model artifact is incomplete (no
   completion manifest), whose rows have no completion marker, or whose rows have expired or will
-  within `min_hours`; or a target that is already live.
+  within `min_hours`; or a target that is already live. With `RECSYS_COMPUTE=ecs` it pins the
+  jobs task-definition revision the two stages below run, as a pipeline run's `plan` does.
 * `roll` re-points serving with the same roll code as `python -m recsys.rollback` and the
   pipeline's deploy (`RECSYS_DEPLOY` = `ecs` | `docker` | `local`: a new task-definition revision
   with `MODEL_VERSION` = the target and the service's current image, waited for, verified and
@@ -73,53 +74,33 @@ settings = Settings()
 def recommender_rollback():
     @task(multiple_outputs=False)
     def check(params=None, dag_run=None) -> dict:
-        """The target and its facts, or a failure saying why it cannot serve (nothing changed)."""
+        """The target and who/why, or a failure saying why it cannot serve (nothing changed)."""
         from recsys import rollback
         from recsys.compat import fail
 
         try:
-            plan = rollback.rollback(settings, params["target"] or None, float(params["min_hours"]), dry_run=True)
+            return dict(rollback.check(settings, params["target"] or None, float(params["min_hours"]),
+                                       params["reason"], rollback.triggered_by(dag_run)))
         except rollback.RollbackRefused as err:
             raise fail(f"rollback refused: {err}") from None
-        who = getattr(dag_run, "triggering_user_name", None) or (
-            f"unknown (triggered by {getattr(dag_run, 'triggered_by', None) or 'an unnamed user'})")
-        return {**plan, "reason": params["reason"], "by": who}
 
     @task(multiple_outputs=False)
     def roll(plan: dict, params=None) -> dict:
-        from recsys import pipeline, rollback
+        from recsys import rollback
 
-        live = pipeline.read_json(settings, pipeline.LIVE_POINTER) or {}
-        done = (live.get("deployed") or {}).get("rollback_from") == plan["from"]
-        if live.get("model_version") == plan["to"] and done:
-            pointer = live  # a retry after the pointer moved: the roll is done
-        else:
-            rollback.rollback(settings, plan["to"], float(params["min_hours"]))
-            pointer = pipeline.read_json(settings, pipeline.LIVE_POINTER) or {}
-        history = pipeline.record_history(settings, pointer, {"from": plan["from"], "reason": plan["reason"],
-                                                              "by": plan["by"]})
-        prev = pointer.get("previous") or {}
-        return {"to": pointer["model_version"], "from": prev.get("model_version"), "history": history,
-                "retain": " ".join(f"{v['model_version']}={v['model_uri']}" for v in (pointer, prev)
-                                   if v.get("model_version") and v.get("model_uri"))}
+        return dict(rollback.apply(settings, plan, float(params["min_hours"])))  # type: ignore[arg-type]
 
-    retain = compute_task("retain", stages.retain(settings, '{{ ti.xcom_pull(task_ids="roll")["retain"] }}'), settings)
-    versions = compute_task("versions", stages.versions(settings), settings)
+    # the stages run the jobs revision `check` pinned (RECSYS_COMPUTE=ecs), as a run's stages run plan's
+    retain = compute_task("retain", stages.retain(settings, '{{ ti.xcom_pull(task_ids="roll")["retain"] }}'),
+                          settings, plan_task="check")
+    versions = compute_task("versions", stages.versions(settings), settings, plan_task="check")
 
     @task(multiple_outputs=False)
     def alert(plan: dict, rolled: dict) -> dict:
         """Everyone on the alert topic hears of it: who, why, from and to."""
-        from recsys import notifiers, pipeline
+        from recsys import rollback
 
-        subject = f"[recsys] rolled back to {rolled['to']} by {plan['by']}"
-        message = "\n".join([
-            f"The recommender now serves {rolled['to']} (was {rolled['from']}).",
-            f"By: {plan['by']}", f"Reason: {plan['reason']}",
-            f"Roll back again (to {rolled['from']}): trigger recommender_rollback with an empty target.",
-            f"Versions page: {pipeline.versions_page(settings)}",
-        ])
-        notifiers.sns_notifier(settings, subject, message).notify({})
-        return {"subject": subject, "message": message}
+        return rollback.alert(settings, plan, rolled)  # type: ignore[arg-type]
 
     plan = check()
     rolled = roll(plan)

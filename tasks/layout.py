@@ -18,16 +18,22 @@ RAW_ITEMS = "raw/items"  # the item catalogue prefix (optional)
 MODELS = "models"
 LIVE_POINTER = f"{MODELS}/_live.json"  # the served version and its rollback target (record_live, rollback)
 SHARDS_DIR = "shards"  # below a model: one manifest per score shard
+DATASETS = "datasets"  # the validated snapshots, one folder per run date
+QUARANTINE = "quarantine"  # rejected input, one folder per run date
+QUARANTINE_REASON = "_reason.json"  # beside the rejected files: the validation problems
+RUNS = "runs"  # the Airflow side's records: per run (summary, gate verdict), the live history
+SUMMARY_FILE = "summary.json"
+GATE_FILE = "gate.json"
 
 
 def snapshot_key(ds: str) -> str:
     """The run date's validated snapshot: ``datasets/ds=YYYY-MM-DD``."""
-    return f"datasets/ds={ds}"
+    return f"{DATASETS}/ds={ds}"
 
 
 def quarantine_key(ds: str) -> str:
     """Where the run date's rejected input is copied."""
-    return f"quarantine/ds={ds}"
+    return f"{QUARANTINE}/ds={ds}"
 
 
 def model_key(version: str) -> str:
@@ -46,17 +52,17 @@ def shard_manifest_key(version: str, index: int, count: int) -> str:
 
 def summary_key(ds: str, version: str) -> str:
     """One run's summary record."""
-    return f"runs/ds={ds}/{version}/summary.json"
+    return f"{RUNS}/ds={ds}/{version}/{SUMMARY_FILE}"
 
 
 def gate_key(ds: str, version: str) -> str:
     """One run's gate verdict (promote or not, and why), written by the DAG's ``gate`` task."""
-    return f"runs/ds={ds}/{version}/gate.json"
+    return f"{RUNS}/ds={ds}/{version}/{GATE_FILE}"
 
 
 # Every change of the live version (a deploying run's record_live, a rollback), one small
 # record each, never rewritten: the versions page draws which version served when from them.
-LIVE_HISTORY = "runs/live"
+LIVE_HISTORY = f"{RUNS}/live"
 
 
 def live_history_key(deployed_at: str, version: str) -> str:
@@ -180,6 +186,62 @@ class ShardManifest(TypedDict):
     generated_at: str  # ISO 8601
 
 
+class GateVerdict(TypedDict):
+    """The gate's verdict on a run's version (the DAG's ``gate`` task, :func:`gate_key`); the
+    versions page shows it."""
+
+    model_version: str
+    ds: str
+    promote: bool
+    reasons: list[str]  # why not (or, forced, what was overridden)
+    forced: bool  # promoted by the run's force_deploy despite ``reasons``
+
+
+class RunSummary(TypedDict):
+    """One run's summary (the DAG's ``summary`` task, :func:`summary_key`); the versions page reads
+    ``users_written`` from it where the rows' completion marker has expired."""
+
+    ds: str
+    model_version: str
+    run_id: str | None
+    run_type: str | None
+    users_written: int
+    holdout: dict[str, Any]  # the candidate's holdout metrics (metrics.json)
+    champion: dict[str, Any] | None  # the live model's on the same holdout
+    live_version: str | None
+    deployed: bool
+    report: str
+    versions_page: str
+
+
+# Who rolled back and why (the ``recommender_rollback`` DAG, ``python -m recsys.rollback``).
+RollbackRecord = TypedDict("RollbackRecord", {"from": str, "reason": str, "by": str})
+
+
+class LiveHistoryEntry(TypedDict):
+    """One change of the live version (:func:`live_history_key`), never rewritten."""
+
+    model_version: str
+    model_uri: str
+    ds: str | None
+    table: str | None
+    deployed_at: str
+    previous: str | None  # the version it replaced
+    rollback: NotRequired[RollbackRecord]  # only for a rollback
+
+
+def live_history_entry(pointer: LivePointer, rollback: RollbackRecord | None = None) -> LiveHistoryEntry:
+    """The history record of ``pointer`` becoming live."""
+    previous = pointer.get("previous")
+    entry: LiveHistoryEntry = {"model_version": pointer["model_version"], "model_uri": pointer["model_uri"],
+                               "ds": pointer.get("ds"), "table": pointer.get("table"),
+                               "deployed_at": pointer["deployed_at"],
+                               "previous": previous.get("model_version") if previous else None}
+    if rollback:
+        entry["rollback"] = rollback
+    return entry
+
+
 def protected_versions(live: LivePointer | dict | None) -> dict[str, str]:
     """{version: role} of the versions nothing may write: the live one and its rollback target.
 
@@ -192,6 +254,22 @@ def protected_versions(live: LivePointer | dict | None) -> dict[str, str]:
     if prev.get("model_version"):
         out.setdefault(prev["model_version"], "the rollback target")
     return out
+
+
+def retain_arg(live: LivePointer | dict | None) -> str:
+    """``"V=URI V=URI"``: the protected versions (:func:`protected_versions`) with their artifacts,
+    whose rows every night's (and every rollback's) ``retain`` extends. :func:`parse_retain` reads it."""
+    refs = [live, (live or {}).get("previous")]
+    return " ".join(f"{v['model_version']}={v['model_uri']}" for v in refs
+                    if v and v.get("model_version") and v.get("model_uri"))
+
+
+def parse_retain(tokens: str) -> dict[str, str]:
+    """``{version: uri}`` of a :func:`retain_arg` string; ValueError naming a token without ``=``."""
+    bad = [t for t in tokens.split() if "=" not in t]
+    if bad:
+        raise ValueError(f"retain takes VERSION=URI pairs, got {bad}")
+    return dict(t.split("=", 1) for t in tokens.split())
 
 
 def next_live_pointer(model_version: str, model_uri: str, ds: str | None, table: str | None,

@@ -87,7 +87,7 @@ def test_ecs_backend_builds_run_task_with_the_same_command(monkeypatch):
     assert isinstance(op, EcsRunTaskOperator)
     assert op.overrides == {"containerOverrides": [{"name": "recsys", "command": RUN}]}
     assert op.launch_type == "FARGATE" and op.cluster == "recsys"
-    assert op.task_definition == '{{ ti.xcom_pull(task_ids="plan")["jobs_task_definition"] }}'  # the run's pin
+    assert op.task_definition == compute.jobs_task_definition(Settings(compute="ecs"))  # the run's pin
     assert op.network_configuration == {"awsvpcConfiguration": {
         "subnets": ["subnet-1", "subnet-2"], "securityGroups": ["sg-1"], "assignPublicIp": "DISABLED"}}
     assert op.awslogs_group == "/ecs/recsys" and op.reattach is True

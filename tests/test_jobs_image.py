@@ -104,7 +104,7 @@ def test_every_stage_runs_the_pinned_revision(ecs_stack, boto, aws_calls):
     for stage in ("snapshot", "train"):
         ti = FakeTI(pinned, stage)  # its own task id: the provider reattaches to a task of the same one
         op = compute.compute_task(stage, ["python", "-m", "tasks.train", "--help"], settings)
-        assert op.task_definition == compute.RUN_JOBS_TASK_DEFINITION
+        assert op.task_definition == compute.jobs_task_definition(settings)
         op.render_template_fields({"ti": ti, "task_instance": ti})
         op.awslogs_fetch_interval = timedelta(seconds=0.2)
         op.waiter_delay = 0

@@ -84,6 +84,46 @@ def test_the_graph_is_the_same_on_every_deploy_backend(dag, deploy, monkeypatch)
         {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks}
 
 
+class _XCom:
+    """A task instance whose XCom holds ``values`` by task id (None for a task that never returned)."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def xcom_pull(self, task_ids=None, **_):
+        return self.values.get(task_ids)
+
+
+@pytest.mark.parametrize("dag_id, pinned_by, stage", [
+    ("recommender_rollback", "check", "retain"), ("recommender_rollback", "check", "versions"),
+    ("recommender_pipeline", "plan", "versions"), ("recommender_pipeline", "plan", "train")])
+def test_ecs_stages_run_the_jobs_revision_their_run_pinned(dag_id, pinned_by, stage, monkeypatch):
+    """With ECS stages the rollback's own stages (which have no ``plan`` task) render the revision
+    ``check`` pinned; a stage that runs after its pinning task failed (the pipeline's ``all_done``
+    versions page) renders the family, not a template error."""
+    monkeypatch.setenv("RECSYS_COMPUTE", "ecs")
+    monkeypatch.setenv("RECSYS_ECS_SUBNETS", "subnet-1")
+    op = DagBag(dag_folder="dags").dags[dag_id].get_task(stage)
+    revision = "arn:aws:ecs:eu-west-1:1:task-definition/recsys-jobs:7"
+    rendered = op.render_template(op.task_definition, {"ti": _XCom({pinned_by: {"jobs_task_definition": revision}})})
+    assert rendered == revision
+    family = op.render_template(op.task_definition, {"ti": _XCom({})})
+    assert family == "recsys-jobs"
+
+
+def test_check_pins_the_jobs_image_for_ecs_stages(monkeypatch):
+    from recsys import pipeline, rollback
+    from recsys.settings import Settings
+
+    monkeypatch.setenv("RECSYS_ECS_SUBNETS", "subnet-1")
+    pin = {"jobs_image": "r@sha256:1", "jobs_task_definition": "arn:aws:ecs:r:1:task-definition/recsys-jobs:7"}
+    monkeypatch.setattr(rollback, "rollback", lambda *a, **k: {"from": "v2", "to": "v1", "table": "t", "dry_run": True})
+    monkeypatch.setattr(pipeline, "pin_jobs_image", lambda settings: pin if settings.compute == "ecs" else {})
+    plan = rollback.check(Settings(compute="ecs"), None, 24, " bad recs ", "alice")
+    assert plan == {"from": "v2", "to": "v1", "table": "t", "reason": "bad recs", "by": "alice", **pin}
+    assert "jobs_task_definition" not in rollback.check(Settings(compute="local"), None, 24, "bad recs", "alice")
+
+
 # -- end to end: `airflow dags test` -------------------------------------------------------------
 
 V1, V2 = "v20261101T020000s-aaaaaa", "v20261102T020000s-bbbbbb"

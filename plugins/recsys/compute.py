@@ -21,7 +21,6 @@ from datetime import timedelta
 from typing import Any
 
 from recsys.settings import Settings
-from recsys.stages import PLAN
 
 # The settings a stage takes from the Airflow side, always as flags on its command line (never
 # through the worker's environment, which ECS does not pass on): added here, for every backend,
@@ -69,7 +68,7 @@ def mapped_values(argvs: Sequence[Sequence[str]], settings: Settings | None = No
     return [field_value(a, settings) for a in argvs]
 
 
-def _common(settings: Settings, stage: str) -> tuple[Any, dict]:
+def _common(settings: Settings, stage: str, plan_task: str = "plan") -> tuple[Any, dict]:
     """Operator class and its fixed arguments for the configured backend."""
     # Imported here: only the configured backend's provider is needed (and parsed).
     if settings.compute == "local":
@@ -90,7 +89,7 @@ def _common(settings: Settings, stage: str) -> tuple[Any, dict]:
 
     return RecsysEcsRunTaskOperator, {
         "aws_conn_id": settings.aws_conn_id, "region_name": settings.region,
-        "cluster": settings.ecs_cluster, "task_definition": RUN_JOBS_TASK_DEFINITION,
+        "cluster": settings.ecs_cluster, "task_definition": jobs_task_definition(settings, plan_task),
         **capacity(settings), "network_configuration": network, "container_name": settings.ecs_container,
         "awslogs_group": settings.ecs_log_group, "awslogs_region": settings.region,
         "awslogs_stream_prefix": f"jobs/{settings.ecs_container}", "reattach": True,
@@ -100,9 +99,14 @@ def _common(settings: Settings, stage: str) -> tuple[Any, dict]:
     }
 
 
-# The jobs task-definition revision (family:revision, with the jobs image by digest) that the run's
-# `plan` task resolved once: every ECS stage of the run runs it, whatever is pushed meanwhile.
-RUN_JOBS_TASK_DEFINITION = PLAN["jobs_task_definition"]
+def jobs_task_definition(settings: Settings, plan_task: str = "plan") -> str:
+    """The ECS stages' ``task_definition`` (templated): the jobs revision (family:revision, the jobs
+    image by digest) that the run's ``plan_task`` (``plan`` in the pipeline, ``check`` in
+    ``recommender_rollback``) pinned once, so every stage runs it whatever is pushed meanwhile. The
+    family's latest revision only for a stage that runs although that task failed (the pipeline's
+    ``all_done`` ``versions`` page): it renders instead of failing on a missing XCom."""
+    return (f'{{{{ (ti.xcom_pull(task_ids="{plan_task}") or {{}}).get("jobs_task_definition") '
+            f'or "{settings.ecs_job_task_definition}" }}}}')
 
 
 def capacity(settings: Settings) -> dict:
@@ -119,10 +123,11 @@ _FIELD = {"local": "bash_command", "docker": "command", "ecs": "overrides"}
 
 
 def compute_task(task_id: str, argv: Sequence[str], settings: Settings | None = None,
-                 execution_timeout: timedelta | None = timedelta(hours=4), **kwargs):
-    """An operator that runs ``argv`` on the configured backend."""
+                 execution_timeout: timedelta | None = timedelta(hours=4), plan_task: str = "plan", **kwargs):
+    """An operator that runs ``argv`` on the configured backend (on ECS, the jobs revision that
+    ``plan_task``'s XCom pinned)."""
     settings = settings or Settings()
-    cls, common = _common(settings, task_id)
+    cls, common = _common(settings, task_id, plan_task)
     return cls(task_id=task_id, execution_timeout=execution_timeout, **{**common, **kwargs},
                **{_FIELD[settings.compute]: field_value(argv, settings)})
 

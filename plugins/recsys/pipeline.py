@@ -11,7 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from recsys import layout
@@ -83,7 +83,6 @@ def plan(ds: str, version: str, params: dict, settings: Settings, live: LivePoin
             "trigger a new run instead (every run writes its own version), or roll back first.")
     champion = live["model_uri"] if live and live.get("model_uri") else ""
     model = layout.model_key(version)
-    kept = [live, live.get("previous")] if live else []  # rows that must not expire: live and rollback target
     return {
         "ds": ds, "model_version": version, "bucket": settings.bucket, "table": settings.table,
         "raw": settings.s3(layout.RAW_RATINGS), "items": settings.s3(layout.RAW_ITEMS),
@@ -91,7 +90,7 @@ def plan(ds: str, version: str, params: dict, settings: Settings, live: LivePoin
         "model": settings.s3(model), "metrics": settings.s3(model, layout.METRICS_FILE),
         "report": settings.s3(model, layout.REPORT_FILE), "champion": champion,
         "live_version": live.get("model_version", "") if live else "",
-        "retain": " ".join(f"{v['model_version']}={v['model_uri']}" for v in kept if v and v.get("model_version")),
+        "retain": layout.retain_arg(live),  # rows that must not expire: live and rollback target
         "top_n": int(params.get("top_n", layout.DEFAULT_TOP_N)), "shards": shards,
         # what the score shards will write (the deploy smoke-tests the first one's first user;
         # the summary counts their users)
@@ -268,7 +267,7 @@ def read_json(settings: Settings, key_or_uri: str) -> Any:
     return json.loads(hook.read_key(key, bucket_name=bucket))
 
 
-def write_json(settings: Settings, key_or_uri: str, obj: dict[str, Any]) -> None:
+def write_json(settings: Settings, key_or_uri: str, obj: Mapping[str, Any]) -> None:
     bucket, key = _where(settings, key_or_uri)
     s3_hook(settings).load_string(json.dumps(obj, indent=2, sort_keys=True, default=str), key,
                                   bucket_name=bucket, replace=True)
@@ -280,7 +279,7 @@ def read_live(settings: Settings) -> LivePointer | None:
 
 
 def write_live(settings: Settings, pointer: LivePointer) -> None:
-    write_json(settings, LIVE_POINTER, dict(pointer))
+    write_json(settings, LIVE_POINTER, pointer)
 
 
 def shard_manifests(settings: Settings, uris: Iterable[str]) -> Iterator[ShardManifest | None]:
@@ -297,11 +296,11 @@ def first_user(manifests: Iterable[ShardManifest | None]) -> str | None:
     return None
 
 
-def summarize(settings: Settings, p: RunPlan, verdict: dict) -> dict:
+def summarize(settings: Settings, p: RunPlan, verdict: dict) -> layout.RunSummary:
     """Write the run's summary record (``p["summary"]``) and log it as one line."""
     users = sum(m.get("users", 0) for m in shard_manifests(settings, p["shard_manifests"]) if m)
     live: LivePointer | dict = read_live(settings) or {}
-    out = {"ds": p["ds"], "model_version": p["model_version"], "run_id": p.get("run_id"),
+    out: layout.RunSummary = {"ds": p["ds"], "model_version": p["model_version"], "run_id": p.get("run_id"),
            "run_type": p.get("run_type"), "users_written": users,
            "holdout": verdict["candidate"], "champion": verdict.get("champion"),
            "live_version": live.get("model_version"), "deployed": live.get("model_version") == p["model_version"],
@@ -318,22 +317,18 @@ def versions_page(settings: Settings) -> str:
     return settings.s3(layout.VERSIONS_PAGE)
 
 
-def record_gate(settings: Settings, p: RunPlan, promote: bool, reasons: list[str], forced: bool) -> dict:
+def record_gate(settings: Settings, p: RunPlan, promote: bool, reasons: list[str],
+                forced: bool) -> layout.GateVerdict:
     """The gate's verdict on this run's version, for the versions page (``runs/ds=<ds>/<v>/gate.json``)."""
-    verdict = {"model_version": p["model_version"], "ds": p["ds"], "promote": promote, "reasons": reasons,
-               "forced": forced and bool(reasons)}
+    verdict: layout.GateVerdict = {"model_version": p["model_version"], "ds": p["ds"], "promote": promote,
+                                   "reasons": reasons, "forced": forced and bool(reasons)}
     write_json(settings, layout.gate_key(p["ds"], p["model_version"]), verdict)
     return verdict
 
 
-def record_history(settings: Settings, pointer: LivePointer, rollback: dict | None = None) -> str:
+def record_history(settings: Settings, pointer: LivePointer, rollback: layout.RollbackRecord | None = None) -> str:
     """One record of a change of the live version (``runs/live/<when>-<version>.json``, never
     rewritten: the key carries the time): the versions page draws which version served when."""
-    entry = {k: pointer.get(k) for k in ("model_version", "model_uri", "ds", "table", "deployed_at")}
-    previous = pointer.get("previous")
-    entry["previous"] = previous.get("model_version") if previous else None
-    if rollback:
-        entry["rollback"] = rollback
     key = layout.live_history_key(pointer["deployed_at"], pointer["model_version"])
-    write_json(settings, key, entry)
+    write_json(settings, key, layout.live_history_entry(pointer, rollback))
     return settings.s3(key)

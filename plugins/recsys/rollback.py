@@ -25,11 +25,12 @@ import json
 import logging
 import sys
 import time
+from typing import Any, NotRequired, TypedDict
 
 import pendulum
 
 from recsys import layout, pipeline
-from recsys.layout import ARTIFACT_MANIFEST, VersionRef
+from recsys.layout import ARTIFACT_MANIFEST, LivePointer, VersionRef
 from recsys.settings import Settings
 
 log = logging.getLogger("recsys.rollback")
@@ -126,6 +127,72 @@ def rollback(settings: Settings, to: str | None = None, min_hours: float = 24.0,
     return {"from": live["model_version"], "to": target, "table": table, "deployed": deployed}
 
 
+# The rollback's plan (the DAG's ``check`` task, its XCom): what ``apply`` rolls to.
+RollbackPlan = TypedDict("RollbackPlan", {"from": str, "to": str, "table": str, "reason": str, "by": str,
+                                          "jobs_image": NotRequired[str], "jobs_task_definition": NotRequired[str]})
+
+
+class Rolled(TypedDict):
+    """What ``apply`` did: the version now live, the one it replaced, the history record, and the
+    ``retain`` argument (:func:`recsys.layout.retain_arg`) for the rows that must not expire."""
+
+    to: str
+    previous: str | None
+    history: str
+    retain: str
+
+
+def triggered_by(dag_run: Any) -> str:
+    """Who triggered the run (``triggering_user_name`` from Airflow 3.1; before, only how)."""
+    return getattr(dag_run, "triggering_user_name", None) or (
+        f"unknown (triggered by {getattr(dag_run, 'triggered_by', None) or 'an unnamed user'})")
+
+
+def check(settings: Settings, target: str | None, min_hours: float, reason: str, by: str,
+          pin_jobs: bool = True) -> RollbackPlan:
+    """The DAG's ``check`` task: the target and who/why, or :class:`RollbackRefused` (nothing
+    changed). With ECS stages, the jobs revision the rollback's own stages run (as a run's ``plan``
+    pins it)."""
+    found = rollback(settings, target, min_hours, dry_run=True)
+    plan: RollbackPlan = {"from": found["from"], "to": found["to"], "table": found["table"],
+                          "reason": reason.strip(), "by": by}
+    if pin_jobs:
+        plan.update(pipeline.pin_jobs_image(settings))  # type: ignore[typeddict-item]
+    return plan
+
+
+def apply(settings: Settings, plan: RollbackPlan, min_hours: float) -> Rolled:
+    """Roll to ``plan["to"]`` and record who and why in ``runs/live/``. Idempotent: a retry after
+    the pointer moved records the history without rolling again."""
+    live: LivePointer | dict = pipeline.read_live(settings) or {}
+    done = (live.get("deployed") or {}).get("rollback_from") == plan["from"]
+    if not (live.get("model_version") == plan["to"] and done):
+        rollback(settings, plan["to"], min_hours)
+    pointer = pipeline.read_live(settings)
+    if pointer is None:  # rollback() has just written it
+        raise RuntimeError(f"{settings.s3(pipeline.LIVE_POINTER)} vanished after the rollback")
+    history = pipeline.record_history(settings, pointer, {"from": plan["from"], "reason": plan["reason"],
+                                                          "by": plan["by"]})
+    previous = pointer.get("previous")
+    return {"to": pointer["model_version"], "previous": previous["model_version"] if previous else None,
+            "history": history, "retain": layout.retain_arg(pointer)}
+
+
+def alert(settings: Settings, plan: RollbackPlan, rolled: Rolled) -> dict[str, str]:
+    """Tell the alert topic: who, why, from and to, and how to undo it."""
+    from recsys import notifiers
+
+    subject = f"[recsys] rolled back to {rolled['to']} by {plan['by']}"
+    message = "\n".join([
+        f"The recommender now serves {rolled['to']} (was {rolled['previous']}).",
+        f"By: {plan['by']}", f"Reason: {plan['reason']}",
+        f"Roll back again (to {rolled['previous']}): trigger recommender_rollback with an empty target.",
+        f"Versions page: {pipeline.versions_page(settings)}",
+    ])
+    notifiers.sns_notifier(settings, subject, message).notify({})
+    return {"subject": subject, "message": message}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recsys.rollback", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,20 +206,20 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dry_run and len(args.reason.strip()) < 3:
         parser.error("--reason WHY is required (at least 3 characters): it is recorded with the change")
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
     try:
-        settings = Settings()
-        out = rollback(settings, args.to, args.min_hours, args.dry_run)
+        if args.dry_run:
+            out: dict = rollback(settings, args.to, args.min_hours, dry_run=True)
+        else:  # what the DAG's check, roll and alert tasks do
+            plan = check(settings, args.to, args.min_hours, args.reason,
+                         f"{getpass.getuser()} (python -m recsys.rollback)", pin_jobs=False)
+            rolled = apply(settings, plan, args.min_hours)
+            out = {**plan, **rolled, "alert": alert(settings, plan, rolled)["subject"]}
     except RollbackRefused as err:
         # stderr directly: Airflow's logging config may have claimed the root logger already
         print(f"rollback refused: {err}", file=sys.stderr, flush=True)
         return 3
     if not args.dry_run:
-        pointer = pipeline.read_live(settings)
-        if pointer is None:  # rollback() has just written it
-            raise RuntimeError(f"{settings.s3(pipeline.LIVE_POINTER)} vanished after the rollback")
-        by = f"{getpass.getuser()} (python -m recsys.rollback)"
-        out["history"] = pipeline.record_history(settings, pointer, {"from": out["from"],
-                                                                     "reason": args.reason.strip(), "by": by})
         print(f"rows of {out['to']} keep their expiry: to extend it and redraw the versions page, "
               "trigger recommender_rollback instead, or run the retain and versions stages", file=sys.stderr)
     print(json.dumps(out, default=str))

@@ -19,7 +19,7 @@ import pandas as pd
 
 from tasks import storage
 from tasks.constants import ITEM_ID, RATING, TIMESTAMP, TITLE, USER_ID
-from tasks.layout import ITEMS_FILE, MANIFEST_FILE, RATINGS_FILE
+from tasks.layout import ITEMS_FILE, MANIFEST_FILE, QUARANTINE_REASON, RATINGS_FILE
 from tasks.schema import DataValidationError, Problem, iter_ratings, read_items, relocate, validate_chunk
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def quarantine(files: list[str], dest: str, error: DataValidationError, ds: str)
     for uri in files:
         storage.copy(uri, storage.join(dest, storage.basename(uri)))
     storage.write_json(
-        storage.join(dest, "_reason.json"),
+        storage.join(dest, QUARANTINE_REASON),
         {
             "ds": ds,
             "rejected_at": dt.datetime.now(dt.timezone.utc).isoformat(),

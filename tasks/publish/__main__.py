@@ -1,4 +1,4 @@
-"""``python -m tasks.publish {finalize,retain}``: the publishing container entrypoint.
+"""``python -m tasks.publish {finalize,retain,versions}``: the publishing container entrypoint.
 
 Finalize:  ``finalize --model URI --ratings URI --model-version V --top-n N --shards N [--table T]``
            every shard and user checked, the fallback list, then the completion marker
@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from tasks import storage
+from tasks import layout, storage
 from tasks.errors import run_cli
 from tasks.layout import DEFAULT_TABLE, DEFAULT_TOP_N, DEFAULT_TTL_DAYS
 
@@ -58,11 +58,11 @@ def main(argv: list[str] | None = None) -> int:
 
         result = publish_versions(args.root, args.table or None, args.out)
     elif args.command == "retain":
-        tokens = " ".join(args.versions).split()  # one templated argument may hold several pairs
-        bad = [t for t in tokens if "=" not in t]
-        if bad:
-            parser.error(f"retain takes VERSION=URI pairs, got {bad}")
-        result = retain(args.table, dict(t.split("=", 1) for t in tokens), args.ttl_days)
+        try:  # one templated argument may hold several pairs
+            versions = layout.parse_retain(" ".join(args.versions))
+        except ValueError as err:
+            parser.error(str(err))
+        result = retain(args.table, versions, args.ttl_days)
     else:
         result = finalize(args.model, args.ratings, args.model_version, args.top_n, args.shards, args.table,
                           args.ttl_days, args.min_ratings)

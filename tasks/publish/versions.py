@@ -27,7 +27,7 @@ import html
 import io
 import logging
 import re
-from typing import Any
+from typing import Any, cast
 
 from tasks import layout, storage, table
 
@@ -65,13 +65,14 @@ def _children(root: str, prefix: str) -> dict[str, list[str]]:
     return out
 
 
-def served_intervals(history: list[dict], live: dict | None, now: str) -> list[dict]:
+def served_intervals(history: list[layout.LiveHistoryEntry], live: layout.LivePointer | None,
+                     now: str) -> list[dict]:
     """Which version served from when until when (``until`` None: still serving), oldest first.
 
     ``history`` is the ``runs/live`` records in time order; the live pointer closes any gap (a
     rollback made with the CLI, or a bucket from before the history existed).
     """
-    changes = [h for h in history if h.get("model_version") and h.get("deployed_at")]
+    changes: list[Any] = [h for h in history if h.get("model_version") and h.get("deployed_at")]
     if live and live.get("model_version") and (
             not changes or changes[-1]["model_version"] != live["model_version"]
             or str(changes[-1]["deployed_at"]) < str(live.get("deployed_at") or "")):
@@ -100,7 +101,7 @@ def collect(root: str, table_name: str | None = None, now: str | None = None) ->
     previous = rollback_target.get("model_version") if rollback_target else None
 
     models = _children(root, layout.MODELS)
-    runs = _children(root, "runs")
+    runs = _children(root, layout.RUNS)
     # runs/ds=<ds>/<version>/{summary,gate}.json -> the version's date and records
     records: dict[str, dict[str, Any]] = {}
     for part, rests in runs.items():
@@ -108,24 +109,25 @@ def collect(root: str, table_name: str | None = None, now: str | None = None) ->
             continue
         for rest in rests:
             version, _, name = rest.partition("/")
-            if name in ("summary.json", "gate.json"):
+            if name in (layout.SUMMARY_FILE, layout.GATE_FILE):
                 rec = records.setdefault(version, {"ds": part[3:]})
-                rec[name.split(".")[0]] = _read(storage.join(root, "runs", part, version, name))
-    history = [r for r in (_read(storage.join(root, layout.LIVE_HISTORY, name))
-                           for name in sorted(runs.get(layout.LIVE_HISTORY.split("/", 1)[1], [])))
-               if isinstance(r, dict)]
+                rec[name.split(".")[0]] = _read(storage.join(root, layout.RUNS, part, version, name))
+    records_of_live = (_read(storage.join(root, layout.LIVE_HISTORY, name))
+                       for name in sorted(runs.get(layout.LIVE_HISTORY.split("/", 1)[1], [])))
+    history = cast(list[layout.LiveHistoryEntry], [r for r in records_of_live if isinstance(r, dict)])
 
     # per night: the snapshot's input and what was quarantined
     nights: dict[str, dict[str, Any]] = {}
-    for part, rests in _children(root, "datasets").items():
+    for part, rests in _children(root, layout.DATASETS).items():
         if part.startswith("ds=") and layout.MANIFEST_FILE in rests:
-            m = _read(storage.join(root, "datasets", part, layout.MANIFEST_FILE)) or {}
+            m = _read(storage.join(root, layout.DATASETS, part, layout.MANIFEST_FILE)) or {}
             nights.setdefault(part[3:], {})["input"] = {k: m.get(k) for k in ("rows", "rows_read", "users", "items")}
-    for part, rests in _children(root, "quarantine").items():
+    for part, rests in _children(root, layout.QUARANTINE).items():
         if part.startswith("ds="):
-            reason = _read(storage.join(root, "quarantine", part, "_reason.json")) if "_reason.json" in rests else None
+            why = layout.QUARANTINE_REASON
+            reason = _read(storage.join(root, layout.QUARANTINE, part, why)) if why in rests else None
             nights.setdefault(part[3:], {})["quarantine"] = {
-                "files": sorted(r for r in rests if r != "_reason.json"),
+                "files": sorted(r for r in rests if r != why),
                 "problems": list((reason or {}).get("problems", []))[:5]}
 
     versions = []
@@ -137,7 +139,8 @@ def collect(root: str, table_name: str | None = None, now: str | None = None) ->
         metrics = (_read(storage.join(root, layout.model_key(version), layout.METRICS_FILE))
                    if layout.METRICS_FILE in files else None) or {}
         marker = table.get_marker(table_name, version) if table_name else None
-        summary, gate = rec.get("summary") or {}, rec.get("gate")
+        summary: layout.RunSummary | dict = rec.get("summary") or {}
+        gate: layout.GateVerdict | None = rec.get("gate")
         m = VERSION_RE.match(version)
         complete = layout.ARTIFACT_MANIFEST in files
         if live and version == live.get("model_version"):
@@ -174,7 +177,7 @@ def collect(root: str, table_name: str | None = None, now: str | None = None) ->
         "generated_at": now, "root": root, "table": table_name,
         "live": {"model_version": live.get("model_version"), "since": live.get("deployed_at"),
                  "previous": previous} if live else None,
-        "served": served_intervals(history, dict(live) if live else None, now),
+        "served": served_intervals(history, live, now),
         "versions": versions,
         "nights": [{"ds": ds, "input": n.get("input"), "quarantined_files": len((n.get("quarantine") or {})
                                                                                   .get("files", [])),
