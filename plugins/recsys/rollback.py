@@ -214,7 +214,11 @@ def main(argv: list[str] | None = None) -> int:
             plan = check(settings, args.to, args.min_hours, args.reason,
                          f"{getpass.getuser()} (python -m recsys.rollback)", pin_jobs=False)
             rolled = apply(settings, plan, args.min_hours)
-            out = {**plan, **rolled, "alert": alert(settings, plan, rolled)["subject"]}
+            out = {**plan, **rolled}
+            try:  # the roll is done: an alert this shell may not send does not undo or fail it
+                out["alert"] = alert(settings, plan, rolled)["subject"]
+            except Exception as err:  # noqa: BLE001 - any SNS or credentials failure
+                print(f"rolled back, but the alert was not sent: {err}", file=sys.stderr, flush=True)
     except RollbackRefused as err:
         # stderr directly: Airflow's logging config may have claimed the root logger already
         print(f"rollback refused: {err}", file=sys.stderr, flush=True)
