@@ -19,6 +19,7 @@ import csv
 import datetime as dt
 import io
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -232,7 +233,16 @@ def _arrow_column(uri: str, name: str, arr, first_row: int) -> pd.Series:
         column=name, count=len(arr), value=arr[at].as_py() if len(arr) else None)])
 
 
+def _pandas_index_columns(table) -> list[str]:
+    """The columns pandas stored an unnamed index in (``df[mask].to_parquet()`` keeps the row
+    labels as ``__index_level_0__``): row labels, not data, so never a column the validator
+    refuses. A *named* index (``df.set_index("user_id")``) is a column like any other."""
+    return [n for n in table.column_names if re.fullmatch(r"__index_level_\d+__", n)]
+
+
 def _from_arrow(uri: str, table, first_row: int) -> pd.DataFrame:
+    if index := _pandas_index_columns(table):
+        table = table.drop_columns(index)
     table = table.rename_columns([MOVIELENS_CSV_RENAME.get(n, n) for n in table.column_names])
     return pd.DataFrame({n: _arrow_column(uri, n, table.column(n), first_row)
                          for n in table.column_names})

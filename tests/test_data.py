@@ -600,3 +600,22 @@ def test_snapshot_memory_is_bounded_by_a_chunk_and_a_bucket_not_by_the_input(tmp
     assert {k: small[k] for k in same} == {k: whole[k] for k in same}
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "small" / "ratings.parquet"),
                                   pd.read_parquet(tmp_path / "whole" / "ratings.parquet"))
+
+
+def test_a_pandas_frame_written_with_its_row_labels_is_accepted(tmp_path):
+    """``df[mask].to_parquet()`` stores the row labels as ``__index_level_0__``: they are not data,
+    so the snapshot reads the ratings (it refused the file as an unexpected column); a named index
+    (``set_index("user_id")``) is read as the column it names."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    frame = pd.DataFrame({"user_id": ["u1", "u2", "u3", "u4"], "item_id": [10, 11, 12, 13],
+                          "rating": [4.0, 3.0, 5.0, 2.0], "timestamp": [100, 101, 102, 103]}, index=[5, 7, 9, 11])
+    frame.iloc[:3].to_parquet(raw / "filtered.parquet")
+    frame.iloc[3:].set_index("user_id").to_parquet(raw / "indexed.parquet")
+    import pyarrow.parquet as pq
+
+    assert "__index_level_0__" in pq.ParquetFile(raw / "filtered.parquet").schema_arrow.names
+    manifest = _snapshot(raw, tmp_path)
+    assert manifest["rows"] == 4
+    stored = pd.read_parquet(tmp_path / "out" / "ratings.parquet")
+    assert sorted(stored.user_id) == ["u1", "u2", "u3", "u4"] and "__index_level_0__" not in stored.columns

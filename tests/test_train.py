@@ -207,3 +207,34 @@ def test_encode_ids_tells_canonical_integers_from_strings():
     for column in (["007", "8"], ["5.0", "6"], ["+5", "6"], ["a", "1"], [1, "1"]):
         assert encode_ids(pd.Series(column, dtype=object))[2] == "str", column
     assert encode_ids(pd.Series([3, 1], dtype="int64"))[1].tolist() == ["1", "3"]
+
+
+@pytest.mark.parametrize("case", ["parquet-null-item", "parquet-bool-rating", "csv-after-blank-line"])
+def test_train_checks_a_ratings_file_as_the_snapshot_does(tmp_path, case):
+    """``python -m tasks.train --ratings FILE`` reads a file with the snapshot's own readers: a
+    null id or a boolean rating column is exit 3 naming file, row and column (a Parquet file was
+    read unchecked: the null item took the code -1, the last item's), and a text file's problem
+    carries its physical line (blank lines counted). Nothing is written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = {"user_id": pa.array(["u1", "u2", "u3"]), "item_id": pa.array([10, 11, 12], pa.int64()),
+            "rating": pa.array([4.0, 3.0, 5.0]), "timestamp": pa.array([100, 101, 102], pa.int64())}
+    if case == "csv-after-blank-line":
+        path = tmp_path / "r.csv"
+        path.write_text("user_id,item_id,rating,timestamp\nu1,10,4,100\n\n\nu2,,3,101\n")
+        expected = "r.csv, line 5, column 'item_id'"
+    else:
+        path = tmp_path / "r.parquet"
+        if case == "parquet-null-item":
+            cols["item_id"] = pa.array([10, None, 12], pa.int64())
+            expected = "r.parquet, row 2, column 'item_id': missing id (null)"
+        else:
+            cols["rating"] = pa.array([True, False, True])
+            expected = "r.parquet, row 1, column 'rating'"
+        pq.write_table(pa.table(cols), path)
+    out = subprocess.run([sys.executable, "-m", "tasks.train", "--ratings", str(path), "--out", str(tmp_path / "m"),
+                          *CLI_FAST], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 3, out.stderr[-2000:]
+    assert expected in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "m").exists()

@@ -83,16 +83,21 @@ class Split:
 
 
 def read_ratings(uri: str) -> pd.DataFrame:
-    """A snapshot prefix, a Parquet file, or any file ``tasks.data`` can read."""
-    if uri.endswith(".parquet"):
-        return storage.read_parquet(uri)
-    if not any(uri.endswith(ext) for ext in (".csv", ".tsv", ".dat", ".data", ".gz")):
+    """A snapshot prefix (validated by ``tasks.data snapshot``), or one ratings file (``.csv``,
+    ``.tsv``, ``.parquet``, ``u.data``, ``ratings.dat``, gzipped text) checked by the snapshot's own
+    readers: typed columns, nulls, ids, timestamps; problems named with physical line numbers
+    (:class:`tasks.schema.DataValidationError`, exit 3). Ratings need not be on the snapshot's scale."""
+    if not uri.endswith((".parquet", ".csv", ".tsv", ".dat", ".data", ".gz")):
         return storage.read_parquet(storage.join(uri, RATINGS_FILE))
+    from tasks.schema import DataValidationError, relocate, validate_ratings
     from tasks.schema import read_ratings as read_raw
-    from tasks.schema import validate_ratings
 
-    raw, first = read_raw(uri)
-    return validate_ratings(uri, raw, first, rating_min=-np.inf, rating_max=np.inf, max_timestamp=None)
+    try:
+        raw, first = read_raw(uri)
+        return validate_ratings(uri, raw, first, rating_min=-np.inf, rating_max=np.inf, max_timestamp=None)
+    except DataValidationError as err:
+        err.problems = relocate(uri, err.problems)
+        raise
 
 
 def temporal_split(user_codes: np.ndarray, timestamps: np.ndarray, cfg: TrainConfig) -> Split:
