@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup lock system run test test-docker test-fast test-unit test-real test-compat test-matrix lint docs docs-tables bench bench-train bench-score bench-parse bench-snapshot bench-serve bundle push-image push-jobs-image stop clean
+.PHONY: help setup lock system run test test-docker test-fast test-unit test-real test-compat test-matrix lint docs docs-tables bench bench-train bench-score bench-parse bench-snapshot bench-serve bundle deploy-mwaa push-image push-jobs-image stop clean
 
 help:  ## this list: every target with what it does
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | \
@@ -84,7 +84,7 @@ docs-tables: setup  ## rewrite the docs' generated tables (docs/configuration.md
 
 bench: bench-train bench-score bench-parse bench-snapshot bench-serve  ## benchmarks: ratios against baselines measured in the same run
 
-bench-train: setup  ## model quality and training speed (TRAIN_BENCH_ARGS="--movielens PATH --scale ml-25m")
+bench-train: setup  ## model quality and training speed (TRAIN_BENCH_ARGS="--movielens DIR --scale none", or "--night ml-25m" for the whole night at ML-25M shape)
 	$(BIN)/python bench/train_bench.py $(TRAIN_BENCH_ARGS)
 
 bench-score: setup  ## scoring and publishing speed (SCORE_BENCH_ARGS="--preset ml-25m")
@@ -107,6 +107,10 @@ clean:  ## remove the embedded stack's state, the built docs site and the tools'
 
 bundle: setup  ## dist/mwaa and dist/composer: what MWAA and Cloud Composer take (MWAA_AIRFLOW=3.0.6|3.2.1|3.3.1)
 	$(BIN)/python scripts/bundle.py --mwaa-airflow $(or $(MWAA_AIRFLOW),3.3.1)
+
+deploy-mwaa: bundle  ## upload the bundle to an MWAA environment: plugins with object versions, wait for AVAILABLE, then DAGs (MWAA_ENVIRONMENT=name; your AWS credentials)
+	@test -n "$(MWAA_ENVIRONMENT)" || { echo "make deploy-mwaa needs MWAA_ENVIRONMENT=<environment name>" >&2; exit 2; }
+	$(BIN)/python scripts/deploy_mwaa.py --environment $(MWAA_ENVIRONMENT)
 
 push-image: setup  ## build the serving image and push it to ECR (your AWS credentials; the tag the bundle carries)
 	PYTHONPATH=plugins $(BIN)/python -m recsys.deploy push-image

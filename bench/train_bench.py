@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     presets = [p for p in (args.scale or ["ml-1m"]) if p != "none"]
     if presets:
         print("\n3. scale: python -m tasks.train on synthetic data under /usr/bin/time -v "
-              "(targets: ml-1m fit <= 30 s; ml-25m <= 10 min and <= 6 GB)")
+              "(targets: ml-1m fit <= 30 s; ml-25m <= 10 min and <= 4 GB)")
     with tempfile.TemporaryDirectory() as tmp:
         for preset in presets:
             s = scale(preset, Path(tmp))

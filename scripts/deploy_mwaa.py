@@ -1,5 +1,6 @@
 """Deploy ``dist/mwaa`` (``make bundle``) to an Amazon MWAA environment in one step.
 
+    make deploy-mwaa MWAA_ENVIRONMENT=my-env      # make bundle, then this script
     python scripts/deploy_mwaa.py --environment my-env [--bundle dist/mwaa] [--timeout 5400]
 
 1. reads the environment (``GetEnvironment``): its bucket and the S3 paths it uses;
@@ -12,8 +13,10 @@
 5. uploads the DAG files and deletes the ``recommender_*.py`` files the bundle no longer has.
 
 Plugins before DAGs, because a DAG file refuses to import beside another release's ``recsys``
-(``recsys.release``): during the restart the old DAGs run on the old plugins, and the new DAGs
-arrive only once the new plugins are live. No ``requirements.txt`` is uploaded: MWAA preinstalls
+(``recsys.release``): during the restart a component still on the old plugins runs the old DAGs,
+one already restarted shows the old DAG files as import errors naming both releases (no task of
+another release's code runs), and the new DAGs arrive only once the new plugins are live
+everywhere. No ``requirements.txt`` is uploaded: MWAA preinstalls
 what the Airflow side needs, and a requirements file would be fetched and installed at every
 worker start. boto3 with your credentials (the standard AWS variables and profile).
 """

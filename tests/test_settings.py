@@ -51,7 +51,21 @@ def test_region_is_its_own_setting_falling_back_to_the_aws_variables(monkeypatch
     assert Settings().region == "eu-central-1"  # MWAA protects AWS_DEFAULT_REGION: this one wins
     monkeypatch.delenv("RECSYS_REGION")
     monkeypatch.delenv("AWS_DEFAULT_REGION")
-    assert Settings().region == "us-east-1"  # Composer sets neither
+    assert Settings().region == "us-east-1"  # outside Composer: the AWS SDKs' usual default
+
+
+def test_on_composer_an_unset_region_is_an_error_not_us_east_1(monkeypatch):
+    """Composer's workers set COMPOSER_ENVIRONMENT and no AWS region: a DAG file without
+    RECSYS_REGION fails to import naming the fix, instead of sending every call to us-east-1."""
+    for name in ("RECSYS_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COMPOSER_ENVIRONMENT", "recsys-prod")
+    with pytest.raises(ValueError, match="RECSYS_REGION is unset on Cloud Composer .*recsys-prod"):
+        Settings()
+    monkeypatch.setenv("RECSYS_REGION", "eu-west-1")
+    assert Settings().region == "eu-west-1"
+    monkeypatch.delenv("RECSYS_REGION")
+    assert Settings(region="eu-north-1").region == "eu-north-1"
 
 
 def test_mwaa_form_and_lists_and_empty_values(monkeypatch):

@@ -57,6 +57,13 @@ class Settings(BaseModel):
                 if raw:
                     values[name] = raw
                     break
+        if "region" not in values and os.environ.get("COMPOSER_ENVIRONMENT"):
+            # Cloud Composer's workers have no AWS region: us-east-1 would be a silent guess
+            raise ValueError(
+                f"bad setting: RECSYS_REGION is unset on Cloud Composer (environment "
+                f"{os.environ['COMPOSER_ENVIRONMENT']}), whose workers have no AWS_DEFAULT_REGION: every AWS call "
+                "would go to us-east-1. Bake it into the bundle (RECSYS_REGION=<region> make bundle) or set it "
+                "as an environment variable of the Composer environment (docs/managed.md)")
         try:
             super().__init__(**values)
         except ValidationError as err:  # name the variable, not the field
