@@ -138,9 +138,9 @@ def recommender_pipeline():
     def shard_commands(p: dict) -> list:
         from recsys import compute
 
-        return compute.mapped_values(stages.score(p, settings.ttl_days), settings)
+        return compute.mapped_values(stages.score(p), settings)
 
-    publish = compute_task("publish", stages.publish(PLAN, settings.ttl_days), settings,
+    publish = compute_task("publish", stages.publish(PLAN), settings,
                            outlets=outlets(RECOMMENDATIONS), **HEAVY)
 
     # Old scheduled runs stop here (a manual run passes); deploy_enabled then stops backfills

@@ -59,7 +59,7 @@ def test_structure(dag):
 
 
 ARGV = ["python", "-m", "tasks.train", "--ratings", "s3://b/datasets/ds=2026-11-23", "--out", "s3://b/models/v1"]
-# the stage settings every backend appends (recsys.compute.STAGE_FLAGS; defaults)
+# the stage settings every backend appends (recsys.stages.STAGE_FLAGS; defaults)
 RUN = [*ARGV, "--threads", "0"]
 SCORE_FLAGS = ["--threads", "0", "--min-ratings", "1", "--ttl-days", "30"]
 
@@ -126,7 +126,7 @@ def test_plan_keys_data_by_date_and_model_by_version():
     assert p["shard_manifests"][0] == "s3://b/models/v20261123T020000s-bbbbbb/shards/0000-of-0003.json"
     assert p["metrics"] == p["model"] + "/metrics.json" and p["table"] == "t"
     assert p["summary"] == "s3://b/runs/ds=2026-11-23/v20261123T020000s-bbbbbb/summary.json"
-    argvs = stages.score(p, 30)
+    argvs = stages.score(p)
     assert [a[a.index("--shard") + 1] for a in argvs] == ["0/3", "1/3", "2/3"]
     assert all(a[a.index("--table") + 1] == "t" for a in argvs)
 

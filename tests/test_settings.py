@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from recsys import compute
+from recsys import compute, stages
 from recsys.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +101,7 @@ def test_every_stage_setting_travels_on_the_command_line_alike_on_every_backend(
 
 def test_the_stages_accept_the_flags_they_are_given():
     """Every flag STAGE_FLAGS adds is one the stage's own parser knows."""
-    for (module, sub), flags in compute.STAGE_FLAGS.items():
+    for (module, sub), flags in stages.STAGE_FLAGS.items():
         source = (ROOT / module.replace(".", "/") / "__main__.py").read_text()
         for flag, _ in flags:
             assert f'"{flag}"' in source, (module, sub, flag)

@@ -221,9 +221,9 @@ def test_a_drifted_flag_is_rejected():
         with pytest.raises(SystemExit):
             parse([new if a == old else a for a in train])
     with pytest.raises(SystemExit):
-        parse([a.replace("--top-n", "--topn") for a in stages.publish(plan, settings.ttl_days)])
+        parse([a.replace("--top-n", "--topn") for a in stages.publish(plan)])
     with pytest.raises(SystemExit):
-        parse([*stages.score(plan, settings.ttl_days)[0], "--finalize"])  # the removed publish shim
+        parse([*stages.score(plan)[0], "--finalize"])  # the removed publish shim
 
 
 def test_the_jinja_plan_has_exactly_the_run_plans_keys():

@@ -20,26 +20,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+from recsys import stages
 from recsys.settings import Settings
-
-# The settings a stage takes from the Airflow side, always as flags on its command line (never
-# through the worker's environment, which ECS does not pass on): added here, for every backend,
-# so local, Docker and ECS runs get the same argv. (module, subcommand) -> (flag, setting).
-STAGE_FLAGS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
-    ("tasks.train", ""): (("--threads", "threads"),),
-    ("tasks.score", ""): (("--threads", "threads"), ("--min-ratings", "min_ratings"), ("--ttl-days", "ttl_days")),
-    ("tasks.publish", "finalize"): (("--min-ratings", "min_ratings"), ("--ttl-days", "ttl_days")),
-    ("tasks.publish", "retain"): (("--ttl-days", "ttl_days"),),
-}
-
-
-def stage_argv(argv: Sequence[str], settings: Settings) -> list[str]:
-    """``argv`` with the stage's settings (:data:`STAGE_FLAGS`) appended where it does not set them."""
-    argv = list(argv)
-    module = argv[2] if len(argv) > 2 and argv[1] == "-m" else ""
-    sub = argv[3] if len(argv) > 3 and not argv[3].startswith("-") else ""
-    flags = STAGE_FLAGS.get((module, sub)) or STAGE_FLAGS.get((module, ""), ())
-    return argv + [x for flag, name in flags if flag not in argv for x in (flag, str(getattr(settings, name)))]
 
 
 def to_bash(argv: Sequence[str], settings: Settings) -> str:
@@ -54,7 +36,7 @@ def to_overrides(argv: Sequence[str], settings: Settings) -> dict:
 
 def field_value(argv: Sequence[str], settings: Settings):
     """argv -> the value of the backend operator's command field."""
-    argv = stage_argv(argv, settings)
+    argv = stages.with_settings(argv, settings)
     if settings.compute == "local":
         return to_bash(argv, settings)
     if settings.compute == "ecs":

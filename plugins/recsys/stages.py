@@ -2,8 +2,8 @@
 stage's flags.
 
 Each function takes the run's :class:`~recsys.layout.RunPlan` (and the DAG's Params where a stage
-takes one) and returns the argv that :mod:`recsys.compute` runs on the configured backend, which
-appends the stage's settings (:data:`recsys.compute.STAGE_FLAGS`). The DAG passes :data:`PLAN` and
+takes one) and returns the argv that :mod:`recsys.compute` runs on the configured backend, with
+the stage's settings appended (:data:`STAGE_FLAGS`, :func:`with_settings`). The DAG passes :data:`PLAN` and
 :data:`PARAMS`, whose values are Jinja that Airflow renders when the task runs (only a key the
 plan has, or a Param the DAG declares, renders: any other raises ``KeyError`` at parse time);
 ``shard_commands`` passes the plan itself. ``tests/test_stage_argv.py`` builds every argv with
@@ -13,7 +13,7 @@ the stage's own parser (``build_parser()`` of its ``__main__``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
 from recsys.layout import RunPlan
@@ -47,6 +47,27 @@ PLAN = cast(RunPlan, _Templated(RunPlan.__required_keys__ | RunPlan.__optional_k
 PARAMS: Mapping[str, Any] = _Templated(PARAM_NAMES, "{{ params.KEY }}", "the DAG's Params")
 
 
+# The settings a stage takes from the Airflow side, always as flags on its command line (never
+# through the worker's environment, which ECS does not pass on): added by
+# :func:`with_settings` (which recsys.compute calls for every backend), so local, Docker and ECS
+# runs get the same argv. (module, subcommand) -> (flag, setting).
+STAGE_FLAGS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
+    ("tasks.train", ""): (("--threads", "threads"),),
+    ("tasks.score", ""): (("--threads", "threads"), ("--min-ratings", "min_ratings"), ("--ttl-days", "ttl_days")),
+    ("tasks.publish", "finalize"): (("--min-ratings", "min_ratings"), ("--ttl-days", "ttl_days")),
+    ("tasks.publish", "retain"): (("--ttl-days", "ttl_days"),),
+}
+
+
+def with_settings(argv: Sequence[str], settings: Settings) -> list[str]:
+    """``argv`` with the stage's settings (:data:`STAGE_FLAGS`) appended where it does not set them."""
+    argv = list(argv)
+    module = argv[2] if len(argv) > 2 and argv[1] == "-m" else ""
+    sub = argv[3] if len(argv) > 3 and not argv[3].startswith("-") else ""
+    flags = STAGE_FLAGS.get((module, sub)) or STAGE_FLAGS.get((module, ""), ())
+    return argv + [x for flag, name in flags if flag not in argv for x in (flag, str(getattr(settings, name)))]
+
+
 def snapshot(p: RunPlan) -> list[str]:
     """Validate the raw ratings and write the run date's snapshot (rejected input to quarantine)."""
     return ["python", "-m", "tasks.data", "snapshot", "--raw", p["raw"], "--items", p["items"], "--ds", p["ds"],
@@ -60,24 +81,23 @@ def train(p: RunPlan, params: Mapping[str, Any]) -> list[str]:
             "--factors", str(params["factors"]), "--sweeps", str(params["sweeps"])]
 
 
-def score(p: RunPlan, ttl_days: int) -> list[list[str]]:
+def score(p: RunPlan) -> list[list[str]]:
     """One command per shard, each writing its users' rows to the table."""
     return [["python", "-m", "tasks.score", "--model", p["model"], "--ratings", p["snapshot"],
              "--model-version", p["model_version"], "--top-n", str(p["top_n"]), "--shard", f"{i}/{p['shards']}",
-             "--table", p["table"], "--ttl-days", str(ttl_days)] for i in range(p["shards"])]
+             "--table", p["table"]] for i in range(p["shards"])]
 
 
-def publish(p: RunPlan, ttl_days: int) -> list[str]:
+def publish(p: RunPlan) -> list[str]:
     """Check every shard and user, write the fallback list, then the completion marker."""
     return ["python", "-m", "tasks.publish", "finalize", "--model", p["model"], "--ratings", p["snapshot"],
             "--model-version", p["model_version"], "--top-n", str(p["top_n"]), "--shards", str(p["shards"]),
-            "--table", p["table"], "--ttl-days", str(ttl_days)]
+            "--table", p["table"]]
 
 
 def retain(settings: Settings, versions: str) -> list[str]:
     """Keep ``versions`` (``"V=URI V=URI"``: the live one and the rollback target) from expiring."""
-    return ["python", "-m", "tasks.publish", "retain", "--table", settings.table, "--ttl-days",
-            str(settings.ttl_days), versions]
+    return ["python", "-m", "tasks.publish", "retain", "--table", settings.table, versions]
 
 
 def versions(settings: Settings) -> list[str]:
