@@ -2,7 +2,7 @@
 
 Artifact (a folder or S3 prefix; docs/pipeline.md, "Contracts"):
 
-- ``model.pt``  -- the ``state_dict`` (tutorial parameter names, loads with
+- ``model.pt``  -- the ``state_dict`` (the original MF model's parameter names, loads with
   ``weights_only=True``);
 - ``meta.json`` -- constructor args, raw id maps, rating scale, data snapshot,
   hyper-parameters, library versions;
@@ -37,14 +37,15 @@ PAD_INT_ID = np.iinfo(np.int64).min  # recommend()'s id for a padded slot, for i
 class MF(nn.Module):
     """Biased MF: ``bias + user_bias[u] + item_bias[i] + <user[u], item[i]>``.
 
-    Parameter names match the seed tutorial, so its ``state_dict`` loads as is.
+    Parameter names match the PyTorch MF model this project started from (the users'
+    own), so such a ``state_dict`` loads as is.
 
     With ``rank_k > 0`` the model also has a *ranking head*: a second pair of
     embeddings (``rank_user``, ``rank_item``) fitted to which items each user
     chose to rate, not to the rating values. ``forward`` (predicted ratings) never
     uses it; :meth:`Recommender.recommend` ranks by it when it is present,
     because a rating-trained MF ranks obscure items first over a full catalogue.
-    A tutorial model (``rank_k=0``) ranks by its rating head as before.
+    A model without one (``rank_k=0``) ranks by its rating head.
     """
 
     def __init__(self, n_user: int, n_item: int, k: int = 10, c_vector: float = 1e-6,

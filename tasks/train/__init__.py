@@ -1,4 +1,4 @@
-"""Train the biased MF model on a snapshot, evaluate it, write the artifact.
+"""Train the recommender on a snapshot, evaluate it, write the artifact.
 
 ``train()`` reads top to bottom: data, split, fit without the holdout, evaluate,
 refit on every rating, save. The holdout estimate (what the gate, the report and
@@ -10,8 +10,8 @@ run depends on is in :class:`TrainConfig`, whose defaults are the tuned values
 (``bench/train_bench.py`` measures them); ``meta.json`` records the config
 actually used.
 
-The model has two heads (see :class:`tasks.model.MF`): a biased MF (the seed
-tutorial's model) fitted to rating values as the posterior mean of a Gibbs sampler
+The model has two heads (see :class:`tasks.model.MF`): a biased matrix factorisation
+(``mu + b_u + b_i + <p_u, q_i>``) fitted to rating values as the posterior mean of a Gibbs sampler
 (:mod:`tasks.train.bayes`) carries ``predict``; a ranking head fitted to which
 items users rated (PureSVD, blended with EASE^R where the catalogue is small
 enough: :mod:`tasks.train.ranking`) carries ``recommend``.
@@ -264,7 +264,7 @@ def surprise_svd(u: np.ndarray, i: np.ndarray, r: np.ndarray, n_users: int, n_it
     """scikit-surprise's ``SVD()`` with its defaults, as an :class:`MF` on our indexes,
     and the wall and CPU seconds ``SVD.fit`` took (data conversion excluded).
 
-    Its fitted biases and factors are copied into the tutorial model (same
+    Its fitted biases and factors are copied into the shipped model class (same
     parametrisation), so predictions and full-catalogue rankings are computed
     vectorised by the same code as the candidate's. Users or items absent from
     the training data keep zero factors and biases, as surprise treats them.

@@ -1,6 +1,6 @@
 """Bayesian biased MF by Gibbs sampling: the rating head.
 
-The model is the tutorial's, ``mu + b_u + b_i + <p_u, q_i>``, with Gaussian
+The model is the biased MF, ``mu + b_u + b_i + <p_u, q_i>``, with Gaussian
 noise of precision ``alpha`` and Gaussian priors on every user's and item's
 ``[p, b]`` whose per-dimension mean and precision have Normal-Gamma hyperpriors
 (the libFM MCMC setting, Rendle 2012; BPMF, Salakhutdinov and Mnih 2008).
@@ -17,7 +17,7 @@ good: an ALS point estimate with the same parametrisation ties scikit-surprise's
 tuning a regularisation constant. The average of ``S`` draws of ``P Q^T`` is
 itself a product of rank ``k*S``; :func:`compress` reduces it to a rank-``k``
 product (exactly, when the draws span no more), so the artifact keeps the
-tutorial's shape.
+biased MF's shape.
 
 The per-row work is a numba kernel (``prange`` over rows; one (k+1)x(k+1)
 Cholesky per row in registers-sized loops): no padded gathers, no per-row
