@@ -173,25 +173,37 @@ def test_champion_fitted_on_every_rating_is_scored_only_on_what_it_never_saw(tmp
 CLI_FAST = ["--sweeps", "4", "--refit-sweeps", "4", "--ease-rank", "0"]
 
 
-@pytest.mark.parametrize("layout", ["csv", "tsv", "parquet-int", "parquet-str", "csv-007"])
+@pytest.mark.parametrize("layout", ["csv", "tsv", "parquet-int", "parquet-str", "csv-007", "snapshot-csv",
+                                    "snapshot-parquet-int", "snapshot-csv-007"])
 def test_ids_round_trip_through_the_cli(tmp_path, layout):
-    """``python -m tasks.train`` on a file, then ``tasks.model.load``: a column of canonical
-    integers gives integers back from recommend, however it was stored; "007" stays a string."""
+    """``python -m tasks.train`` on a file, or on the snapshot ``python -m tasks.data snapshot``
+    wrote from it (the DAG's path), then ``tasks.model.load``: a column of canonical integers gives
+    integers back from recommend, however it was stored; "007" stays a string."""
     from tasks.model import load
 
     ratings, _ = generate(40, 50, 1_000, seed=6)
-    if layout == "csv-007":
+    if layout.endswith("-007"):
         ratings["item_id"] = ratings["item_id"].map(lambda x: f"{x:03d}")
-    path = tmp_path / ("ratings." + layout.split("-")[0])
-    if layout.startswith("parquet"):
-        (ratings.astype({"user_id": str, "item_id": str}) if layout == "parquet-str" else ratings).to_parquet(path)
+    snapshot = layout.startswith("snapshot-")
+    kind = layout.removeprefix("snapshot-")
+    folder = tmp_path / "raw" if snapshot else tmp_path
+    folder.mkdir(exist_ok=True)
+    path = folder / ("ratings." + kind.split("-")[0])
+    if kind.startswith("parquet"):
+        (ratings.astype({"user_id": str, "item_id": str}) if kind == "parquet-str" else ratings).to_parquet(path)
     else:
-        ratings.to_csv(path, sep="\t" if layout == "tsv" else ",", index=False)
-    subprocess.run([sys.executable, "-m", "tasks.train", "--ratings", str(path), "--out", str(tmp_path / "m"),
+        ratings.to_csv(path, sep="\t" if kind == "tsv" else ",", index=False)
+    source = str(path)
+    if snapshot:  # ratings are on the 1-5 scale, timestamps before the run date
+        source = str(tmp_path / "datasets" / "ds=2026-11-23")
+        subprocess.run([sys.executable, "-m", "tasks.data", "snapshot", "--raw", str(folder), "--ds", "2026-11-23",
+                        "--out", source, "--quarantine", str(tmp_path / "q")], check=True, cwd=ROOT,
+                       capture_output=True)
+    subprocess.run([sys.executable, "-m", "tasks.train", "--ratings", source, "--out", str(tmp_path / "m"),
                     *CLI_FAST], check=True, cwd=ROOT, capture_output=True)
     rec = load(str(tmp_path / "m"))
     items, _ = rec.recommend([1, "2"], 3)
-    if layout == "csv-007":
+    if kind == "csv-007":
         assert items.dtype.kind == "U" and set(items.ravel()) <= set(ratings.item_id)
         assert "007" in rec.item_ids and rec.meta["id_kinds"] == {"user": "int", "item": "str"}
     else:
