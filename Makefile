@@ -48,7 +48,7 @@ BOUNDED := $(BIN)/python scripts/bounded.py --signal INT --kill-after 60 $(TEST_
 DOCKER_TEST_ENV := eval "$$(bash scripts/docker_test_env.sh)" &&
 
 test: setup lint  ## set up + the whole suite: unit, moto server, `airflow dags test` e2e, real Airflow (PostgreSQL, REST), Docker images
-	$(DOCKER_TEST_ENV) $(TEST_ENV) $(BOUNDED) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(DOCKER_TEST_ENV) $(TEST_ENV) $(BOUNDED) $(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 test-docker: setup  ## the Docker tier alone (starts an engine where it can)
 	$(DOCKER_TEST_ENV) $(TEST_ENV) $(BIN)/python -m pytest -m docker $(PYTEST_ARGS)
