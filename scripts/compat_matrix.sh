@@ -20,6 +20,7 @@
 # reinstalled only when the row, the interpreter or moto changes. Stages (python -m tasks.*) run with
 # the main venv's interpreter (RECSYS_PYTHON), as they would in the jobs image on ECS.
 # MATRIX_LOCK=/path/to/lock serialises each row's tests behind flock (installs stay outside it).
+# MATRIX_JOBS=N tests N rows at once (CI: 2), each row's output prefixed with its name.
 # Portable: bash 3.2 (macOS), time limits through scripts/bounded.py, hashes through Python.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,11 +42,12 @@ find_python() {  # the platform's Python when this machine runs one, else 3.11 (
     if command -v "$py" >/dev/null 2>&1 && "$py" -c "import venv" >/dev/null 2>&1; then echo "$py"; return; fi
   done
 }
-TIMES="$(mktemp)"; trap 'rm -f "$TIMES"' EXIT
+TIMES="$(mktemp)"
 cpu() {  # sets CPU: seconds used so far by this shell's finished children (bash's `times`, second line).
   # `times` must run in this shell, not in $(...): a subshell's children are not this shell's.
-  times >"$TIMES"
-  CPU="$(tail -n 1 "$TIMES" | awk '{ t = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); t += p[1] * 60 + p[2] } printf "%d", t }')"
+  local file="$TIMES${BASHPID:+.$BASHPID}"  # rows run at once (MATRIX_JOBS) each have their own
+  times >"$file"
+  CPU="$(tail -n 1 "$file" | awk '{ t = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); t += p[1] * 60 + p[2] } printf "%d", t }')"
 }
 sha12() { "$MAIN_PY" -c 'import hashlib, sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest()[:12])' "$1"; }
 MOTO="moto[server]==$("$MAIN_PY" -c 'import moto; print(moto.__version__)')"
@@ -64,12 +66,13 @@ install() {  # venv py moto install-args...: a fresh venv with the row's package
   fi
 }
 
-failed=()
-summary=()
-for row in "${ROWS[@]}"; do
+RESULTS="$(mktemp -d)"; trap 'rm -f "$TIMES" "$TIMES".*; rm -rf "$RESULTS"' EXIT
+
+run_row() {  # row [PYTEST_ARGS...]: install (when its stamp is missing) and test one row; writes its summary line
+  local row="$1"; shift
+  local platform airflow python scope rest name venv py moto args key stamp start tested cpu0 result tests run
   read -r platform airflow python scope rest <<<"$row"
   name="$platform-$airflow"
-  if [ -n "${MATRIX_ONLY:-}" ] && [[ " $MATRIX_ONLY " != *" $name "* ]]; then continue; fi
   scope="${MATRIX_SCOPE:-$scope}"
   venv="$VENVS/$name"
   py="$(find_python "$python")"
@@ -91,17 +94,51 @@ for row in "${ROWS[@]}"; do
   fi
   echo "== $name ($scope): $("$venv/bin/python" -c 'import airflow, sys; print(f"Airflow {airflow.__version__} on Python {sys.version.split()[0]}")')"
   if [ "$scope" = full ]; then tests=("${FULL[@]}"); else tests=("${LIGHT[@]}"); fi
-  run=(env RECSYS_PYTHON="${RECSYS_PYTHON:-$MAIN_PY}" PATH="$venv/bin:$PATH" bash -c '. scripts/env.sh && export AWS_ENDPOINT_URL= DOCKER_HOST=unix:///nonexistent/docker.sock && exec "$0" -m pytest -p no:cacheprovider -q "$@"' "$venv/bin/python" "${tests[@]}" "$@")
+  # its own AIRFLOW_HOME: rows (of other Airflow versions, perhaps at once) never share a database
+  mkdir -p "$venv/airflow-home"
+  run=(env RECSYS_PYTHON="${RECSYS_PYTHON:-$MAIN_PY}" PATH="$venv/bin:$PATH" AIRFLOW_HOME="$venv/airflow-home" bash -c '. scripts/env.sh && export AWS_ENDPOINT_URL= DOCKER_HOST=unix:///nonexistent/docker.sock && exec "$0" -m pytest -p no:cacheprovider -q "$@"' "$venv/bin/python" "${tests[@]}" "$@")
   # a hang ends as a failure with pytest's traceback of where it stood (SIGINT), inside CI's budget
   run=("$MAIN_PY" scripts/bounded.py --signal INT --kill-after 60 "${COMPAT_TIMEOUT:-1500}" -- "${run[@]}")
   if [ -n "${MATRIX_LOCK:-}" ]; then run=(flock "$MATRIX_LOCK" "${run[@]}"); fi
   tested=$SECONDS; cpu; cpu0=$CPU
-  if "${run[@]}"; then result=passed; else result=FAILED; failed+=("$name"); fi
+  if "${run[@]}"; then result=passed; else result=FAILED; fi
   cpu
-  summary+=("$name ($scope): $result, tests $((SECONDS - tested)) s (CPU $((CPU - cpu0)) s), row $((SECONDS - start)) s")
-  echo "== ${summary[${#summary[@]}-1]}"
+  echo "$name ($scope): $result, tests $((SECONDS - tested)) s (CPU $((CPU - cpu0)) s), row $((SECONDS - start)) s" \
+    >"$RESULTS/$name"
+  echo "== $(cat "$RESULTS/$name")"
+}
+
+# MATRIX_JOBS=N runs N rows at once (CI: 2, one per core; each row's tests use about one), their
+# output prefixed with the row's name; 1 (the default) runs them one after another.
+JOBS="${MATRIX_JOBS:-1}"
+if [ "${BASH_VERSINFO[0]}${BASH_VERSINFO[1]}" -lt 43 ]; then JOBS=1; fi  # bash < 4.3 (macOS): no `wait -n`
+chosen=()
+for row in "${ROWS[@]}"; do
+  read -r platform airflow _ <<<"$row"
+  if [ -n "${MATRIX_ONLY:-}" ] && [[ " $MATRIX_ONLY " != *" $platform-$airflow "* ]]; then continue; fi
+  chosen+=("$row")
 done
-echo "== matrix:"
+started=$SECONDS
+for row in ${chosen[@]+"${chosen[@]}"}; do
+  if [ "$JOBS" -le 1 ]; then
+    run_row "$row" "$@"
+    continue
+  fi
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+  read -r platform airflow _ <<<"$row"
+  ( run_row "$row" "$@" 2>&1 | while IFS= read -r line; do printf '[%s] %s\n' "$platform-$airflow" "$line"; done ) &
+done
+wait
+failed=()
+summary=()
+for row in ${chosen[@]+"${chosen[@]}"}; do
+  read -r platform airflow _ <<<"$row"
+  name="$platform-$airflow"
+  line="$(cat "$RESULTS/$name" 2>/dev/null || echo "$name: FAILED (no result: the row's script stopped early)")"
+  summary+=("$line")
+  case "$line" in *": passed,"*) ;; *) failed+=("$name") ;; esac
+done
+echo "== matrix: $((SECONDS - started)) s wall, $JOBS row(s) at a time"
 if [ ${#summary[@]} -gt 0 ]; then printf '   %s\n' "${summary[@]}"; fi
 if [ ${#failed[@]} -gt 0 ]; then echo "matrix failed on: ${failed[*]}"; exit 1; fi
 if [ ${#summary[@]} -eq 0 ]; then echo "matrix: no row matches MATRIX_ONLY=${MATRIX_ONLY:-}"; exit 1; fi
