@@ -62,3 +62,18 @@ def test_make_help_lists_every_described_target():
     for target, what in described:
         assert re.search(rf"^  make {re.escape(target)}\s+{re.escape(what.strip())}$", out, re.MULTILINE), target
     assert "make setup" in out and "make lock" in out
+
+
+def test_every_tracked_symlink_stays_inside_the_repository():
+    """A clone must not depend on this machine: a symlink to a path outside the tree (a `.venv`
+    linked to another checkout's venv was once committed) breaks every other user's `make run`."""
+    import shutil
+
+    if not shutil.which("git") or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    listed = subprocess.run(["git", "ls-files", "-s"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    links = [line.split("\t", 1)[1] for line in listed.splitlines() if line.startswith("120000 ")]
+    for link in links:
+        target = (ROOT / link).parent / (ROOT / link).readlink() if (ROOT / link).is_symlink() else None
+        assert target is not None, f"{link} is tracked as a symlink but is not one here"
+        assert target.resolve().is_relative_to(ROOT.resolve()), f"{link} points outside the repository: {target}"
