@@ -133,12 +133,27 @@ def test_secrets_are_generated_once_kept_across_starts_and_given_values_win(tmp_
     assert (serve_dir / "credentials").stat().st_mode & 0o777 == 0o400
 
 
+def _recording_engine():
+    """A fake Docker engine whose ``create_container`` keyword arguments are kept in ``created``."""
+    from tests.test_deploy_alerts import FakeEngine
+
+    engine = FakeEngine(None)
+    created: dict = {}
+    original = engine.create_container
+
+    def create(image, **kwargs):
+        created.update(kwargs)
+        return original(image, **kwargs)
+
+    engine.create_container = create
+    return engine, created
+
+
 def test_the_docker_deploy_gives_the_serving_container_no_worker_keys(monkeypatch):
     """RECSYS_DEPLOY=docker copied the worker's AWS keys into the serving container's environment."""
     pytest.importorskip("docker")
     from recsys import deploy
     from recsys.settings import Settings
-    from tests.test_deploy_alerts import FakeEngine
 
     worker = {"AWS_ACCESS_KEY_ID": "AKIAWORKER", "AWS_SECRET_ACCESS_KEY": "s3cret", "AWS_SESSION_TOKEN": "tok",
               "AWS_PROFILE": "admin", "AWS_DEFAULT_REGION": "eu-west-1", "AWS_ENDPOINT_URL": "http://moto:5000",
@@ -154,15 +169,7 @@ def test_the_docker_deploy_gives_the_serving_container_no_worker_keys(monkeypatc
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("RECSYS_SERVE_CREDENTIALS", "recsys-serve-credentials")
     monkeypatch.setattr(deploy.smoke, "smoke_test", lambda *a, **k: None)
-    engine = FakeEngine(None)
-    created = {}
-    original = engine.create_container
-
-    def create(image, **kwargs):
-        created.update(kwargs)
-        return original(image, **kwargs)
-
-    engine.create_container = create
+    engine, created = _recording_engine()
     deploy.container.deploy_container(Settings(docker_network="recsys"), "r/recsys-serve:new", "v2", "42",
                                       client=engine)
     assert created["host_config"]["binds"] == {"recsys-serve-credentials": {"bind": "/run/recsys-aws", "mode": "ro"}}
@@ -202,7 +209,6 @@ def test_login_and_pull_use_the_registry_credentials_and_the_serving_network(tmp
     pytest.importorskip("docker")
     from recsys import deploy
     from recsys.settings import Settings
-    from tests.test_deploy_alerts import FakeEngine
 
     calls = tmp_path / "calls"
     cli = tmp_path / "docker"
@@ -233,15 +239,7 @@ def test_login_and_pull_use_the_registry_credentials_and_the_serving_network(tmp
         "login --username AWS --password-stdin https://1.dkr.ecr.us-east-1.amazonaws.com", "tok"]
 
     monkeypatch.setattr(deploy.smoke, "smoke_test", lambda *a, **k: None)
-    engine = FakeEngine(None)
-    created = {}
-    original = engine.create_container
-
-    def create(image, **kwargs):
-        created.update(kwargs)
-        return original(image, **kwargs)
-
-    engine.create_container = create
+    engine, created = _recording_engine()
     deploy.container.deploy_container(settings, "127.0.0.1:5001/recsys-serve:new", "v2", "42", client=engine)
     assert engine.pull_auth == {"username": "recsys", "password": "s3cret-pass"}
     assert created["host_config"]["network_mode"] == "recsys-serve"
